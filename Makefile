@@ -1,0 +1,30 @@
+# Set-up and entry points. `make demo` and `make test` each create .venv and install what is missing.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+# The CPU build of torch must be installed before anything else: with no torch present, a bare
+# torch requirement makes pip pick a multi-GB CUDA build. On a machine without a local CPU wheel use
+#   make test TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?=
+PIP := $(VENV)/bin/python -m pip
+STAMP := $(VENV)/.bbdeploy-installed
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(VENV)/bin/python -c "import torch" 2>/dev/null || $(PIP) install --quiet "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
+	$(PIP) install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/bbdeploy models
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) bbdeploy-out .pytest_cache

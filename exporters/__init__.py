@@ -1,0 +1,1 @@
+"""Converters from a PyTorch backbone to deployable files: ONNX, TFLite (LiteRT) and OpenVINO IR."""

@@ -1,0 +1,5 @@
+"""`python -m bbdeploy` runs the CLI."""
+
+from .cli import main
+
+main()

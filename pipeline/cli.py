@@ -1,0 +1,122 @@
+"""The `bbdeploy` command: thin Typer commands over the library functions.
+
+Human output (Rich tables, progress) goes to stderr, machine output (`--json`) to stdout. A user
+error is one `error: ...` line and exit code 2, never a traceback. Heavy libraries (torch and the
+converters) are imported inside the commands, so `bbdeploy --help` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__
+from .errors import EXIT_USAGE, BBDeployError
+
+app = typer.Typer(
+    name="bbdeploy",
+    help="Quantize lightweight image backbones to int8, export them to ONNX, TFLite and OpenVINO, "
+         "and measure drift and on-device latency.\n\n"
+         "Exit codes: 0 success, 1 a run finished but something failed, 2 bad input.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"bbdeploy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """bbdeploy: quantize, export, validate and benchmark mobile image backbones."""
+
+
+@app.command()
+def models(
+    pattern: Annotated[Optional[str], typer.Argument(help="Filter names, e.g. 'mobilenet*' or 'lite'.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list on stdout.")] = False,
+) -> None:
+    """List the backbones: family, parameters, MACs, input size, ImageNet weights available offline."""
+    from .zoo import backbone_info, list_backbones
+
+    names = list_backbones(pattern)
+    if not names:
+        raise BBDeployError(f"no backbone matches {pattern!r}; run `bbdeploy models` to list them all")
+    rows = [backbone_info(name) for name in names]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="bbdeploy backbones")
+    for column in ("name", "params", "MACs", "input", "widths", "ImageNet weights"):
+        table.add_column(column, no_wrap=column == "name",
+                         justify="right" if column in ("params", "MACs", "input") else "left")
+    for row in rows:
+        table.add_row(row["name"], f"{row['params'] / 1e6:.2f}M", f"{row['macs'] / 1e6:.0f}M",
+                      str(row["input_size"]), " ".join(str(w) for w in row["widths"]) or "-",
+                      _weights_status(row["imagenet"]))
+    Console(stderr=True).print(table)
+
+
+@app.command()
+def info(
+    model: Annotated[str, typer.Argument(help="Backbone name or alias, e.g. efficientnet_lite0, mobilenetv3.")],
+    weights: Annotated[str, typer.Option(help="random | imagenet | PATH to a checkpoint.")] = "random",
+    width: Annotated[Optional[float], typer.Option(help="Width multiplier, where the family has several.")] = None,
+    num_classes: Annotated[Optional[int], typer.Option(help="Classifier size; default: the checkpoint's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object on stdout.")] = False,
+) -> None:
+    """Build one backbone with its weights (checking they load) and describe it."""
+    from .checkpoints import head_name
+    from .zoo import backbone_info, create_backbone
+
+    module = create_backbone(model, weights=weights, width=width, num_classes=num_classes)
+    details = backbone_info(model, width=width)
+    details["weights"] = module.weights_source
+    details["num_classes"] = module.get_submodule(head_name(module)).out_features
+    if as_json:
+        print(json.dumps(details, indent=2))
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    for key in ("name", "family", "paper", "weights", "num_classes", "params", "macs", "input_size", "preprocess"):
+        console.print(f"[bold]{key:12s}[/bold] {details[key]}")
+
+
+def _weights_status(imagenet: dict | None) -> str:
+    """Where `--weights imagenet` would come from, in a few words."""
+    if imagenet is None:
+        return "none published"
+    if imagenet["offline"]:
+        return "offline (" + imagenet["source"].split()[0] + ")"
+    return "download" if imagenet["url"] else "bring your own"
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning user errors into one line on stderr."""
+    try:
+        app()
+    except BBDeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

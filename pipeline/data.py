@@ -1,0 +1,65 @@
+"""Images in, network inputs out: the one preprocessing every stage (calibration, parity, drift) uses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .backbones.registry import Preprocess
+from .errors import BBDeployError
+
+_FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+
+
+def load_image(path: str | Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise BBDeployError(f"cannot read image {str(path)!r}: {exc}") from None
+
+
+def preprocess_image(image: Image.Image | np.ndarray, preprocess: Preprocess,
+                     input_size: int | None = None) -> np.ndarray:
+    """Resize the short side to size / crop_pct, centre-crop, normalise: float32 CHW.
+
+    This is timm's and torchvision's evaluation transform, so published accuracies reproduce.
+    """
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    image = image.convert("RGB")
+    size = input_size or preprocess.input_size
+    resize = round(size / preprocess.crop_pct)
+    width, height = image.size
+    scale = resize / min(width, height)
+    image = image.resize((max(size, round(width * scale)), max(size, round(height * scale))),
+                         _FILTERS[preprocess.interpolation])
+    width, height = image.size
+    left, top = (width - size) // 2, (height - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    pixels = (pixels - np.asarray(preprocess.mean, np.float32)) / np.asarray(preprocess.std, np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+# Real colour photos that ship with scikit-image (no download), used when the user gives no images.
+SAMPLE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle", "hubble_deep_field",
+                 "immunohistochemistry", "retina", "colorwheel", "logo", "coins", "camera")
+
+
+def sample_photos() -> dict[str, np.ndarray]:
+    """scikit-image's bundled photos as RGB uint8 arrays, by name."""
+    try:
+        import skimage.data as skdata
+    except ImportError:
+        raise BBDeployError("the built-in sample photos need scikit-image; pip install scikit-image, "
+                            "or pass your own images") from None
+    photos = {}
+    for name in SAMPLE_PHOTOS:
+        image = skdata.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skdata, name)()
+        if image.ndim == 2:
+            image = np.stack([image] * 3, axis=-1)
+        photos[name] = np.ascontiguousarray(image[..., :3]).astype(np.uint8)
+    return photos

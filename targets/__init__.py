@@ -1,0 +1,1 @@
+"""Running artifacts: runtimes (onnxruntime, LiteRT, OpenVINO) and devices (local, ssh, adb)."""
