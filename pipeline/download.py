@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import sys
 import urllib.error
@@ -49,7 +50,7 @@ def download(url: str, dest: Path, sha256: str, *, timeout: float = 30.0, quiet:
                     digest.update(chunk)
                     out.write(chunk)
                     received += len(chunk)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise DownloadError(f"download of {url} failed: {reason}") from None
         if expected_bytes >= 0 and received != expected_bytes:
