@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)
 	$(VENV)/bin/bbdeploy models
+	$(VENV)/bin/bbdeploy info efficientnet_lite0 --weights imagenet
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
