@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import torch
 from torch import nn
 
 from .backbones import all_specs, resolve
@@ -98,7 +99,8 @@ def create_backbone(name: str, *, weights: str = "random", num_classes: int | No
         else:
             path, source = weights, f"path {weights}"
         state_dict = read_state_dict(path)
-        probe = spec.constructor(num_classes=1, **kwargs)  # only to locate the classifier's key
+        with torch.device("meta"):  # a weightless copy, only to locate the classifier's key
+            probe = spec.constructor(num_classes=1, **kwargs)
         trained_classes = head_classes(state_dict, probe) or spec.num_classes
         wanted = num_classes or trained_classes
         model = spec.constructor(num_classes=wanted, **kwargs)

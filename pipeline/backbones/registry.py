@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -62,7 +62,6 @@ class BackboneSpec:
     imagenet: ImagenetWeights | None = None
     num_classes: int = 1000
     min_input_size: int = 32  # smallest input whose feature map stays at least 1x1
-    extra: dict = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
