@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from . import __version__
-from .errors import EXIT_USAGE, BBDeployError
+from .errors import EXIT_FAILED, BBDeployError
 
 app = typer.Typer(
     name="bbdeploy",
@@ -95,6 +96,58 @@ def info(
     console = Console(stderr=True)
     for key in ("name", "family", "paper", "weights", "num_classes", "params", "macs", "input_size", "preprocess"):
         console.print(f"[bold]{key:12s}[/bold] {details[key]}")
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="Backbone name or alias, e.g. efficientnet_lite0, mobilenetv3.")],
+    target: Annotated[str, typer.Option(help="onnx | tflite | openvino | all, or a comma list.")] = "all",
+    weights: Annotated[str, typer.Option(help="random | imagenet | PATH to a checkpoint.")] = "random",
+    width: Annotated[Optional[float], typer.Option(help="Width multiplier, where the family has several.")] = None,
+    num_classes: Annotated[Optional[int], typer.Option(help="Classifier size; default: the checkpoint's.")] = None,
+    input_size: Annotated[Optional[int], typer.Option(help="Square input side; default: the backbone's.")] = None,
+    batch: Annotated[int, typer.Option(help="Static batch size of the artifact.")] = 1,
+    output: Annotated[Optional[Path], typer.Option(help="Folder for artifacts [default: ./bbdeploy-out/MODEL].")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision weights (TFLite, OpenVINO) or graph (ONNX).")] = False,
+    layout: Annotated[Optional[str], typer.Option(help="Input layout: nhwc (TFLite default) or nchw.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Export again even if an identical artifact exists.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per artifact, on stdout.")] = False,
+) -> None:
+    """Export float artifacts, check each against PyTorch on real photos, write a manifest next to each."""
+    from rich.console import Console
+
+    from .export import ExportOptions
+    from .export import export as run_export
+    from .quiet import private_stderr
+
+    console = Console(file=private_stderr())
+    options = ExportOptions(model=model, targets=target, weights=weights, width=width, num_classes=num_classes,
+                            input_size=input_size, batch=batch, output=output,
+                            precision="fp16" if fp16 else "fp32", layout=layout, force=force)
+    with console.status("exporting") as status:
+        rows = run_export(options, progress=lambda message: status.update(message))
+    _print_export_table(console, rows)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    if any(row["status"] == "failed" for row in rows):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_export_table(console, rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="bbdeploy export")
+    for column in ("", "target", "precision", "artifact", "MB", "max |diff|", "top-1 agree"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        if row["status"] == "failed":
+            table.add_row("❌", row["target"], row["precision"], row["error"], "", "", "")
+            continue
+        parity = row["parity"]
+        table.add_row("✅", row["target"], row["precision"], Path(row["artifact"]).name + (
+            " (cached)" if row["status"] == "cached" else ""), f"{row['bytes'] / 1e6:.1f}",
+            f"{parity['max_abs_diff']:.1e}", f"{parity['top1_agreement']:.0%}")
+    console.print(table)
 
 
 def _weights_status(imagenet: dict | None) -> str:

@@ -1,0 +1,283 @@
+"""The export stage: a backbone becomes deployable float artifacts, each one run with its own runtime,
+compared with PyTorch on real photos, and described by a manifest.
+
+Each target is converted in a private staging folder and published by renames, artifact files first
+and the manifest last: a manifest on disk always describes complete files, and a failed or
+interrupted export leaves the previous artifact (if any) as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bbdeploy.exporters.registry import Target, exporter, resolve_targets
+from bbdeploy.targets.runner import load as load_runner
+
+from .backbones import resolve
+from .backbones.registry import BackboneSpec
+from .data import preprocess_image, sample_photos
+from .errors import EXIT_FAILED, BBDeployError
+from .manifest import (SCHEMA, file_entry, files_intact, manifest_path, now, read_manifest, stage_id,
+                       tool_versions, write_json_atomic)
+from .parity import compare_logits, run_batched
+from .quiet import captured_output
+from .zoo import backbone_info, create_backbone
+
+PARITY_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-1}  # max |logit diff| an export may show, per precision
+MAX_INPUT_SIZE = 1024
+MAX_BATCH = 64
+RANDOM_SEED = 0  # `--weights random` builds the same network every time, so exports are cacheable
+
+
+@dataclass
+class ExportOptions:
+    model: str
+    targets: str = "all"
+    weights: str = "random"
+    width: float | None = None
+    num_classes: int | None = None
+    input_size: int | None = None
+    batch: int = 1
+    output: Path | None = None
+    precision: str = "fp32"
+    layout: str | None = None  # None: each target's default (NHWC for TFLite)
+    force: bool = False
+
+
+@dataclass
+class Built:
+    """The build stage's result: the float model, its manifest record and the parity reference."""
+
+    spec: BackboneSpec
+    model: torch.nn.Module
+    record: dict
+    images: np.ndarray  # NCHW float32, preprocessed real photos
+    reference: np.ndarray  # the float model's logits for `images`
+
+
+def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: None) -> list[dict]:
+    """Export to every requested target; one result row per target, failures included.
+
+    Bad options raise BBDeployError before anything is built; a target that fails to convert or to
+    pass parity gives a row with `status: failed` and the others still run.
+    """
+    spec = resolve(options.model)
+    targets = resolve_targets(options.targets)
+    layouts = {t.name: _layout_for(t, options) for t in targets}
+    for target in targets:
+        if options.precision not in target.precisions:
+            raise BBDeployError(f"{target.name} does not export {options.precision}; pass one of "
+                                f"{', '.join(target.precisions)}")
+    size = _input_size(spec, options.input_size)
+    if not 1 <= options.batch <= MAX_BATCH:
+        raise BBDeployError(f"--batch {options.batch} is out of range; pass 1 to {MAX_BATCH}")
+    out_dir = _writable_folder(options.output or Path("bbdeploy-out") / spec.name)
+
+    progress(f"building {spec.name} (weights: {options.weights})")
+    built = build(spec, options, size)
+    rows = []
+    for target in targets:
+        progress(f"exporting {target.name} {options.precision} ({layouts[target.name].upper()})")
+        try:
+            rows.append(_export_target(built, target, options, layouts[target.name], out_dir))
+        except BBDeployError as exc:  # conversion, parity or a crash of the converter: this row fails
+            rows.append(_failed_row(target, options, str(exc)))
+    return rows
+
+
+def _layout_for(target: Target, options: ExportOptions) -> str:
+    layout = (options.layout or target.layouts[0]).lower()
+    if layout not in target.layouts:
+        raise BBDeployError(f"{target.name} artifacts take {' or '.join(target.layouts).upper()} input, "
+                            f"not {layout.upper()}; leave out --layout or pass {target.layouts[0]}")
+    return layout
+
+
+def _input_size(spec: BackboneSpec, requested: int | None) -> int:
+    size = requested or spec.preprocess.input_size
+    if not spec.min_input_size <= size <= MAX_INPUT_SIZE:
+        raise BBDeployError(f"--input-size {size} does not fit {spec.name}: its feature map needs at least "
+                            f"{spec.min_input_size} pixels; pass {spec.min_input_size} to {MAX_INPUT_SIZE}")
+    return size
+
+
+def _writable_folder(folder: Path) -> Path:
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise BBDeployError(f"cannot write to output folder {str(folder)!r} ({exc.strerror or exc}); "
+                            "pass --output to a writable folder") from None
+    return folder
+
+
+def build(spec: BackboneSpec, options: ExportOptions, size: int) -> Built:
+    """Create the float model and the reference logits on real photos."""
+    started = time.perf_counter()
+    with torch.random.fork_rng():
+        torch.manual_seed(RANDOM_SEED)
+        model = create_backbone(spec.name, weights=options.weights, width=options.width,
+                                num_classes=options.num_classes)
+    info = backbone_info(spec.name, width=options.width)
+    preprocess = {**spec.preprocess.as_dict(), "size": size, "resize": round(size / spec.preprocess.crop_pct)}
+    images = np.stack([preprocess_image(image, spec.preprocess, size) for image in sample_photos().values()])
+    with torch.no_grad():
+        reference = model(torch.from_numpy(images)).numpy()
+    record = {
+        "name": spec.name, "family": spec.family, "width": options.width,
+        "num_classes": int(reference.shape[1]), "weights": model.weights_source,
+        "weights_sha256": _weights_digest(model), "params": info["params"],
+        "macs_at_default_size": info["macs"], "preprocess": preprocess,
+        "build_s": round(time.perf_counter() - started, 3),
+    }
+    record["id"] = stage_id(None, "build", {k: record[k] for k in ("name", "width", "num_classes",
+                                                                   "weights_sha256", "preprocess")}, {})
+    return Built(spec, model, record, images, reference)
+
+
+def _weights_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def artifact_name(spec: BackboneSpec, target: Target, precision: str, layout: str) -> str:
+    layout_tag = "" if layout == target.layouts[0] else f"_{layout}"
+    return f"{spec.name}_{precision}{layout_tag}{target.suffix}"
+
+
+def _export_target(built: Built, target: Target, options: ExportOptions, layout: str, out_dir: Path) -> dict:
+    precision, batch = options.precision, options.batch
+    artifact = out_dir / artifact_name(built.spec, target, precision, layout)
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".staging-"))
+    log = staging / "convert.log"
+    try:
+        with captured_output(log):
+            module = exporter(target)
+        config = {"target": target.name, "precision": precision, "layout": layout, "batch": batch,
+                  "input_size": built.record["preprocess"]["size"]}
+        tools = {**tool_versions(_distributions(target)), "exporter_source_sha256": _source_digest(module)}
+        export_id = stage_id(built.record["id"], "export", config, tools)
+        existing = manifest_path(artifact)
+        if not options.force:
+            cached = _cached(existing, export_id, out_dir)
+            if cached:
+                return _row(cached, artifact, status="cached")
+
+        staged = staging / artifact.name
+        sample = torch.from_numpy(np.resize(built.images, (batch, *built.images.shape[1:])))
+        with captured_output(log):
+            started = time.perf_counter()
+            module.convert(built.model, sample, staged, precision=precision, layout=layout)
+            convert_s = time.perf_counter() - started
+            started = time.perf_counter()
+            runner = load_runner(staged)
+            logits = run_batched(runner, built.images, layout, batch)
+            parity_s = time.perf_counter() - started
+            ops = module.op_histogram(staged)
+        parity = compare_logits(built.reference, logits)
+        parity.update(images="scikit-image sample photos", tolerance=PARITY_TOLERANCE[precision])
+        parity["passed"] = parity["max_abs_diff"] <= parity["tolerance"]
+        if not parity["passed"]:
+            raise BBDeployError(f"parity check failed: max |logit diff| {parity['max_abs_diff']:.3g} vs "
+                                f"PyTorch exceeds {parity['tolerance']:g} for {precision}", EXIT_FAILED)
+
+        files = [staged, *(staged.with_suffix(suffix) for suffix in target.companions)]
+        manifest = {
+            "schema": SCHEMA, "id": export_id, "parent": built.record["id"], "stage": "export",
+            "created": now(), "config": config,
+            "artifact": artifact.name, "target": target.name, "precision": precision,
+            "files": [file_entry(f) for f in files],
+            "input": {**runner.input.as_dict(), "layout": layout.upper()},
+            "output": runner.output.as_dict(),
+            "preprocess": built.record["preprocess"],
+            "backbone": {k: v for k, v in built.record.items() if k not in ("id", "preprocess", "build_s")},
+            "calibration": None,
+            "runtime": {"name": runner.runtime, "version": runner.runtime_version},
+            "parity": parity,
+            "ops": ops,
+            "tools": tools,
+            "timings": {"build_s": built.record["build_s"], "convert_s": round(convert_s, 3),
+                        "parity_s": round(parity_s, 3)},
+        }
+        del runner
+        _publish(files, out_dir, manifest, existing)
+        return _row(manifest, artifact, status="exported")
+    except Exception as exc:
+        kept = _keep_log(log, artifact)
+        if kept and isinstance(exc, BBDeployError):
+            raise BBDeployError(f"{exc} (converter log: {kept})", exc.exit_code) from None
+        if kept:
+            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise BBDeployError(f"{type(exc).__name__}: {first_line} (converter log: {kept})", EXIT_FAILED) from None
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _cached(manifest_file: Path, export_id: str, out_dir: Path) -> dict | None:
+    """The existing manifest when it describes this very export and its files are intact."""
+    if not manifest_file.exists():
+        return None
+    try:
+        previous = read_manifest(manifest_file)
+    except BBDeployError:
+        return None
+    return previous if previous.get("id") == export_id and files_intact(previous, out_dir) else None
+
+
+def _keep_log(log: Path, artifact: Path) -> Path | None:
+    """Move a failed conversion's log next to where the artifact would have been."""
+    if not log.exists() or log.stat().st_size == 0:
+        return None
+    kept = artifact.with_name(artifact.name + ".log")
+    shutil.move(log, kept)
+    return kept
+
+
+def _publish(files: list[Path], out_dir: Path, manifest: dict, manifest_file: Path) -> None:
+    """Old manifest out, new files in, new manifest last."""
+    manifest_file.unlink(missing_ok=True)
+    for staged in files:
+        os.replace(staged, out_dir / staged.name)
+    write_json_atomic(manifest_file, manifest)
+
+
+def _source_digest(module) -> str:
+    """Hash of the exporter's code: changing how we convert must not be answered from the cache."""
+    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
+
+
+def _distributions(target: Target) -> tuple[str, ...]:
+    return {"onnx": ("onnx", "onnxscript", "onnxruntime"), "tflite": ("litert-torch", "ai-edge-litert"),
+            "openvino": ("openvino",)}[target.name]
+
+
+def _row(manifest: dict, artifact: Path, status: str) -> dict:
+    return {
+        "status": status, "artifact": str(artifact), "manifest": str(manifest_path(artifact)),
+        "target": manifest["target"], "precision": manifest["precision"],
+        "input": manifest["input"], "output": manifest["output"], "preprocess": manifest["preprocess"],
+        "parity": manifest["parity"], "ops": manifest["ops"], "timings": manifest["timings"],
+        "bytes": sum(f["bytes"] for f in manifest["files"]), "error": None,
+    }
+
+
+def _failed_row(target: Target, options: ExportOptions, error: str) -> dict:
+    return {"status": "failed", "artifact": None, "manifest": None, "target": target.name,
+            "precision": options.precision, "input": None, "output": None, "preprocess": None,
+            "parity": None, "ops": None, "timings": None, "bytes": None, "error": error}
