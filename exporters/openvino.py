@@ -14,14 +14,12 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, path: Path, *, precisi
             layout: str = "nchw") -> None:
     """Write the IR with a static input shape and named input/output tensors.
 
-    The model goes in as a `torch.export` program, whose shapes are plain integers: traced directly,
-    TF-"same" padding would leave ShapeOf/Gather/Floor arithmetic in the IR. `ov.save_model` compresses weights to fp16 unless told not to, which moves EfficientNet-Lite0's
+    `ov.save_model` compresses weights to fp16 unless told not to, which moves EfficientNet-Lite0's
     logits by up to ~0.1: fp32 therefore saves with `compress_to_fp16=False`.
     """
     import openvino as ov
 
-    program = torch.export.export(model.eval(), (sample,))
-    ir = ov.convert_model(program, input=[tuple(sample.shape)])
+    ir = ov.convert_model(model.eval(), example_input=sample, input=[tuple(sample.shape)])
     ir.inputs[0].get_tensor().set_names({"input"})
     ir.outputs[0].get_tensor().set_names({"logits"})
     ov.save_model(ir, str(path), compress_to_fp16=precision == "fp16")

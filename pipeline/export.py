@@ -59,7 +59,8 @@ class Built:
     """The build stage's result: the float model, its manifest record and the parity reference."""
 
     spec: BackboneSpec
-    model: torch.nn.Module
+    model: torch.nn.Module  # as built: the reference for parity
+    deploy_model: torch.nn.Module  # what converters get: the same function in a converter-friendly form
     record: dict
     images: np.ndarray  # NCHW float32, preprocessed real photos
     reference: np.ndarray  # the float model's logits for `images`
@@ -135,8 +136,11 @@ def build(spec: BackboneSpec, options: ExportOptions, size: int) -> Built:
     images = np.stack([preprocess_image(image, spec.preprocess, size) for image in sample_photos().values()])
     with torch.no_grad():
         reference = model(torch.from_numpy(images)).numpy()
+    # a converter-friendly form of the same function, e.g. ShuffleNetV2 without channel-shuffle ops
+    deploy_model = model.deploy_form() if hasattr(model, "deploy_form") else model
     record = {
         "name": spec.name, "family": spec.family, "width": options.width,
+        "deploy_form": type(deploy_model).__name__ if deploy_model is not model else None,
         "num_classes": int(reference.shape[1]), "weights": model.weights_source,
         "weights_sha256": _weights_digest(model), "params": info["params"],
         "macs_at_default_size": info["macs"], "preprocess": preprocess,
@@ -144,7 +148,7 @@ def build(spec: BackboneSpec, options: ExportOptions, size: int) -> Built:
     }
     record["id"] = stage_id(None, "build", {k: record[k] for k in ("name", "width", "num_classes",
                                                                    "weights_sha256", "preprocess")}, {})
-    return Built(spec, model, record, images, reference)
+    return Built(spec, model, deploy_model, record, images, reference)
 
 
 def _weights_digest(model: torch.nn.Module) -> str:
@@ -182,7 +186,7 @@ def _export_target(built: Built, target: Target, options: ExportOptions, layout:
         sample = torch.from_numpy(np.resize(built.images, (batch, *built.images.shape[1:])))
         with captured_output(log):
             started = time.perf_counter()
-            module.convert(built.model, sample, staged, precision=precision, layout=layout)
+            module.convert(built.deploy_model, sample, staged, precision=precision, layout=layout)
             convert_s = time.perf_counter() - started
             started = time.perf_counter()
             runner = load_runner(staged)
@@ -217,14 +221,13 @@ def _export_target(built: Built, target: Target, options: ExportOptions, layout:
         del runner
         _publish(files, out_dir, manifest, existing)
         return _row(manifest, artifact, status="exported")
-    except Exception as exc:
+    except Exception as exc:  # any failure of this target becomes its row's error, with the log kept
         kept = _keep_log(log, artifact)
-        if kept and isinstance(exc, BBDeployError):
-            raise BBDeployError(f"{exc} (converter log: {kept})", exc.exit_code) from None
-        if kept:
-            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-            raise BBDeployError(f"{type(exc).__name__}: {first_line} (converter log: {kept})", EXIT_FAILED) from None
-        raise
+        where = f" (converter log: {kept})" if kept else ""
+        if isinstance(exc, BBDeployError):
+            raise BBDeployError(f"{exc}{where}", exc.exit_code) from None
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise BBDeployError(f"{type(exc).__name__}: {first_line}{where}", EXIT_FAILED) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -75,8 +75,10 @@ class Conv2dSame(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.kernel_size
         sh, sw = self.stride
-        top, bottom = tf_same_padding(x.shape[-2], kh, sh)
-        left, right = tf_same_padding(x.shape[-1], kw, sw)
+        # int(): under TorchScript tracing the pads become constants instead of shape arithmetic
+        # (exports have static shapes); in eager mode and torch.export it changes nothing.
+        top, bottom = tf_same_padding(int(x.shape[-2]), kh, sh)
+        left, right = tf_same_padding(int(x.shape[-1]), kw, sw)
         if top or bottom or left or right:
             x = F.pad(x, (left, right, top, bottom))
         return super().forward(x)

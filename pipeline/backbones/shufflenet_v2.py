@@ -107,3 +107,134 @@ shufflenet_v2_x1_0 = _register(1.0, "x1_0", "shufflenetv2_x1-5666bf0f80.pth", "5
                                aliases=("shufflenet", "shufflenetv2", "shufflenet_v2"))
 shufflenet_v2_x1_5 = _register(1.5, "x1_5", "shufflenetv2_x1_5-3c479a10.pth", "3c479a10", 72.996)
 shufflenet_v2_x2_0 = _register(2.0, "x2_0", "shufflenetv2_x2_0-8be3c8ee.pth", "8be3c8ee", 76.23)
+
+
+# --- Deploy form: the channel shuffle folded into weights --------------------------------------
+#
+# ShuffleNetV2's shuffle is a 5-D reshape/transpose that TFLite's NHWC layout pass turns into three
+# TRANSPOSE ops per unit. But every consumer of a shuffled tensor is indifferent to channel order:
+# 1x1 convolutions take any order of input channels (permute their weight columns), and a depthwise
+# conv + BN is permuted along with its input. Only *which set* of channels each split takes matters.
+#
+# So activations are kept as a list of physical blocks, each holding its channels in ascending
+# *logical* order (the order of the reference network). A stride-1 unit hands logical channels
+# >= C/2 to its branch; a channel that stays has its logical index doubled by the shuffle, so the
+# leaving channels of every block are always a suffix of what remains of it: one SLICE per block,
+# no transpose, exact same numbers.
+
+
+def _permuted(module: nn.Module, columns=None, rows=None) -> nn.Module:
+    """A copy of a conv or BN with input channels reordered (`columns`) or channels reordered (`rows`)."""
+    import copy
+
+    module = copy.deepcopy(module)
+    with torch.no_grad():
+        if isinstance(module, nn.BatchNorm2d):
+            for tensor in (module.weight, module.bias, module.running_mean, module.running_var):
+                tensor.copy_(tensor[rows])
+        elif columns is not None:
+            module.weight.copy_(module.weight[:, columns])
+        else:
+            module.weight.copy_(module.weight[rows])
+    return module
+
+
+class _DownUnit(nn.Module):
+    """Stride-2 unit on the concatenation of the live blocks, weights permuted to their order."""
+
+    def __init__(self, unit: ShuffleUnit, order: list[int]):
+        super().__init__()
+        b1, b2 = unit.branch1, unit.branch2
+        self.branch1 = nn.Sequential(_permuted(b1[0], rows=order), _permuted(b1[1], rows=order),
+                                     _permuted(b1[2], columns=order), b1[3], b1[4])
+        self.branch2 = nn.Sequential(_permuted(b2[0], columns=order), *list(b2)[1:])
+
+
+class _BranchUnit(nn.Module):
+    """Stride-1 unit's transformed half, its first 1x1 conv permuted to the gathered order."""
+
+    def __init__(self, unit: ShuffleUnit, order: list[int]):
+        super().__init__()
+        b2 = unit.branch2
+        self.branch2 = nn.Sequential(_permuted(b2[0], columns=order), *list(b2)[1:])
+
+
+class ShuffleNetV2Deploy(nn.Module):
+    """Numerically identical to a ShuffleNetV2, without any channel shuffle op in the graph."""
+
+    def __init__(self, model: ShuffleNetV2):
+        super().__init__()
+        self.conv1, self.maxpool = model.conv1, model.maxpool
+        self.avgpool, self.flatten, self.fc = model.avgpool, model.flatten, model.fc
+        # live blocks: [block id, ascending logical indices]; block 0 is the stem output
+        live = [[0, list(range(model.conv1[0].out_channels))]]
+        next_id = 1
+        self.plan: list[tuple] = []  # ("down"|"unit"|"head", [(block, start, stop), ...])
+        self.block_channels = [model.conv1[0].out_channels]  # physical width of each block, by id
+        units = nn.ModuleList()
+        for stage in (model.stage2, model.stage3, model.stage4):
+            for unit in stage:
+                if unit.stride > 1:
+                    pieces, order = self._gather_all(live)
+                    units.append(_DownUnit(unit, order))
+                    half = unit.branch2[-3].out_channels
+                    self.plan.append(("down", pieces))
+                    live = [[next_id, [2 * i for i in range(half)]], [next_id + 1, [2 * i + 1 for i in range(half)]]]
+                    self.block_channels += [half, half]
+                    next_id += 2
+                else:
+                    half = unit.branch2[0].in_channels
+                    pieces, order, live = self._split(live, half)
+                    units.append(_BranchUnit(unit, order))
+                    self.plan.append(("unit", pieces))
+                    live.append([next_id, [2 * i + 1 for i in range(half)]])
+                    self.block_channels.append(half)
+                    next_id += 1
+        pieces, order = self._gather_all(live)
+        self.plan.append(("head", pieces))
+        self.units = units
+        self.conv5 = nn.Sequential(_permuted(model.conv5[0], columns=order), *list(model.conv5)[1:])
+
+    @staticmethod
+    def _gather_all(live):
+        pieces = [(block, 0, len(logical)) for block, logical in live if logical]
+        order = [index for _, logical in live for index in logical]
+        return pieces, order
+
+    @staticmethod
+    def _split(live, half):
+        """Slices of the channels leaving for the branch (logical >= half); stayers are re-indexed."""
+        pieces, order, staying = [], [], []
+        for block, logical in live:
+            keep = sum(1 for index in logical if index < half)  # ascending: leavers are a suffix
+            if keep < len(logical):
+                pieces.append((block, keep, len(logical)))
+                order += [index - half for index in logical[keep:]]
+            if keep:
+                staying.append([block, [2 * index for index in logical[:keep]]])
+        return pieces, order, staying
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = [self.maxpool(self.conv1(x))]
+        for (kind, pieces), unit in zip(self.plan, self.units):
+            gathered = self._concat(blocks, pieces)
+            if kind == "down":
+                blocks += [unit.branch1(gathered), unit.branch2(gathered)]
+            else:
+                blocks.append(unit.branch2(gathered))
+        x = self.conv5(self._concat(blocks, self.plan[-1][1]))
+        return self.fc(self.flatten(self.avgpool(x)))
+
+    def _concat(self, blocks: list[torch.Tensor], pieces: list[tuple[int, int, int]]) -> torch.Tensor:
+        """The listed channel ranges of the blocks, side by side (whole blocks are not sliced)."""
+        parts = [blocks[b] if start == 0 and stop == self.block_channels[b] else blocks[b][:, start:stop]
+                 for b, start, stop in pieces]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def _deploy_form(self: ShuffleNetV2) -> nn.Module:
+    """The same network with its channel shuffles folded into weights (for converters)."""
+    return ShuffleNetV2Deploy(self).eval()
+
+
+ShuffleNetV2.deploy_form = _deploy_form

