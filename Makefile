@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)
 	$(VENV)/bin/bbdeploy models
-	$(VENV)/bin/bbdeploy info efficientnet_lite0 --weights imagenet
+	$(VENV)/bin/bbdeploy export efficientnet_lite0 --weights imagenet --target all
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

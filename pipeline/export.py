@@ -74,12 +74,12 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: N
     """
     spec = resolve(options.model)
     targets = resolve_targets(options.targets)
-    layouts = {t.name: _layout_for(t, options) for t in targets}
+    layouts = {t.name: layout_for(t, options) for t in targets}
     for target in targets:
         if options.precision not in target.precisions:
             raise BBDeployError(f"{target.name} does not export {options.precision}; pass one of "
                                 f"{', '.join(target.precisions)}")
-    size = _input_size(spec, options.input_size)
+    size = input_size(spec, options.input_size)
     if not 1 <= options.batch <= MAX_BATCH:
         raise BBDeployError(f"--batch {options.batch} is out of range; pass 1 to {MAX_BATCH}")
     out_dir = _writable_folder(options.output or Path("bbdeploy-out") / spec.name)
@@ -90,13 +90,13 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: N
     for target in targets:
         progress(f"exporting {target.name} {options.precision} ({layouts[target.name].upper()})")
         try:
-            rows.append(_export_target(built, target, options, layouts[target.name], out_dir))
+            rows.append(export_target(built, target, options, layouts[target.name], out_dir))
         except BBDeployError as exc:  # conversion, parity or a crash of the converter: this row fails
             rows.append(_failed_row(target, options, str(exc)))
     return rows
 
 
-def _layout_for(target: Target, options: ExportOptions) -> str:
+def layout_for(target: Target, options: ExportOptions) -> str:
     layout = (options.layout or target.layouts[0]).lower()
     if layout not in target.layouts:
         raise BBDeployError(f"{target.name} artifacts take {' or '.join(target.layouts).upper()} input, "
@@ -104,7 +104,7 @@ def _layout_for(target: Target, options: ExportOptions) -> str:
     return layout
 
 
-def _input_size(spec: BackboneSpec, requested: int | None) -> int:
+def input_size(spec: BackboneSpec, requested: int | None) -> int:
     size = requested or spec.preprocess.input_size
     if not spec.min_input_size <= size <= MAX_INPUT_SIZE:
         raise BBDeployError(f"--input-size {size} does not fit {spec.name}: its feature map needs at least "
@@ -159,14 +159,27 @@ def _weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def artifact_name(spec: BackboneSpec, target: Target, precision: str, layout: str) -> str:
-    layout_tag = "" if layout == target.layouts[0] else f"_{layout}"
-    return f"{spec.name}_{precision}{layout_tag}{target.suffix}"
+def artifact_name(built: Built, target: Target, options: ExportOptions, layout: str) -> str:
+    """`<model>[_w<width>][_<size>px][_b<batch>]_<precision>[_<layout>]<suffix>`: every choice that
+    differs from the default is in the name, so different exports never overwrite each other."""
+    size = built.record["preprocess"]["size"]
+    tags = [built.spec.name]
+    if options.width not in (None, 1.0):
+        tags.append(f"w{options.width:g}")
+    if size != built.spec.preprocess.input_size:
+        tags.append(f"{size}px")
+    if options.batch != 1:
+        tags.append(f"b{options.batch}")
+    tags.append(options.precision)
+    if layout != target.layouts[0]:
+        tags.append(layout)
+    return "_".join(tags) + target.suffix
 
 
-def _export_target(built: Built, target: Target, options: ExportOptions, layout: str, out_dir: Path) -> dict:
+def export_target(built: Built, target: Target, options: ExportOptions, layout: str, out_dir: Path) -> dict:
+    """Convert, check parity, describe and publish one artifact (or reuse an identical one)."""
     precision, batch = options.precision, options.batch
-    artifact = out_dir / artifact_name(built.spec, target, precision, layout)
+    artifact = out_dir / artifact_name(built, target, options, layout)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".staging-"))
     log = staging / "convert.log"
     try:

@@ -67,9 +67,10 @@ def test_every_backbone_exports_to_every_target_with_parity(name, photos, tmp_pa
     tflite = rows[1]
     assert tflite["input"]["shape"] == [1, TINY, TINY, 3] and tflite["input"]["layout"] == "NHWC"
     assert tflite["ops"].get("TRANSPOSE", 0) == 0, tflite["ops"]
+    stem = f"{name}_{TINY}px_fp32"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{name}_fp32.onnx", f"{name}_fp32.onnx.json", f"{name}_fp32.tflite", f"{name}_fp32.tflite.json",
-         f"{name}_fp32.xml", f"{name}_fp32.bin", f"{name}_fp32.xml.json"])
+        [f"{stem}.onnx", f"{stem}.onnx.json", f"{stem}.tflite", f"{stem}.tflite.json",
+         f"{stem}.xml", f"{stem}.bin", f"{stem}.xml.json"])
 
 
 def test_real_efficientnet_lite0_matches_pytorch_on_every_target(tmp_path):
@@ -111,13 +112,14 @@ def test_nchw_tflite_keeps_the_pytorch_layout(tmp_path):
                                 output=tmp_path))
     assert rows[0]["status"] == "exported"
     assert rows[0]["input"]["shape"] == [1, 3, TINY, TINY] and rows[0]["input"]["layout"] == "NCHW"
-    assert Path(rows[0]["artifact"]).name == "mobilenet_v3_small_fp32_nchw.tflite"
+    assert Path(rows[0]["artifact"]).name == "mobilenet_v3_small_64px_fp32_nchw.tflite"
 
 
 def test_batch_is_static_and_parity_covers_every_image(tmp_path):
     rows = export(ExportOptions("mobilenet_v2", targets="onnx", batch=5, input_size=TINY, output=tmp_path))
     assert rows[0]["input"]["shape"] == [5, 3, TINY, TINY]
     assert rows[0]["parity"]["samples"] == 12  # 5 + 5 + 2 padded
+    assert Path(rows[0]["artifact"]).name == "mobilenet_v2_64px_b5_fp32.onnx"
 
 
 def test_one_failing_target_does_not_stop_the_others(tmp_path, monkeypatch):
@@ -131,7 +133,7 @@ def test_one_failing_target_does_not_stop_the_others(tmp_path, monkeypatch):
     assert [(r["target"], r["status"]) for r in rows] == [("onnx", "exported"), ("tflite", "exported"),
                                                           ("openvino", "failed")]
     assert re.fullmatch(r"RuntimeError: converter exploded( \(converter log: .*\.log\))?", rows[2]["error"])
-    assert not (tmp_path / "mobilenet_v3_small_fp32.xml").exists()
+    assert not (tmp_path / "mobilenet_v3_small_64px_fp32.xml").exists()
 
 
 def test_interrupted_export_leaves_nothing_half_written(tmp_path, monkeypatch):
