@@ -1,0 +1,165 @@
+"""Calibration images for post-training quantization: one backend-agnostic source, streamed.
+
+A source is a folder of images (searched recursively), a `.npy` array, or, when the user gives
+nothing, crops of the real photos that ship with scikit-image. The last is a loud, recorded choice
+(a warning in the output and in the manifest), never random noise.
+
+Batches come out as float32 NCHW, preprocessed like the backbone's evaluation transform; each
+backend applies its own layout transform on top. Only one batch is decoded at a time, so memory
+does not grow with the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from bbdeploy.backbones.registry import Preprocess
+from bbdeploy.data import preprocess_image, sample_photos
+from bbdeploy.errors import BBDeployError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+DEFAULT_SIZE = 300  # images; what NNCF and onnxruntime examples use, and enough for min/max ranges
+SAMPLE_SEED = 0
+BUILTIN_WARNING = ("no --calib-data given: calibrating on crops of scikit-image's sample photos, which "
+                   "are not your data; pass --calib-data DIR for a faithful int8 model")
+
+
+@dataclass
+class CalibrationSet:
+    """`size` preprocessed inputs from one source, produced `batch` at a time."""
+
+    source: str  # folder path, .npy path, or "builtin:scikit-image"
+    preprocess: Preprocess
+    input_size: int
+    items: list  # image paths, array row indices, or (photo name, crop box) pairs
+    kind: str  # "folder" | "npy" | "builtin"
+    warning: str | None = None
+    unreadable: list[str] = field(default_factory=list)
+    _array: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def batches(self, batch: int = 16) -> Iterator[np.ndarray]:
+        """float32 NCHW batches; unreadable images are skipped and remembered in `unreadable`."""
+        for start in range(0, len(self.items), batch):
+            decoded = [x for x in (self._decode(item) for item in self.items[start:start + batch]) if x is not None]
+            if decoded:
+                yield np.stack(decoded)
+        if len(self.unreadable) == len(self.items):
+            raise BBDeployError(f"none of the {len(self.items)} calibration images in {self.source} could be "
+                                f"read (e.g. {self.unreadable[0]}); pass a folder of jpg/png/webp/bmp images")
+
+    def _decode(self, item) -> np.ndarray | None:
+        if self.kind == "npy":
+            return _from_array(self._array[item], self.preprocess, self.input_size)
+        if self.kind == "builtin":
+            name, box = item
+            return preprocess_image(Image.fromarray(_photos()[name]).crop(box), self.preprocess, self.input_size)
+        try:
+            with Image.open(item) as image:
+                return preprocess_image(image.convert("RGB"), self.preprocess, self.input_size)
+        except (OSError, UnidentifiedImageError, ValueError):
+            if str(item) not in self.unreadable:
+                self.unreadable.append(str(item))
+            return None
+
+    def fingerprint(self) -> str:
+        """sha256 of what was sampled (file contents, array bytes or crop boxes) and the preprocessing."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps({"kind": self.kind, "size": self.input_size,
+                                  "preprocess": self.preprocess.as_dict()}, sort_keys=True).encode())
+        for item in self.items:
+            if self.kind == "folder":
+                digest.update(Path(item).read_bytes())
+            elif self.kind == "npy":
+                digest.update(np.ascontiguousarray(self._array[item]).tobytes())
+            else:
+                digest.update(repr(item).encode())
+        return digest.hexdigest()
+
+    def record(self) -> dict:
+        """What the manifest stores about the calibration."""
+        return {"source": self.source, "kind": self.kind, "samples": len(self.items),
+                "unreadable": len(self.unreadable), "fingerprint": self.fingerprint(),
+                "warning": self.warning}
+
+
+def calibration_set(source: str | Path | None, preprocess: Preprocess, input_size: int,
+                    size: int = DEFAULT_SIZE) -> CalibrationSet:
+    """Open a calibration source; `size` items are drawn deterministically when there are more."""
+    if size < 1:
+        raise BBDeployError(f"--calib-size {size} must be at least 1")
+    if source is None:
+        return CalibrationSet("builtin:scikit-image", preprocess, input_size, photo_crops(size), "builtin",
+                              warning=BUILTIN_WARNING)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise BBDeployError(f"calibration folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                                "pass a folder of representative images")
+        return CalibrationSet(str(path), preprocess, input_size, _sample(files, size), "folder")
+    if path.suffix == ".npy" and path.is_file():
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        _check_array(array, path, input_size)
+        return CalibrationSet(str(path), preprocess, input_size, _sample(list(range(len(array))), size), "npy",
+                              _array=array)
+    raise BBDeployError(f"calibration data {str(path)!r} is neither a folder of images nor a .npy file; "
+                        "pass --calib-data DIR or --calib-data FILE.npy")
+
+
+def _sample(items: list, size: int) -> list:
+    """The first `size` of a seeded shuffle, back in sorted order: the same files every run."""
+    if len(items) <= size:
+        return items
+    chosen = sorted(random.Random(SAMPLE_SEED).sample(range(len(items)), size))
+    return [items[i] for i in chosen]
+
+
+def _check_array(array: np.ndarray, path: Path, input_size: int) -> None:
+    """Accept (N, 3, S, S) preprocessed float inputs or (N, H, W, 3) uint8 photos."""
+    preprocessed = array.ndim == 4 and array.shape[1:] == (3, input_size, input_size) and array.dtype.kind == "f"
+    photos = array.ndim == 4 and array.shape[-1] == 3 and array.dtype == np.uint8
+    if not (preprocessed or photos) or len(array) == 0:
+        raise BBDeployError(f"{path} holds an array of shape {tuple(array.shape)} and dtype {array.dtype}; pass "
+                            f"preprocessed float inputs of shape (N, 3, {input_size}, {input_size}) or uint8 "
+                            "photos of shape (N, H, W, 3)")
+
+
+def _from_array(row: np.ndarray, preprocess: Preprocess, input_size: int) -> np.ndarray:
+    if row.dtype == np.uint8:
+        return preprocess_image(np.asarray(row), preprocess, input_size)
+    return np.asarray(row, dtype=np.float32)
+
+
+_PHOTOS: dict[str, np.ndarray] = {}
+
+
+def _photos() -> dict[str, np.ndarray]:
+    if not _PHOTOS:
+        _PHOTOS.update(sample_photos())
+    return _PHOTOS
+
+
+def photo_crops(size: int, seed: int = SAMPLE_SEED) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """`size` seeded crops (35-100% of the short side, anywhere) spread over the sample photos."""
+    rng = random.Random(seed)
+    photos = _photos()
+    names = sorted(photos)
+    crops = []
+    for i in range(size):
+        name = names[i % len(names)]
+        height, width = photos[name].shape[:2]
+        side = int(min(height, width) * rng.uniform(0.35, 1.0))
+        left, top = rng.randint(0, width - side), rng.randint(0, height - side)
+        crops.append((name, (left, top, left + side, top + side)))
+    return crops
