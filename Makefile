@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(VENV)/bin/bbdeploy export efficientnet_lite0 --weights imagenet --target all
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto
 
 clean:
 	rm -rf $(VENV) bbdeploy-out .pytest_cache

@@ -23,11 +23,11 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     t.name: t for t in (
-        Target("onnx", ".onnx", (), ("fp32", "fp16"), ("nchw",), "bbdeploy.exporters.onnx",
+        Target("onnx", ".onnx", (), ("fp32", "fp16", "int8"), ("nchw",), "bbdeploy.exporters.onnx",
                ("onnx", "onnxscript", "onnxruntime"), "onnx onnxscript onnxruntime", "onnxruntime"),
-        Target("tflite", ".tflite", (), ("fp32", "fp16"), ("nhwc", "nchw"), "bbdeploy.exporters.tflite",
+        Target("tflite", ".tflite", (), ("fp32", "fp16", "int8"), ("nhwc", "nchw"), "bbdeploy.exporters.tflite",
                ("litert_torch", "ai_edge_litert"), "litert-torch ai-edge-litert", "ai_edge_litert"),
-        Target("openvino", ".xml", (".bin",), ("fp32", "fp16"), ("nchw",), "bbdeploy.exporters.openvino",
+        Target("openvino", ".xml", (".bin",), ("fp32", "fp16", "int8"), ("nchw",), "bbdeploy.exporters.openvino",
                ("openvino",), "openvino", "openvino"),
     )
 }

@@ -109,6 +109,10 @@ def export(
     batch: Annotated[int, typer.Option(help="Static batch size of the artifact.")] = 1,
     output: Annotated[Optional[Path], typer.Option(help="Folder for artifacts [default: ./bbdeploy-out/MODEL].")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision weights (TFLite, OpenVINO) or graph (ONNX).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Post-training int8 quantization with each target's toolchain.")] = False,
+    calib_data: Annotated[Optional[str], typer.Option(help="int8 calibration: image folder or .npy [default: built-in photo crops, with a warning].")] = None,
+    calib_size: Annotated[int, typer.Option(help="int8 calibration: number of images (deterministic sample).")] = 300,
+    calib_method: Annotated[str, typer.Option(help="int8 calibration: minmax | percentile | entropy (percentile, entropy: onnx only).")] = "minmax",
     layout: Annotated[Optional[str], typer.Option(help="Input layout: nhwc (TFLite default) or nchw.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Export again even if an identical artifact exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per artifact, on stdout.")] = False,
@@ -116,16 +120,22 @@ def export(
     """Export float artifacts, check each against PyTorch on real photos, write a manifest next to each."""
     from rich.console import Console
 
+    from bbdeploy.quantization.options import QuantOptions
+
     from .export import ExportOptions
     from .export import export as run_export
     from .quiet import private_stderr
 
+    if fp16 and int8:
+        raise BBDeployError("--fp16 and --int8 exclude each other; pass one of them")
     console = Console(file=private_stderr())
     options = ExportOptions(model=model, targets=target, weights=weights, width=width, num_classes=num_classes,
                             input_size=input_size, batch=batch, output=output,
-                            precision="fp16" if fp16 else "fp32", layout=layout, force=force)
+                            precision="int8" if int8 else "fp16" if fp16 else "fp32", layout=layout, force=force,
+                            quant=QuantOptions(calib_data=calib_data, calib_size=calib_size, calib_method=calib_method))
     with console.status("exporting") as status:
-        rows = run_export(options, progress=lambda message: status.update(message))
+        rows = run_export(options, progress=lambda message: status.update(message),
+                          warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}"))
     _print_export_table(console, rows)
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -137,16 +147,16 @@ def _print_export_table(console, rows: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="bbdeploy export")
-    for column in ("", "target", "precision", "artifact", "MB", "max |diff|", "top-1 agree"):
+    for column in ("", "target", "precision", "artifact", "MB", "max |diff|", "top-1 agree", "cosine"):
         table.add_column(column, overflow="fold")
     for row in rows:
         if row["status"] == "failed":
-            table.add_row("❌", row["target"], row["precision"], row["error"], "", "", "")
+            table.add_row("❌", row["target"], row["precision"], row["error"], "", "", "", "")
             continue
         parity = row["parity"]
         table.add_row("✅", row["target"], row["precision"], Path(row["artifact"]).name + (
             " (cached)" if row["status"] == "cached" else ""), f"{row['bytes'] / 1e6:.1f}",
-            f"{parity['max_abs_diff']:.1e}", f"{parity['top1_agreement']:.0%}")
+            f"{parity['max_abs_diff']:.1e}", f"{parity['top1_agreement']:.0%}", f"{parity['cosine']:.4f}")
     console.print(table)
 
 

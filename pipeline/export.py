@@ -14,13 +14,16 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bbdeploy.exporters.registry import Target, exporter, resolve_targets
+from bbdeploy.quantization import ptq
+from bbdeploy.quantization.calibration import CalibrationSet, calibration_set, photo_crops
+from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.targets.runner import load as load_runner
 
 from .backbones import resolve
@@ -52,6 +55,10 @@ class ExportOptions:
     precision: str = "fp32"
     layout: str | None = None  # None: each target's default (NHWC for TFLite)
     force: bool = False
+    quant: QuantOptions = field(default_factory=QuantOptions)  # used when precision is int8
+
+
+INT8_EVAL_CROPS = 100  # extra photo crops (another seed than calibration's) for int8 agreement figures
 
 
 @dataclass
@@ -66,7 +73,8 @@ class Built:
     reference: np.ndarray  # the float model's logits for `images`
 
 
-def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: None) -> list[dict]:
+def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: None,
+           warn: Callable[[str], None] = lambda _: None) -> list[dict]:
     """Export to every requested target; one result row per target, failures included.
 
     Bad options raise BBDeployError before anything is built; a target that fails to convert or to
@@ -82,6 +90,12 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: N
     size = input_size(spec, options.input_size)
     if not 1 <= options.batch <= MAX_BATCH:
         raise BBDeployError(f"--batch {options.batch} is out of range; pass 1 to {MAX_BATCH}")
+    calibration = None
+    if options.precision == "int8":
+        options.quant.validate()
+        calibration = calibration_set(options.quant.calib_data, spec.preprocess, size, options.quant.calib_size)
+        if calibration.warning:
+            warn(calibration.warning)
     out_dir = _writable_folder(options.output or Path("bbdeploy-out") / spec.name)
 
     progress(f"building {spec.name} (weights: {options.weights})")
@@ -90,7 +104,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: N
     for target in targets:
         progress(f"exporting {target.name} {options.precision} ({layouts[target.name].upper()})")
         try:
-            rows.append(export_target(built, target, options, layouts[target.name], out_dir))
+            rows.append(export_target(built, target, options, layouts[target.name], out_dir, calibration))
         except BBDeployError as exc:  # conversion, parity or a crash of the converter: this row fails
             rows.append(_failed_row(target, options, str(exc)))
     return rows
@@ -134,6 +148,9 @@ def build(spec: BackboneSpec, options: ExportOptions, size: int) -> Built:
     info = backbone_info(spec.name, width=options.width)
     preprocess = {**spec.preprocess.as_dict(), "size": size, "resize": round(size / spec.preprocess.crop_pct)}
     images = np.stack([preprocess_image(image, spec.preprocess, size) for image in sample_photos().values()])
+    if options.precision == "int8":  # agreement needs more than 12 samples to mean something
+        crops = CalibrationSet("eval", spec.preprocess, size, photo_crops(INT8_EVAL_CROPS, seed=1), "builtin")
+        images = np.concatenate([images, *crops.batches(32)])
     with torch.no_grad():
         reference = model(torch.from_numpy(images)).numpy()
     # a converter-friendly form of the same function, e.g. ShuffleNetV2 without channel-shuffle ops
@@ -176,8 +193,9 @@ def artifact_name(built: Built, target: Target, options: ExportOptions, layout: 
     return "_".join(tags) + target.suffix
 
 
-def export_target(built: Built, target: Target, options: ExportOptions, layout: str, out_dir: Path) -> dict:
-    """Convert, check parity, describe and publish one artifact (or reuse an identical one)."""
+def export_target(built: Built, target: Target, options: ExportOptions, layout: str, out_dir: Path,
+                  calibration: CalibrationSet | None = None) -> dict:
+    """Convert (or quantize), check parity, describe and publish one artifact (or reuse an identical one)."""
     precision, batch = options.precision, options.batch
     artifact = out_dir / artifact_name(built, target, options, layout)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".staging-"))
@@ -188,6 +206,10 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
         config = {"target": target.name, "precision": precision, "layout": layout, "batch": batch,
                   "input_size": built.record["preprocess"]["size"]}
         tools = {**tool_versions(_distributions(target)), "exporter_source_sha256": _source_digest(module)}
+        if calibration is not None:
+            config["quantization"] = {**options.quant.as_config(), "calibration": calibration.fingerprint()}
+            tools.update(tool_versions(("nncf", "torchao")))
+            tools["quantizer_source_sha256"] = _source_digest(ptq)
         export_id = stage_id(built.record["id"], "export", config, tools)
         existing = manifest_path(artifact)
         if not options.force:
@@ -199,7 +221,12 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
         sample = torch.from_numpy(np.resize(built.images, (batch, *built.images.shape[1:])))
         with captured_output(log):
             started = time.perf_counter()
-            module.convert(built.deploy_model, sample, staged, precision=precision, layout=layout)
+            if calibration is not None:
+                quantization = ptq.quantize(target.name, built.deploy_model, sample, staged, calibration,
+                                            options.quant, layout=layout)
+            else:
+                module.convert(built.deploy_model, sample, staged, precision=precision, layout=layout)
+                quantization = None
             convert_s = time.perf_counter() - started
             started = time.perf_counter()
             runner = load_runner(staged)
@@ -207,9 +234,12 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
             parity_s = time.perf_counter() - started
             ops = module.op_histogram(staged)
         parity = compare_logits(built.reference, logits)
-        parity.update(images="scikit-image sample photos", tolerance=PARITY_TOLERANCE[precision])
-        parity["passed"] = parity["max_abs_diff"] <= parity["tolerance"]
-        if not parity["passed"]:
+        parity["images"] = "scikit-image sample photos" + (
+            f" + {INT8_EVAL_CROPS} crops of them (not the calibration crops)" if calibration else "")
+        # int8 is judged by agreement and cosine, reported; float exports must match to a tolerance
+        parity["tolerance"] = PARITY_TOLERANCE.get(precision)
+        parity["passed"] = None if calibration else parity["max_abs_diff"] <= parity["tolerance"]
+        if parity["passed"] is False:
             raise BBDeployError(f"parity check failed: max |logit diff| {parity['max_abs_diff']:.3g} vs "
                                 f"PyTorch exceeds {parity['tolerance']:g} for {precision}", EXIT_FAILED)
 
@@ -223,7 +253,8 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
             "output": runner.output.as_dict(),
             "preprocess": built.record["preprocess"],
             "backbone": {k: v for k, v in built.record.items() if k not in ("id", "preprocess", "build_s")},
-            "calibration": None,
+            "calibration": calibration.record() if calibration else None,
+            "quantization": quantization,
             "runtime": {"name": runner.runtime, "version": runner.runtime_version},
             "parity": parity,
             "ops": ops,

@@ -6,48 +6,16 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 import bbdeploy
-from bbdeploy.data import preprocess_image
 from bbdeploy.download import sha256_of
 from bbdeploy.export import ExportOptions, export
-from bbdeploy.backbones import resolve
 from bbdeploy.manifest import read_manifest
-from tests.conftest import run_cli
+from tests.conftest import TINY, calibrated_checkpoint, run_cli
 
-TINY = 64
+
 ALL = bbdeploy.list_backbones()
-
-
-def calibrated_checkpoint(name: str, photos: dict, folder: Path) -> Path:
-    """Random weights with BN statistics measured on real photos and a unit-scale classifier.
-
-    Plain random init gives logits around 1e-13, where any parity tolerance passes; with these the
-    logits' spread is at least 0.1 (0.14 for MobileNetV3-Small, the lowest), so 1e-3 is a real check.
-    """
-    torch.manual_seed(0)
-    model = bbdeploy.create_backbone(name)
-    pre = resolve(name).preprocess
-    images = torch.from_numpy(np.stack([preprocess_image(p, pre, TINY) for p in photos.values()]))
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration passes
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(images)
-        model.eval()
-        for linear in (m for m in model.modules() if isinstance(m, torch.nn.Linear)):
-            torch.nn.init.normal_(linear.weight, std=linear.in_features ** -0.5)
-        logits = model(images)
-    assert logits.std() > 0.1, f"{name}: calibrated logits too small to test parity"
-    path = folder / f"{name}.pth"
-    torch.save(model.state_dict(), path)
-    return path
 
 
 @pytest.mark.parametrize("name", ALL)

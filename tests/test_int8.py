@@ -1,0 +1,85 @@
+"""Int8 post-training quantization through the export stage, with each target's real toolchain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import bbdeploy
+from bbdeploy.export import ExportOptions, export
+from bbdeploy.manifest import read_manifest
+from bbdeploy.quantization.calibration import BUILTIN_WARNING
+from bbdeploy.quantization.options import QuantOptions
+from tests.conftest import TINY, calibrated_checkpoint, run_cli
+
+ALL = bbdeploy.list_backbones()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_backbone_quantizes_for_every_target(name, photos, tmp_path):
+    weights = calibrated_checkpoint(name, photos, tmp_path)
+    rows = export(ExportOptions(name, weights=str(weights), input_size=TINY, output=tmp_path / "out",
+                                precision="int8", quant=QuantOptions(calib_size=16)))
+    assert [(r["target"], r["status"], r["error"]) for r in rows] == [
+        ("onnx", "exported", None), ("tflite", "exported", None), ("openvino", "exported", None)]
+    for row in rows:
+        manifest = read_manifest(Path(row["manifest"]))
+        assert manifest["calibration"]["samples"] == 16 and manifest["calibration"]["warning"] == BUILTIN_WARNING
+        assert manifest["parity"]["samples"] == 112 and manifest["parity"]["passed"] is None
+        assert manifest["parity"]["cosine"] > 0.5, (row["target"], manifest["parity"])
+    onnx, tflite, openvino = (r["ops"] for r in rows)
+    assert onnx["QuantizeLinear"] > 0 and openvino["FakeQuantize"] > 0
+    assert tflite["QUANTIZE"] >= 1 and tflite["CONV_2D"] > 0  # int8 kernels, float I/O at the boundary
+    assert rows[1]["input"]["dtype"] == "float32"
+
+
+def test_real_efficientnet_lite0_int8_agreement(tmp_path):
+    """Current figures on real weights (100 built-in calibration crops, 112 evaluation images).
+
+    Issue 4 asks for >= 0.90 agreement and >= 0.99 cosine on every target; these floors guard what
+    is reached so far (onnx 0.71 / 0.960, openvino 0.79 / 0.980 measured on an AVX2 CPU) while the
+    defaults are being tuned.
+    """
+    rows = export(ExportOptions("efficientnet_lite0", weights="imagenet", targets="onnx,openvino", output=tmp_path,
+                                precision="int8", quant=QuantOptions(calib_size=100)))
+    parity = {r["target"]: r["parity"] for r in rows}
+    assert parity["onnx"]["top1_agreement"] >= 0.65 and parity["onnx"]["cosine"] >= 0.95
+    assert parity["openvino"]["top1_agreement"] >= 0.75 and parity["openvino"]["cosine"] >= 0.97
+    assert parity["openvino"]["confident_top1_agreement"] >= 0.93
+
+
+def test_cli_int8_with_a_calibration_folder(tmp_path, photos):
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for index, (name, image) in enumerate(photos.items()):
+        Image.fromarray(image).save(folder / f"{index:02d}_{name}.png")
+    result = run_cli("export", "mobilenet_v3_small", "--int8", "--target", "onnx", "--input-size", "64",
+                     "--calib-data", str(folder), "--calib-size", "5", "--output", str(tmp_path / "out"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["precision"] == "int8" and Path(row["artifact"]).name == "mobilenet_v3_small_64px_int8.onnx"
+    calibration = read_manifest(Path(row["manifest"]))["calibration"]
+    assert calibration["source"] == str(folder) and calibration["samples"] == 5 and calibration["warning"] is None
+
+
+def test_cli_int8_without_calibration_data_warns_loudly(tmp_path):
+    result = run_cli("export", "mobilenet_v3_small", "--int8", "--target", "onnx", "--input-size", "64",
+                     "--calib-size", "4", "--output", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "warning: no --calib-data given: calibrating on crops of scikit-image's sample photos" in " ".join(
+        result.stderr.split())
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--calib-data", "/no/such/dir"], "error: calibration data '/no/such/dir' is neither a folder of images nor a .npy file"),
+    (["--calib-method", "kl"], "error: unknown --calib-method 'kl'; pass one of minmax, percentile, entropy"),
+    (["--fp16"], "error: --fp16 and --int8 exclude each other"),
+])
+def test_cli_bad_int8_options(args, expected, tmp_path):
+    result = run_cli("export", "mobilenet_v2", "--int8", "--output", str(tmp_path / "out"), *args)
+    assert result.returncode == 2 and result.stderr.startswith(expected), result.stderr
+    assert not (tmp_path / "out").exists()
