@@ -117,7 +117,7 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="Export again even if an identical artifact exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per artifact, on stdout.")] = False,
 ) -> None:
-    """Export float artifacts, check each against PyTorch on real photos, write a manifest next to each."""
+    """Export float or int8 artifacts, check each against PyTorch on real photos, write a manifest next to each."""
     from rich.console import Console
 
     from bbdeploy.quantization.options import QuantOptions

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from bbdeploy.errors import BBDeployError
 
 CALIB_METHODS = ("minmax", "percentile", "entropy")
-IO_TYPES = ("float", "int8", "uint8")
 
 
 @dataclass
@@ -15,16 +14,12 @@ class QuantOptions:
     calib_data: str | None = None  # folder or .npy; None: built-in photo crops (loud)
     calib_size: int = 300
     calib_method: str = "minmax"
-    io: str = "float"  # TFLite input/output type
 
     def validate(self) -> "QuantOptions":
         if self.calib_method not in CALIB_METHODS:
             raise BBDeployError(f"unknown --calib-method {self.calib_method!r}; pass one of {', '.join(CALIB_METHODS)}")
-        if self.io not in IO_TYPES:
-            raise BBDeployError(f"unknown --io {self.io!r}; pass one of {', '.join(IO_TYPES)}")
         return self
 
     def as_config(self) -> dict:
         """What goes into the stage id: everything but the data path (its fingerprint goes instead)."""
-        return {"calib_size": self.calib_size, "calib_method": self.calib_method,
-                "io": self.io}
+        return {"calib_size": self.calib_size, "calib_method": self.calib_method}
