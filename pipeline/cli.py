@@ -58,8 +58,9 @@ def models(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from .quiet import stderr_console
 
     table = Table(title="bbdeploy backbones")
     for column in ("name", "params", "MACs", "input", "widths", "ImageNet weights"):
@@ -69,7 +70,7 @@ def models(
         table.add_row(row["name"], f"{row['params'] / 1e6:.2f}M", f"{row['macs'] / 1e6:.0f}M",
                       str(row["input_size"]), " ".join(str(w) for w in row["widths"]) or "-",
                       _weights_status(row["imagenet"]))
-    Console(stderr=True).print(table)
+    stderr_console().print(table)
 
 
 @app.command()
@@ -91,9 +92,9 @@ def info(
     if as_json:
         print(json.dumps(details, indent=2))
         return
-    from rich.console import Console
+    from .quiet import stderr_console
 
-    console = Console(stderr=True)
+    console = stderr_console()
     for key in ("name", "family", "paper", "weights", "num_classes", "params", "macs", "input_size", "preprocess"):
         console.print(f"[bold]{key:12s}[/bold] {details[key]}")
 
@@ -118,17 +119,15 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per artifact, on stdout.")] = False,
 ) -> None:
     """Export float or int8 artifacts, check each against PyTorch on real photos, write a manifest next to each."""
-    from rich.console import Console
-
     from bbdeploy.quantization.options import QuantOptions
 
     from .export import ExportOptions
     from .export import export as run_export
-    from .quiet import private_stderr
+    from .quiet import stderr_console
 
     if fp16 and int8:
         raise BBDeployError("--fp16 and --int8 exclude each other; pass one of them")
-    console = Console(file=private_stderr())
+    console = stderr_console()
     options = ExportOptions(model=model, targets=target, weights=weights, width=width, num_classes=num_classes,
                             input_size=input_size, batch=batch, output=output,
                             precision="int8" if int8 else "fp16" if fp16 else "fp32", layout=layout, force=force,
@@ -144,20 +143,24 @@ def export(
 
 
 def _print_export_table(console, rows: list[dict]) -> None:
+    """One row per artifact; failures are spelled out in full under the table."""
     from rich.table import Table
 
     table = Table(title="bbdeploy export")
     for column in ("", "target", "precision", "artifact", "MB", "max |diff|", "top-1 agree", "cosine"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=column == "artifact")
     for row in rows:
         if row["status"] == "failed":
-            table.add_row("❌", row["target"], row["precision"], row["error"], "", "", "", "")
+            table.add_row("❌", row["target"], row["precision"], "failed (see below)", "", "", "", "")
             continue
         parity = row["parity"]
         table.add_row("✅", row["target"], row["precision"], Path(row["artifact"]).name + (
             " (cached)" if row["status"] == "cached" else ""), f"{row['bytes'] / 1e6:.1f}",
             f"{parity['max_abs_diff']:.1e}", f"{parity['top1_agreement']:.0%}", f"{parity['cosine']:.4f}")
     console.print(table)
+    for row in rows:
+        if row["status"] == "failed":
+            console.print(f"❌ {row['target']} {row['precision']}: {row['error']}", soft_wrap=True)
 
 
 def _weights_status(imagenet: dict | None) -> str:

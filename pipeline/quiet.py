@@ -37,3 +37,11 @@ def captured_output(log_path: Path):
 def private_stderr():
     """A text stream on a copy of stderr, which `captured_output` does not redirect (for progress)."""
     return os.fdopen(os.dup(2), "w", buffering=1)
+
+
+def stderr_console():
+    """A Rich console on `private_stderr()`; 120 columns when not a terminal (logs, CI) instead of 80."""
+    from rich.console import Console
+
+    stream = private_stderr()
+    return Console(file=stream, width=None if stream.isatty() else 120)
