@@ -58,8 +58,9 @@ def quantize(model: torch.nn.Module, sample: torch.Tensor, out_path: Path, input
              method: str = "minmax") -> dict:
     """Calibrate `model` on `inputs` (float32 NCHW arrays) and write a static int8 .tflite.
 
-    Weights are per-channel symmetric int8, activations per-tensor int8; input and output stay
-    float (QUANTIZE/DEQUANTIZE at the boundary).
+    Weights are per-channel symmetric int8, activations per-tensor int8. litert-torch folds the
+    input's quantization into the model, so the input (and for fully-integer graphs the output) is
+    int8; the manifest records its scale and zero point. Float I/O by default is still to do.
     """
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
@@ -82,5 +83,5 @@ def quantize(model: torch.nn.Module, sample: torch.Tensor, out_path: Path, input
     converted = convert_pt2e(prepared, fold_quantize=False)
     edge = litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
     edge.export(str(out_path))
-    return {"tool": "litert-torch PT2E", "weights": "int8 per-channel symmetric",
-            "activations": "int8 per-tensor", "io": "float"}
+    return {"tool": "litert-torch PT2E", "quantizer": "EdgeQuantizer (conv -> ReLU6 annotated as one)",
+            "weights": "int8 per-channel symmetric", "activations": "int8 per-tensor"}
