@@ -17,18 +17,22 @@ class Target:
     layouts: tuple[str, ...]  # input layouts it can produce; the first is the default
     module: str  # exporter module with convert(model, sample, path, **options) and op_histogram(path)
     packages: tuple[str, ...]  # import names the converter and runtime need
-    install: str  # what to pip install when they are missing
+    distributions: tuple[str, ...]  # their PyPI names: pip install hint, versions in manifests
     runtime: str
+
+    @property
+    def install(self) -> str:
+        return " ".join(self.distributions)
 
 
 TARGETS: dict[str, Target] = {
     t.name: t for t in (
         Target("onnx", ".onnx", (), ("fp32", "fp16", "int8"), ("nchw",), "bbdeploy.exporters.onnx",
-               ("onnx", "onnxscript", "onnxruntime"), "onnx onnxscript onnxruntime", "onnxruntime"),
+               ("onnx", "onnxscript", "onnxruntime"), ("onnx", "onnxscript", "onnxruntime"), "onnxruntime"),
         Target("tflite", ".tflite", (), ("fp32", "fp16", "int8"), ("nhwc", "nchw"), "bbdeploy.exporters.tflite",
-               ("litert_torch", "ai_edge_litert"), "litert-torch ai-edge-litert", "ai_edge_litert"),
+               ("litert_torch", "ai_edge_litert"), ("litert-torch", "ai-edge-litert"), "ai_edge_litert"),
         Target("openvino", ".xml", (".bin",), ("fp32", "fp16", "int8"), ("nchw",), "bbdeploy.exporters.openvino",
-               ("openvino",), "openvino", "openvino"),
+               ("openvino",), ("openvino",), "openvino"),
     )
 }
 

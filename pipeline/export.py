@@ -205,7 +205,7 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
             module = exporter(target)
         config = {"target": target.name, "precision": precision, "layout": layout, "batch": batch,
                   "input_size": built.record["preprocess"]["size"]}
-        tools = {**tool_versions(_distributions(target)), "exporter_source_sha256": _source_digest(module)}
+        tools = {**tool_versions(target.distributions), "exporter_source_sha256": _source_digest(module)}
         if calibration is not None:
             config["quantization"] = {**options.quant.as_config(), "calibration": calibration.fingerprint()}
             tools.update(tool_versions(("nncf", "torchao")))
@@ -307,11 +307,6 @@ def _publish(files: list[Path], out_dir: Path, manifest: dict, manifest_file: Pa
 def _source_digest(module) -> str:
     """Hash of the exporter's code: changing how we convert must not be answered from the cache."""
     return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
-
-
-def _distributions(target: Target) -> tuple[str, ...]:
-    return {"onnx": ("onnx", "onnxscript", "onnxruntime"), "tflite": ("litert-torch", "ai-edge-litert"),
-            "openvino": ("openvino",)}[target.name]
 
 
 def _row(manifest: dict, artifact: Path, status: str) -> dict:

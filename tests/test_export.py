@@ -151,3 +151,16 @@ def test_cli_unwritable_output_folder(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: cannot write to output folder '{blocker / 'out'}'")
     assert blocker.read_text() == "a file where a folder should be"
+
+
+def test_a_missing_converter_package_names_what_to_install():
+    import dataclasses
+
+    from bbdeploy.errors import BBDeployError
+    from bbdeploy.exporters.registry import TARGETS, exporter
+
+    broken = dataclasses.replace(TARGETS["openvino"], packages=("openvino", "no_such_converter_pkg"),
+                                 distributions=("openvino", "no-such-converter"))
+    with pytest.raises(BBDeployError, match="target openvino needs the Python package 'no_such_converter_pkg'; "
+                                            "pip install openvino no-such-converter"):
+        exporter(broken)
