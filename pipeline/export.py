@@ -1,5 +1,5 @@
-"""The export stage: a backbone becomes deployable float artifacts, each one run with its own runtime,
-compared with PyTorch on real photos, and described by a manifest.
+"""The export stage: a backbone becomes deployable float or int8 artifacts, each one run with its own
+runtime, compared with PyTorch on real photos, and described by a manifest.
 
 Each target is converted in a private staging folder and published by renames, artifact files first
 and the manifest last: a manifest on disk always describes complete files, and a failed or
@@ -209,7 +209,7 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
         if calibration is not None:
             config["quantization"] = {**options.quant.as_config(), "calibration": calibration.fingerprint()}
             tools.update(tool_versions(("nncf", "torchao")))
-            tools["quantizer_source_sha256"] = _source_digest(ptq)
+            tools["quantizer_source_sha256"] = _source_digest(ptq, ptq.quantizer_module(target.name))
         export_id = stage_id(built.record["id"], "export", config, tools)
         existing = manifest_path(artifact)
         if not options.force:
@@ -222,8 +222,8 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
         with captured_output(log):
             started = time.perf_counter()
             if calibration is not None:
-                quantization = ptq.quantize(target.name, built.deploy_model, sample, staged, calibration,
-                                            options.quant, layout=layout)
+                quantization = ptq.quantize(target.name, module, built.deploy_model, sample, staged,
+                                            calibration, options.quant, layout=layout)
             else:
                 module.convert(built.deploy_model, sample, staged, precision=precision, layout=layout)
                 quantization = None
@@ -304,9 +304,12 @@ def _publish(files: list[Path], out_dir: Path, manifest: dict, manifest_file: Pa
     write_json_atomic(manifest_file, manifest)
 
 
-def _source_digest(module) -> str:
-    """Hash of the exporter's code: changing how we convert must not be answered from the cache."""
-    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
+def _source_digest(*modules) -> str:
+    """Hash of the converting code: changing how we convert must not be answered from the cache."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _row(manifest: dict, artifact: Path, status: str) -> dict:

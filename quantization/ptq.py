@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from importlib import import_module
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -32,25 +33,26 @@ def calibration_inputs(calibration: CalibrationSet, batch: int) -> Iterator[np.n
         yield np.stack(pending + [pending[-1]] * (batch - len(pending)))
 
 
-def quantize(target_name: str, model: torch.nn.Module, sample: torch.Tensor, out_path: Path,
-             calibration: CalibrationSet, options: QuantOptions, *, layout: str) -> dict:
-    """Write the int8 artifact of `target_name` at `out_path`; returns the settings for the manifest."""
-    batch = sample.shape[0]
-    count = max(1, len(calibration) // batch)
-    if target_name == "tflite":
-        from . import tflite
+def quantizer_module(target_name: str) -> ModuleType:
+    """The module that quantizes for `target_name` (`bbdeploy.quantization.<target>`)."""
+    return import_module(f"bbdeploy.quantization.{target_name}")
 
-        return tflite.quantize(model, sample, out_path, calibration_inputs(calibration, batch), layout=layout,
-                               method=options.calib_method)
-    exporter = import_module(f"bbdeploy.exporters.{target_name}")
+
+def quantize(target_name: str, exporter: ModuleType, model: torch.nn.Module, sample: torch.Tensor,
+             out_path: Path, calibration: CalibrationSet, options: QuantOptions, *, layout: str) -> dict:
+    """Write the int8 artifact of `target_name` at `out_path`; returns the settings for the manifest.
+
+    `exporter` is the target's fp32 exporter module, used where quantization works on the fp32 file.
+    """
+    batch = sample.shape[0]
+    quantizer = quantizer_module(target_name)
+    if target_name == "tflite":
+        return quantizer.quantize(model, sample, out_path, calibration_inputs(calibration, batch), layout=layout,
+                                  method=options.calib_method)
     fp32_path = out_path.with_name(f"float_{out_path.name}")
     exporter.convert(model, sample, fp32_path, precision="fp32", layout=layout)
     if target_name == "onnx":
-        from . import onnx
-
-        return onnx.quantize(fp32_path, out_path, calibration_inputs(calibration, batch),
-                             method=options.calib_method)
-    from . import openvino
-
-    return openvino.quantize(fp32_path, out_path, lambda: calibration_inputs(calibration, batch), count,
-                             method=options.calib_method)
+        return quantizer.quantize(fp32_path, out_path, calibration_inputs(calibration, batch),
+                                  method=options.calib_method)
+    return quantizer.quantize(fp32_path, out_path, lambda: calibration_inputs(calibration, batch),
+                              max(1, len(calibration) // batch), method=options.calib_method)

@@ -44,10 +44,6 @@ class Runner:
         raw = self._invoke(self._to_input(batch))
         return self._from_output(raw)
 
-    def invoke_raw(self, batch: np.ndarray) -> np.ndarray:
-        """Run on an input already in the artifact's own dtype (no conversion): for timing."""
-        return self._invoke(batch)
-
     def _invoke(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - per runtime
         raise NotImplementedError
 

@@ -89,3 +89,16 @@ def test_cli_bad_int8_options(args, expected, tmp_path):
     result = run_cli("export", "mobilenet_v2", "--int8", "--output", str(tmp_path / "out"), *args)
     assert result.returncode == 2 and result.stderr.startswith(expected), result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_change_to_the_quantizer_code_is_not_answered_from_the_cache(tmp_path, monkeypatch):
+    from bbdeploy.quantization import onnx as onnx_quantizer
+
+    options = ExportOptions("mobilenet_v3_small", targets="onnx", input_size=TINY, output=tmp_path / "out",
+                            precision="int8", quant=QuantOptions(calib_size=4))
+    assert export(options)[0]["status"] == "exported"
+    assert export(options)[0]["status"] == "cached"
+    edited = tmp_path / "onnx_quantizer.py"
+    edited.write_text(Path(onnx_quantizer.__file__).read_text() + "\n# a changed default\n")
+    monkeypatch.setattr(onnx_quantizer, "__file__", str(edited))
+    assert export(options)[0]["status"] == "exported"
