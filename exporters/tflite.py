@@ -33,8 +33,8 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, path: Path, *, precisi
     edge_model.export(str(path))
 
 
-def op_histogram(path: Path) -> dict[str, int]:
-    """Operator counts read from the flatbuffer itself (no interpreter, so no delegate ops)."""
+def _operators(path: Path):
+    """(op name, operator, subgraph) for every operator in the flatbuffer."""
     from ai_edge_litert import schema_py_generated as schema
 
     names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
@@ -45,9 +45,29 @@ def op_histogram(path: Path) -> dict[str, int]:
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())  # new ops only fill BuiltinCode
         custom = code.CustomCode()
         opcodes.append(custom.decode() if custom else names.get(builtin, str(builtin)))
-    histogram: Counter[str] = Counter()
     for s in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(s)
         for o in range(subgraph.OperatorsLength()):
-            histogram[opcodes[subgraph.Operators(o).OpcodeIndex()]] += 1
-    return dict(histogram)
+            operator = subgraph.Operators(o)
+            yield opcodes[operator.OpcodeIndex()], operator, subgraph
+
+
+def op_histogram(path: Path) -> dict[str, int]:
+    """Operator counts read from the flatbuffer itself (no interpreter, so no delegate ops)."""
+    return dict(Counter(name for name, _, _ in _operators(path)))
+
+
+def float_ops(path: Path) -> list[str]:
+    """The operators, in graph order, that read or write a float32 tensor.
+
+    In an int8 model with float I/O this is exactly [QUANTIZE, DEQUANTIZE] at the two ends; any
+    other entry is a place where the graph leaves int8.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    found = []
+    for name, operator, subgraph in _operators(path):
+        tensors = [*operator.InputsAsNumpy(), *operator.OutputsAsNumpy()]
+        if any(t >= 0 and subgraph.Tensors(t).Type() == schema.TensorType.FLOAT32 for t in tensors):
+            found.append(name)
+    return found

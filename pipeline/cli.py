@@ -113,7 +113,9 @@ def export(
     int8: Annotated[bool, typer.Option("--int8", help="Post-training int8 quantization with each target's toolchain.")] = False,
     calib_data: Annotated[Optional[str], typer.Option(help="int8 calibration: image folder or .npy [default: built-in photo crops, with a warning].")] = None,
     calib_size: Annotated[int, typer.Option(help="int8 calibration: number of images (deterministic sample).")] = 300,
-    calib_method: Annotated[str, typer.Option(help="int8 calibration: minmax | percentile | entropy (percentile, entropy: onnx only).")] = "minmax",
+    calib_method: Annotated[Optional[str], typer.Option(help="int8 calibration: minmax | mse (tflite) | percentile | entropy (onnx) [default: each target's measured best].")] = None,
+    bias_correction: Annotated[bool, typer.Option(help="int8: correct each layer's bias for its weight rounding error.")] = True,
+    io: Annotated[str, typer.Option(help="TFLite int8 input/output: float | int8 | uint8.")] = "float",
     layout: Annotated[Optional[str], typer.Option(help="Input layout: nhwc (TFLite default) or nchw.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Export again even if an identical artifact exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per artifact, on stdout.")] = False,
@@ -131,7 +133,8 @@ def export(
     options = ExportOptions(model=model, targets=target, weights=weights, width=width, num_classes=num_classes,
                             input_size=input_size, batch=batch, output=output,
                             precision="int8" if int8 else "fp16" if fp16 else "fp32", layout=layout, force=force,
-                            quant=QuantOptions(calib_data=calib_data, calib_size=calib_size, calib_method=calib_method))
+                            quant=QuantOptions(calib_data=calib_data, calib_size=calib_size, calib_method=calib_method,
+                                               bias_correction=bias_correction, io=io))
     with console.status("exporting") as status:
         rows = run_export(options, progress=lambda message: status.update(message),
                           warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}"))

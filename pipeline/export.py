@@ -209,7 +209,7 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
         if calibration is not None:
             config["quantization"] = {**options.quant.as_config(), "calibration": calibration.fingerprint()}
             tools.update(tool_versions(("nncf", "torchao")))
-            tools["quantizer_source_sha256"] = _source_digest(ptq, ptq.quantizer_module(target.name))
+            tools["quantizer_source_sha256"] = _source_digest(*ptq.source_modules(target.name))
         export_id = stage_id(built.record["id"], "export", config, tools)
         existing = manifest_path(artifact)
         if not options.force:

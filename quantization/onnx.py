@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+METHODS = ("minmax", "percentile", "entropy")
+DEFAULT_METHOD = "minmax"
+WEIGHT_LEVELS = 64  # 7-bit (reduce_range) per-channel symmetric weights; onnxruntime has no bias correction
 
-def quantize(fp32_path: Path, out_path: Path, inputs, *, method: str = "minmax") -> dict:
+
+def quantize(fp32_path: Path, out_path: Path, inputs, *, method: str = DEFAULT_METHOD) -> dict:
     """Calibrate on `inputs` (an iterable of float32 NCHW arrays of the artifact's batch size) and
     write the int8 QDQ model; returns the settings used, for the manifest."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+METHODS = ("minmax",)
+DEFAULT_METHOD = "minmax"
+WEIGHT_LEVELS = None  # NNCF applies its own (fast) bias correction
+
 
 class _Samples:
     """A re-iterable view of the calibration inputs: NNCF walks the data more than once."""
@@ -24,20 +28,19 @@ class _Samples:
         return self.count
 
 
-def quantize(fp32_path: Path, out_path: Path, inputs_factory, count: int, *, method: str = "minmax") -> dict:
+def quantize(fp32_path: Path, out_path: Path, inputs_factory, count: int, *, method: str = DEFAULT_METHOD,
+             bias_correction: bool = True) -> dict:
     """Quantize the fp32 IR at `fp32_path` on `count` calibration inputs and save it at `out_path`."""
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-    if method != "minmax":
-        from bbdeploy.errors import BBDeployError
-
-        raise BBDeployError(f"--calib-method {method} is not available for openvino; pass minmax "
-                            "(NNCF's own range estimation)")
     model = ov.Core().read_model(str(fp32_path))
     quantized = nncf.quantize(
         model, nncf.Dataset(_Samples(inputs_factory, count)), subset_size=count,
-        advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE))
+        fast_bias_correction=True,
+        advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE,
+                                                           disable_bias_correction=not bias_correction))
     ov.save_model(quantized, str(out_path), compress_to_fp16=False)
-    return {"tool": "nncf.quantize", "preset": "performance", "overflow_fix": "enable", "subset_size": count}
+    return {"tool": "nncf.quantize", "preset": "performance", "overflow_fix": "enable", "subset_size": count,
+            "bias_correction": "nncf fast" if bias_correction else "off"}

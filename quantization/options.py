@@ -6,20 +6,26 @@ from dataclasses import dataclass
 
 from bbdeploy.errors import BBDeployError
 
-CALIB_METHODS = ("minmax", "percentile", "entropy")
+CALIB_METHODS = ("minmax", "mse", "percentile", "entropy")  # each target supports a subset (its METHODS)
+IO_TYPES = ("float", "int8", "uint8")
 
 
 @dataclass
 class QuantOptions:
     calib_data: str | None = None  # folder or .npy; None: built-in photo crops (loud)
     calib_size: int = 300
-    calib_method: str = "minmax"
+    calib_method: str | None = None  # None: the target's measured default
+    bias_correction: bool = True
+    io: str = "float"  # TFLite int8 input/output type
 
     def validate(self) -> "QuantOptions":
-        if self.calib_method not in CALIB_METHODS:
+        if self.calib_method is not None and self.calib_method not in CALIB_METHODS:
             raise BBDeployError(f"unknown --calib-method {self.calib_method!r}; pass one of {', '.join(CALIB_METHODS)}")
+        if self.io not in IO_TYPES:
+            raise BBDeployError(f"unknown --io {self.io!r}; pass one of {', '.join(IO_TYPES)}")
         return self
 
     def as_config(self) -> dict:
         """What goes into the stage id: everything but the data path (its fingerprint goes instead)."""
-        return {"calib_size": self.calib_size, "calib_method": self.calib_method}
+        return {"calib_size": self.calib_size, "calib_method": self.calib_method,
+                "bias_correction": self.bias_correction, "io": self.io}

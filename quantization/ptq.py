@@ -15,6 +15,9 @@ from types import ModuleType
 import numpy as np
 import torch
 
+from bbdeploy.errors import BBDeployError
+
+from .bias_correction import correct_biases
 from .calibration import CalibrationSet
 from .options import QuantOptions
 
@@ -38,6 +41,13 @@ def quantizer_module(target_name: str) -> ModuleType:
     return import_module(f"bbdeploy.quantization.{target_name}")
 
 
+def source_modules(target_name: str) -> tuple[ModuleType, ...]:
+    """The code an int8 artifact of `target_name` is made by, for its cache key."""
+    from . import bias_correction, tflite_io
+
+    return (import_module(__name__), bias_correction, tflite_io, quantizer_module(target_name))
+
+
 def quantize(target_name: str, exporter: ModuleType, model: torch.nn.Module, sample: torch.Tensor,
              out_path: Path, calibration: CalibrationSet, options: QuantOptions, *, layout: str) -> dict:
     """Write the int8 artifact of `target_name` at `out_path`; returns the settings for the manifest.
@@ -46,13 +56,21 @@ def quantize(target_name: str, exporter: ModuleType, model: torch.nn.Module, sam
     """
     batch = sample.shape[0]
     quantizer = quantizer_module(target_name)
+    method = options.calib_method or quantizer.DEFAULT_METHOD
+    if method not in quantizer.METHODS:
+        raise BBDeployError(f"--calib-method {method} is not available for {target_name}; pass one of "
+                            f"{', '.join(quantizer.METHODS)}")
+    # toolchains without a bias correction of their own (WEIGHT_LEVELS set) get bbdeploy's
+    if options.bias_correction and quantizer.WEIGHT_LEVELS:
+        model = correct_biases(model, calibration.batches(16), levels=quantizer.WEIGHT_LEVELS)
     if target_name == "tflite":
         return quantizer.quantize(model, sample, out_path, calibration_inputs(calibration, batch), layout=layout,
-                                  method=options.calib_method)
+                                  method=method, io=options.io)
     fp32_path = out_path.with_name(f"float_{out_path.name}")
     exporter.convert(model, sample, fp32_path, precision="fp32", layout=layout)
     if target_name == "onnx":
         return quantizer.quantize(fp32_path, out_path, calibration_inputs(calibration, batch),
-                                  method=options.calib_method)
+                                  method=method)
     return quantizer.quantize(fp32_path, out_path, lambda: calibration_inputs(calibration, batch),
-                              max(1, len(calibration) // batch), method=options.calib_method)
+                              max(1, len(calibration) // batch), method=method,
+                              bias_correction=options.bias_correction)

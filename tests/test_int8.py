@@ -10,6 +10,7 @@ from PIL import Image
 
 import bbdeploy
 from bbdeploy.export import ExportOptions, export
+from bbdeploy.exporters.tflite import float_ops
 from bbdeploy.manifest import read_manifest
 from bbdeploy.quantization.calibration import BUILTIN_WARNING
 from bbdeploy.quantization.options import QuantOptions
@@ -34,11 +35,13 @@ def test_every_backbone_quantizes_for_every_target(name, photos, tmp_path):
         assert row["bytes"] < 2 * manifest["backbone"]["params"], (row["target"], row["bytes"])
     onnx, tflite, openvino = (r["ops"] for r in rows)
     assert onnx["QuantizeLinear"] > 0 and openvino["FakeQuantize"] > 0
-    assert tflite["CONV_2D"] > 0
-    # litert-torch's PT2E output takes int8 input today; the manifest carries its scale and zero
-    # point, which the runner (and users) need to feed it. Float I/O is still to do (issue 4).
-    tflite_input = rows[1]["input"]
-    assert tflite_input["dtype"] == "int8" and tflite_input["scale"] > 0 and -128 <= tflite_input["zero_point"] <= 127
+    # one int8 graph inside: no layout shuffles, and float only at the two ends (the float input's
+    # QUANTIZE and the float output's DEQUANTIZE); ShuffleNet's concatenations add int8 -> int8
+    # QUANTIZE (requantize) ops, as TFLite's int8 CONCATENATION takes one scale for all inputs
+    assert tflite["CONV_2D"] > 0 and "TRANSPOSE" not in tflite, tflite
+    assert float_ops(Path(rows[1]["artifact"])) == ["QUANTIZE", "DEQUANTIZE"], tflite
+    assert tflite["DEQUANTIZE"] == 1 and (tflite["QUANTIZE"] == 1 or name.startswith("shufflenet")), tflite
+    assert rows[1]["input"]["dtype"] == "float32" and rows[1]["output"]["dtype"] == "float32"
 
 
 def test_real_efficientnet_lite0_int8_agreement(tmp_path):
@@ -82,7 +85,7 @@ def test_cli_int8_without_calibration_data_warns_loudly(tmp_path):
 
 @pytest.mark.parametrize("args, expected", [
     (["--calib-data", "/no/such/dir"], "error: calibration data '/no/such/dir' is neither a folder of images nor a .npy file"),
-    (["--calib-method", "kl"], "error: unknown --calib-method 'kl'; pass one of minmax, percentile, entropy"),
+    (["--calib-method", "kl"], "error: unknown --calib-method 'kl'; pass one of minmax, mse, percentile, entropy"),
     (["--fp16"], "error: --fp16 and --int8 exclude each other"),
 ])
 def test_cli_bad_int8_options(args, expected, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 
 import torch
@@ -146,3 +147,45 @@ def mobilenet_v3_large(*, width: float = 1.0, num_classes: int = 1000) -> nn.Mod
 )
 def mobilenet_v3_small(*, width: float = 1.0, num_classes: int = 1000) -> nn.Module:
     return MobileNetV3(SMALL, 1024, width=width, num_classes=num_classes)
+
+
+# --- Deploy form: the hard-sigmoid gate folded into weights --------------------------------------
+#
+# hardsigmoid(z) = relu6(z + 3) / 6 has no TFLite op: converters spell it as float ADD and MUL
+# between a DEQUANTIZE and a QUANTIZE, in every squeeze-excite block of an int8 model. The "+ 3"
+# folds into the bias of the gate's convolution and the "/ 6" into the weights of the linear 1x1
+# projection that follows the gate, which leaves conv -> ReLU6 and a product: all int8 ops.
+
+
+class SqueezeExciteDeploy(nn.Module):
+    """x * relu6(fc2(...) + 3): six times the paper's gate (the next projection divides by six)."""
+
+    def __init__(self, se: SqueezeExcite):
+        super().__init__()
+        self.avgpool, self.fc1, self.activation = se.avgpool, se.fc1, se.activation
+        self.fc2 = copy.deepcopy(se.fc2)
+        with torch.no_grad():
+            self.fc2.bias += 3.0
+        self.scale_activation = nn.ReLU6()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+
+
+def _deploy_form(self: MobileNetV3) -> nn.Module:
+    """The same network with every squeeze-excite gate in conv -> ReLU6 form (for converters)."""
+    model = copy.deepcopy(self).eval()
+    for block in model.modules():
+        if not isinstance(block, InvertedResidual):
+            continue
+        layers = block.block
+        for index, layer in enumerate(layers):
+            if isinstance(layer, SqueezeExcite):
+                layers[index] = SqueezeExciteDeploy(layer)
+                projection = layers[index + 1][0]  # the linear 1x1 conv (no bias) before its batch norm
+                with torch.no_grad():
+                    projection.weight /= 6.0
+    return model
+
+
+MobileNetV3.deploy_form = _deploy_form
