@@ -116,6 +116,7 @@ def export(
     calib_method: Annotated[Optional[str], typer.Option(help="int8 calibration: minmax | mse (tflite) | percentile | entropy (onnx) [default: each target's measured best].")] = None,
     bias_correction: Annotated[bool, typer.Option(help="int8: correct each layer's bias for its weight rounding error.")] = True,
     io: Annotated[str, typer.Option(help="TFLite int8 input/output: float | int8 | uint8.")] = "float",
+    keep_float: Annotated[str, typer.Option(help="int8: comma list of layers or blocks to leave in float, e.g. conv_stem,classifier.")] = "",
     layout: Annotated[Optional[str], typer.Option(help="Input layout: nhwc (TFLite default) or nchw.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Export again even if an identical artifact exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per artifact, on stdout.")] = False,
@@ -134,7 +135,8 @@ def export(
                             input_size=input_size, batch=batch, output=output,
                             precision="int8" if int8 else "fp16" if fp16 else "fp32", layout=layout, force=force,
                             quant=QuantOptions(calib_data=calib_data, calib_size=calib_size, calib_method=calib_method,
-                                               bias_correction=bias_correction, io=io))
+                                               bias_correction=bias_correction, io=io,
+                                               keep_float=tuple(n.strip() for n in keep_float.split(",") if n.strip())))
     with console.status("exporting") as status:
         rows = run_export(options, progress=lambda message: status.update(message),
                           warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}"))

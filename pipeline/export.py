@@ -94,12 +94,13 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: N
     if options.precision == "int8":
         options.quant.validate()
         calibration = calibration_set(options.quant.calib_data, spec.preprocess, size, options.quant.calib_size)
+    progress(f"building {spec.name} (weights: {options.weights})")
+    built = build(spec, options, size)
+    if calibration is not None:
+        ptq.float_layers(built.deploy_model, options.quant.keep_float)  # unknown names: one line, nothing written
         if calibration.warning:
             warn(calibration.warning)
     out_dir = _writable_folder(options.output or Path("bbdeploy-out") / spec.name)
-
-    progress(f"building {spec.name} (weights: {options.weights})")
-    built = build(spec, options, size)
     rows = []
     for target in targets:
         progress(f"exporting {target.name} {options.precision} ({layouts[target.name].upper()})")

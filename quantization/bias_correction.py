@@ -76,17 +76,19 @@ def expected_shift(layer: nn.Module, weight_error: torch.Tensor, mean: torch.Ten
 
 
 def correct_biases(model: nn.Module, batches: Iterable[np.ndarray],
-                   levels: int | Callable[[nn.Module], int] = 127) -> nn.Module:
+                   levels: int | Callable[[nn.Module], int] = 127, skip: Iterable[str] = ()) -> nn.Module:
     """A BN-folded copy of `model` whose biases absorb the expected int8 weight-rounding shift.
 
     `levels` may depend on the layer (a function of it), for toolchains that round layers differently.
     The float model changes slightly (by design: it is the rounded one that must match the original).
+    Layers named in `skip` stay in float, so they keep their bias.
     """
+    skip = set(skip)
     folded = fold_batchnorm(model)
     means = input_means(folded, batches)
     with torch.no_grad():
         for name, layer in folded.named_modules():
-            if not isinstance(layer, LAYERS) or name not in means:
+            if not isinstance(layer, LAYERS) or name not in means or name in skip:
                 continue
             layer_levels = levels(layer) if callable(levels) else levels
             shift = expected_shift(layer, rounded(layer.weight, layer_levels) - layer.weight, means[name])

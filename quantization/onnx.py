@@ -16,7 +16,17 @@ DEFAULT_METHOD = "minmax"
 WEIGHT_LEVELS = 64  # 7-bit (reduce_range) per-channel symmetric weights; onnxruntime has no bias correction
 
 
-def quantize(fp32_path: Path, out_path: Path, inputs, *, method: str = DEFAULT_METHOD) -> dict:
+def nodes_of_layers(model_path: Path, layers: list[str]) -> list[str]:
+    """The ONNX nodes that compute `layers` (found by their weight initializer, named after the module)."""
+    import onnx
+
+    weights = {f"{layer}.weight" for layer in layers}
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [node.name for node in graph.node if len(node.input) > 1 and node.input[1] in weights]
+
+
+def quantize(fp32_path: Path, out_path: Path, inputs, *, method: str = DEFAULT_METHOD,
+             keep_float: list[str] = ()) -> dict:
     """Calibrate on `inputs` (an iterable of float32 NCHW arrays of the artifact's batch size) and
     write the int8 QDQ model; returns the settings used, for the manifest."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
@@ -25,6 +35,9 @@ def quantize(fp32_path: Path, out_path: Path, inputs, *, method: str = DEFAULT_M
 
     prepared = out_path.with_name(out_path.stem + ".pre.onnx")
     quant_pre_process(str(fp32_path), str(prepared))
+    excluded = nodes_of_layers(prepared, list(keep_float))
+    if len(excluded) != len(keep_float):
+        raise RuntimeError(f"found {len(excluded)} ONNX nodes for the {len(keep_float)} --keep-float layers")
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -39,7 +52,7 @@ def quantize(fp32_path: Path, out_path: Path, inputs, *, method: str = DEFAULT_M
                 "weight_type": "QInt8", "reduce_range": True, "calibrate_method": method}
     quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True,
-                    calibrate_method=methods[method])
+                    calibrate_method=methods[method], nodes_to_exclude=excluded)
     prepared.unlink(missing_ok=True)
     return settings
 

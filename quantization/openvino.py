@@ -29,8 +29,10 @@ class _Samples:
 
 
 def quantize(fp32_path: Path, out_path: Path, inputs_factory, count: int, *, method: str = DEFAULT_METHOD,
-             bias_correction: bool = True) -> dict:
+             bias_correction: bool = True, keep_float: list[str] = ()) -> dict:
     """Quantize the fp32 IR at `fp32_path` on `count` calibration inputs and save it at `out_path`."""
+    import re
+
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
@@ -39,6 +41,8 @@ def quantize(fp32_path: Path, out_path: Path, inputs_factory, count: int, *, met
     quantized = nncf.quantize(
         model, nncf.Dataset(_Samples(inputs_factory, count)), subset_size=count,
         fast_bias_correction=True,
+        # ops are named after their module ("__module.blocks.0.0.conv_dw/aten::_convolution/...")
+        ignored_scope=nncf.IgnoredScope(patterns=[rf"^__module\.{re.escape(layer)}/" for layer in keep_float]),
         advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE,
                                                            disable_bias_correction=not bias_correction))
     ov.save_model(quantized, str(out_path), compress_to_fp16=False)

@@ -17,6 +17,7 @@ class QuantOptions:
     calib_method: str | None = None  # None: the target's measured default
     bias_correction: bool = True
     io: str = "float"  # TFLite int8 input/output type
+    keep_float: tuple[str, ...] = ()  # module names (of the converted model) left in float
 
     def validate(self) -> "QuantOptions":
         if self.calib_method is not None and self.calib_method not in CALIB_METHODS:
@@ -28,4 +29,4 @@ class QuantOptions:
     def as_config(self) -> dict:
         """What goes into the stage id: everything but the data path (its fingerprint goes instead)."""
         return {"calib_size": self.calib_size, "calib_method": self.calib_method,
-                "bias_correction": self.bias_correction, "io": self.io}
+                "bias_correction": self.bias_correction, "io": self.io, "keep_float": sorted(self.keep_float)}

@@ -17,7 +17,7 @@ import torch
 
 from bbdeploy.errors import BBDeployError
 
-from .bias_correction import correct_biases
+from .bias_correction import LAYERS, correct_biases, fold_batchnorm
 from .calibration import CalibrationSet
 from .options import QuantOptions
 
@@ -41,6 +41,22 @@ def quantizer_module(target_name: str) -> ModuleType:
     return import_module(f"bbdeploy.quantization.{target_name}")
 
 
+def float_layers(model: torch.nn.Module, names: tuple[str, ...]) -> list[str]:
+    """The conv/linear layers that `--keep-float` names (a layer, or a block: all layers in it).
+
+    Names are module paths of the converted model, as `bbdeploy drift --layers` reports them.
+    """
+    layers = [name for name, module in model.named_modules() if isinstance(module, LAYERS)]
+    chosen = []
+    for name in names:
+        inside = [layer for layer in layers if layer == name or layer.startswith(name + ".")]
+        if not name or not inside:
+            raise BBDeployError(f"--keep-float {name!r} is not a layer or block of this model; pass module names "
+                                f"such as {', '.join(layers)}")
+        chosen += [layer for layer in inside if layer not in chosen]
+    return chosen
+
+
 def source_modules(target_name: str) -> tuple[ModuleType, ...]:
     """The code an int8 artifact of `target_name` is made by, for its cache key."""
     from . import bias_correction, tflite_io
@@ -60,17 +76,23 @@ def quantize(target_name: str, exporter: ModuleType, model: torch.nn.Module, sam
     if method not in quantizer.METHODS:
         raise BBDeployError(f"--calib-method {method} is not available for {target_name}; pass one of "
                             f"{', '.join(quantizer.METHODS)}")
+    keep_float = float_layers(model, options.keep_float)
+    # batch norm folded here, so that every converter names each layer after its module
+    model = fold_batchnorm(model)
     # toolchains without a bias correction of their own (WEIGHT_LEVELS set) get bbdeploy's
     if options.bias_correction and quantizer.WEIGHT_LEVELS:
-        model = correct_biases(model, calibration.batches(16), levels=quantizer.WEIGHT_LEVELS)
+        model = correct_biases(model, calibration.batches(16), levels=quantizer.WEIGHT_LEVELS, skip=keep_float)
     if target_name == "tflite":
-        return quantizer.quantize(model, sample, out_path, calibration_inputs(calibration, batch), layout=layout,
-                                  method=method, io=options.io)
-    fp32_path = out_path.with_name(f"float_{out_path.name}")
-    exporter.convert(model, sample, fp32_path, precision="fp32", layout=layout)
-    if target_name == "onnx":
-        return quantizer.quantize(fp32_path, out_path, calibration_inputs(calibration, batch),
-                                  method=method)
-    return quantizer.quantize(fp32_path, out_path, lambda: calibration_inputs(calibration, batch),
-                              max(1, len(calibration) // batch), method=method,
-                              bias_correction=options.bias_correction)
+        settings = quantizer.quantize(model, sample, out_path, calibration_inputs(calibration, batch),
+                                      layout=layout, method=method, io=options.io, keep_float=keep_float)
+    else:
+        fp32_path = out_path.with_name(f"float_{out_path.name}")
+        exporter.convert(model, sample, fp32_path, precision="fp32", layout=layout)
+        if target_name == "onnx":
+            settings = quantizer.quantize(fp32_path, out_path, calibration_inputs(calibration, batch),
+                                          method=method, keep_float=keep_float)
+        else:
+            settings = quantizer.quantize(fp32_path, out_path, lambda: calibration_inputs(calibration, batch),
+                                          max(1, len(calibration) // batch), method=method,
+                                          bias_correction=options.bias_correction, keep_float=keep_float)
+    return {**settings, "calib_method": method, "keep_float": keep_float}

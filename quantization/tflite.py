@@ -26,6 +26,7 @@ DEFAULT_METHOD = "mse"  # Lite0 cosine 0.9967 vs 0.9958 for minmax, both with bi
 WEIGHT_LEVELS = 127  # per-channel symmetric int8 weights; PT2E has no bias correction, bbdeploy's applies
 CONVOLUTIONS = (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
 ADDS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
+LINEARS = (torch.ops.aten.linear.default,)
 CLAMPS = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)
 
 
@@ -103,12 +104,26 @@ def quantization_config(method: str):
     return dataclasses.replace(config, input_activation=spec, output_activation=spec)
 
 
-def edge_quantizer(method: str = "mse"):
+def _keep_float(graph_module, layers: list[str]) -> None:
+    """Mark the conv/linear nodes of `layers` annotated-without-qspecs, so no annotator quantizes them."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    for node in graph_module.graph.nodes:
+        stack = list(node.meta.get("nn_module_stack", {}).values())
+        if node.op != "call_function" or not stack or node.target not in (*CONVOLUTIONS, *LINEARS):
+            continue
+        path = stack[-1][0]  # under litert-torch's NHWC wrapper: "wrapped.<module path>"
+        if any(path == layer or path.endswith("." + layer) for layer in layers):
+            node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+
+
+def edge_quantizer(method: str = "mse", keep_float: list[str] = ()):
     """litert-torch's PT2E quantizer with the conv -> ReLU6 and add annotation fixes."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
 
     class EdgeQuantizer(PT2EQuantizer):
         def annotate(self, model):
+            _keep_float(model, list(keep_float))
             _annotate_conv_clamp(model, self.global_config)
             _annotate_adds(model, self.global_config)
             return super().annotate(model)
@@ -117,7 +132,7 @@ def edge_quantizer(method: str = "mse"):
 
 
 def quantize(model: torch.nn.Module, sample: torch.Tensor, out_path: Path, inputs, *, layout: str = "nhwc",
-             method: str = "mse", io: str = "float") -> dict:
+             method: str = "mse", io: str = "float", keep_float: list[str] = ()) -> dict:
     """Calibrate `model` on `inputs` (float32 NCHW arrays) and write a static int8 .tflite.
 
     Weights are per-channel symmetric int8, activations per-tensor int8; I/O is `io` (float, int8
@@ -132,7 +147,7 @@ def quantize(model: torch.nn.Module, sample: torch.Tensor, out_path: Path, input
         model = litert_torch.to_channel_last_io(model, args=[0])
     sample = to_layout(sample)
     teach_layout_pass_constant_pad()
-    quantizer = edge_quantizer(method)
+    quantizer = edge_quantizer(method, keep_float)
     graph = torch.export.export(model.eval(), (sample,)).module()
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():

@@ -14,10 +14,11 @@ import copy
 from pathlib import Path
 
 
-
-
 def set_io_type(path: Path, io_type: str) -> None:
-    """Rewrite the .tflite at `path` in place so that its single input and output are `io_type`."""
+    """Rewrite the .tflite at `path` in place so that its int8 inputs and outputs are `io_type`.
+
+    A boundary that is float already (its first or last layer kept in float) stays as it is.
+    """
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
@@ -32,6 +33,8 @@ def set_io_type(path: Path, io_type: str) -> None:
 
     for is_input, positions in ((True, graph.inputs), (False, graph.outputs)):
         for slot, int8_index in enumerate(positions):
+            if graph.tensors[int8_index].type != schema.TensorType.INT8:
+                continue
             outer = _outer_tensor(graph.tensors[int8_index], new_type, schema)
             graph.tensors.append(outer)
             outer_index = len(graph.tensors) - 1

@@ -45,19 +45,65 @@ def test_every_backbone_quantizes_for_every_target(name, photos, tmp_path):
 
 
 def test_real_efficientnet_lite0_int8_agreement(tmp_path):
-    """Current figures on real weights (100 built-in calibration crops, 112 evaluation images).
+    """Measured figures on real weights (100 built-in calibration crops, 112 other evaluation images,
+    AVX2 CPU without VNNI): tflite 0.929 / cosine 0.9967, onnx 0.848 / 0.9886, openvino 0.795 / 0.9801.
 
-    Issue 4 asks for >= 0.90 agreement and >= 0.99 cosine on every target; these floors guard what
-    is reached so far (measured on an AVX2 CPU: onnx 0.71 / 0.960, openvino 0.79 / 0.980,
-    tflite 0.89 / 0.990) while the defaults are being tuned.
+    Issue 4 asks for >= 0.90 and >= 0.99 on every target. TFLite reaches it; onnxruntime and
+    OpenVINO need 7-bit weights on this CPU (their int8 kernels saturate 16-bit pair sums with
+    8-bit ones), which caps them below it; these floors guard what they reach.
     """
     rows = export(ExportOptions("efficientnet_lite0", weights="imagenet", output=tmp_path,
                                 precision="int8", quant=QuantOptions(calib_size=100)))
     parity = {r["target"]: r["parity"] for r in rows}
-    assert parity["tflite"]["top1_agreement"] >= 0.85 and parity["tflite"]["cosine"] >= 0.985
-    assert parity["onnx"]["top1_agreement"] >= 0.65 and parity["onnx"]["cosine"] >= 0.95
-    assert parity["openvino"]["top1_agreement"] >= 0.75 and parity["openvino"]["cosine"] >= 0.97
-    assert parity["openvino"]["confident_top1_agreement"] >= 0.93
+    assert parity["tflite"]["top1_agreement"] >= 0.90 and parity["tflite"]["cosine"] >= 0.99
+    assert parity["tflite"]["sqnr_db"] >= 20
+    assert parity["onnx"]["top1_agreement"] >= 0.82 and parity["onnx"]["cosine"] >= 0.985
+    assert parity["openvino"]["top1_agreement"] >= 0.75 and parity["openvino"]["cosine"] >= 0.975
+    for target in ("onnx", "tflite", "openvino"):
+        assert parity[target]["confident_top1_agreement"] >= 0.95, (target, parity[target])
+
+
+def test_keep_float_leaves_the_named_layers_in_float_on_every_target(photos, tmp_path):
+    import onnx
+    import openvino as ov
+
+    weights = calibrated_checkpoint("mobilenet_v2", photos, tmp_path)
+    rows = export(ExportOptions("mobilenet_v2", weights=str(weights), input_size=TINY, output=tmp_path / "out",
+                                precision="int8",
+                                quant=QuantOptions(calib_size=8, keep_float=("features.0", "classifier.1"))))
+    assert [r["status"] for r in rows] == ["exported"] * 3
+    for row in rows:
+        assert read_manifest(Path(row["manifest"]))["quantization"]["keep_float"] == ["features.0.0", "classifier.1"]
+    onnx_path, tflite_path, openvino_path = (Path(r["artifact"]) for r in rows)
+    # ONNX: those two layers keep their float32 weight initializers, the next conv reads a dequantized one
+    graph = onnx.load(str(onnx_path)).graph
+    float_weights = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    layers = [n.input[1] for n in graph.node if n.op_type in ("Conv", "Gemm")]
+    assert layers[0] == "features.0.0.weight" and layers[-1] == "classifier.1.weight"
+    assert {layers[0], layers[-1]} <= float_weights and layers[1] not in float_weights
+    # TFLite: the float ops are exactly the first convolution (with its pad) and the classifier
+    assert float_ops(tflite_path) == ["PAD", "CONV_2D", "QUANTIZE", "DEQUANTIZE", "FULLY_CONNECTED"]
+    # OpenVINO: float constant weights on those two, dequantized int8 weights elsewhere
+    weight_source = {op.get_friendly_name().split("/")[0]: op.input_value(1).get_node().get_type_name()
+                     for op in ov.Core().read_model(str(openvino_path)).get_ordered_ops()
+                     if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")}
+    assert weight_source["__module.features.0.0"] == "Constant" and weight_source["__module.classifier.1"] == "Constant"
+    assert weight_source["__module.features.1.conv.0.0"] != "Constant"
+
+
+@pytest.mark.parametrize("io, dtype", [("int8", "int8"), ("uint8", "uint8")])
+def test_tflite_full_integer_io(io, dtype, photos, tmp_path):
+    weights = calibrated_checkpoint("mobilenet_v3_small", photos, tmp_path)
+    options = ExportOptions("mobilenet_v3_small", targets="tflite", weights=str(weights), input_size=TINY,
+                            output=tmp_path / "out", precision="int8", quant=QuantOptions(calib_size=8, io=io))
+    (row,) = export(options)
+    for boundary in (row["input"], row["output"]):
+        assert boundary["dtype"] == dtype and boundary["scale"] > 0, boundary
+    low, high = (-128, 127) if dtype == "int8" else (0, 255)
+    assert low <= row["input"]["zero_point"] <= high and low <= row["output"]["zero_point"] <= high
+    assert float_ops(Path(row["artifact"])) == []
+    # the runner feeds and reads the integer tensors with the manifest's scale and zero point
+    assert row["parity"]["cosine"] > 0.9, row["parity"]
 
 
 def test_cli_int8_with_a_calibration_folder(tmp_path, photos):
@@ -87,6 +133,9 @@ def test_cli_int8_without_calibration_data_warns_loudly(tmp_path):
     (["--calib-data", "/no/such/dir"], "error: calibration data '/no/such/dir' is neither a folder of images nor a .npy file"),
     (["--calib-method", "kl"], "error: unknown --calib-method 'kl'; pass one of minmax, mse, percentile, entropy"),
     (["--fp16"], "error: --fp16 and --int8 exclude each other"),
+    (["--keep-float", "features.1,nope"], "error: --keep-float 'nope' is not a layer or block of this model; "
+                                          "pass module names such as features.0.0, features.1.conv.0.0,"),
+    (["--io", "int16"], "error: unknown --io 'int16'; pass one of float, int8, uint8"),
 ])
 def test_cli_bad_int8_options(args, expected, tmp_path):
     result = run_cli("export", "mobilenet_v2", "--int8", "--output", str(tmp_path / "out"), *args)
