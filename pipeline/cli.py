@@ -114,7 +114,8 @@ def export(
     calib_data: Annotated[Optional[str], typer.Option(help="int8 calibration: image folder or .npy [default: built-in photo crops, with a warning].")] = None,
     calib_size: Annotated[int, typer.Option(help="int8 calibration: number of images (deterministic sample).")] = 300,
     calib_method: Annotated[Optional[str], typer.Option(help="int8 calibration: minmax | mse (tflite) | percentile | entropy (onnx) [default: each target's measured best].")] = None,
-    bias_correction: Annotated[bool, typer.Option(help="int8: correct each layer's bias for its weight rounding error.")] = True,
+    weight_rounding: Annotated[Optional[str], typer.Option(help="int8 weights: gptq (onnx, tflite; default there) | nearest.")] = None,
+    bias_correction: Annotated[bool, typer.Option(help="int8 with nearest rounding: correct each layer's bias for its rounding error.")] = True,
     io: Annotated[str, typer.Option(help="TFLite int8 input/output: float | int8 | uint8.")] = "float",
     keep_float: Annotated[str, typer.Option(help="int8: comma list of layers or blocks to leave in float, e.g. conv_stem,classifier.")] = "",
     layout: Annotated[Optional[str], typer.Option(help="Input layout: nhwc (TFLite default) or nchw.")] = None,
@@ -135,7 +136,7 @@ def export(
                             input_size=input_size, batch=batch, output=output,
                             precision="int8" if int8 else "fp16" if fp16 else "fp32", layout=layout, force=force,
                             quant=QuantOptions(calib_data=calib_data, calib_size=calib_size, calib_method=calib_method,
-                                               bias_correction=bias_correction, io=io,
+                                               weight_rounding=weight_rounding, bias_correction=bias_correction, io=io,
                                                keep_float=tuple(n.strip() for n in keep_float.split(",") if n.strip())))
     with console.status("exporting") as status:
         rows = run_export(options, progress=lambda message: status.update(message),

@@ -93,6 +93,8 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: N
     calibration = None
     if options.precision == "int8":
         options.quant.validate()
+        for target in targets:
+            ptq.target_choices(target.name, options.quant)  # e.g. --calib-method mse with onnx: exit 2 now
         calibration = calibration_set(options.quant.calib_data, spec.preprocess, size, options.quant.calib_size)
     progress(f"building {spec.name} (weights: {options.weights})")
     built = build(spec, options, size)

@@ -8,6 +8,7 @@ from bbdeploy.errors import BBDeployError
 
 CALIB_METHODS = ("minmax", "mse", "percentile", "entropy")  # each target supports a subset (its METHODS)
 IO_TYPES = ("float", "int8", "uint8")
+WEIGHT_ROUNDINGS = ("gptq", "nearest")  # each target supports a subset (its ROUNDINGS)
 
 
 @dataclass
@@ -15,13 +16,17 @@ class QuantOptions:
     calib_data: str | None = None  # folder or .npy; None: built-in photo crops (loud)
     calib_size: int = 300
     calib_method: str | None = None  # None: the target's measured default
-    bias_correction: bool = True
+    weight_rounding: str | None = None  # None: the target's measured default
+    bias_correction: bool = True  # with nearest rounding
     io: str = "float"  # TFLite int8 input/output type
     keep_float: tuple[str, ...] = ()  # module names (of the converted model) left in float
 
     def validate(self) -> "QuantOptions":
         if self.calib_method is not None and self.calib_method not in CALIB_METHODS:
             raise BBDeployError(f"unknown --calib-method {self.calib_method!r}; pass one of {', '.join(CALIB_METHODS)}")
+        if self.weight_rounding is not None and self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise BBDeployError(f"unknown --weight-rounding {self.weight_rounding!r}; pass one of "
+                                f"{', '.join(WEIGHT_ROUNDINGS)}")
         if self.io not in IO_TYPES:
             raise BBDeployError(f"unknown --io {self.io!r}; pass one of {', '.join(IO_TYPES)}")
         return self
@@ -29,4 +34,4 @@ class QuantOptions:
     def as_config(self) -> dict:
         """What goes into the stage id: everything but the data path (its fingerprint goes instead)."""
         return {"calib_size": self.calib_size, "calib_method": self.calib_method,
-                "bias_correction": self.bias_correction, "io": self.io, "keep_float": sorted(self.keep_float)}
+                "weight_rounding": self.weight_rounding, "bias_correction": self.bias_correction, "io": self.io, "keep_float": sorted(self.keep_float)}

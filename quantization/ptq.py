@@ -20,6 +20,7 @@ from bbdeploy.errors import BBDeployError
 from .bias_correction import LAYERS, correct_biases, fold_batchnorm
 from .calibration import CalibrationSet
 from .options import QuantOptions
+from .rounding import gptq_rounded
 
 
 def calibration_inputs(calibration: CalibrationSet, batch: int) -> Iterator[np.ndarray]:
@@ -59,9 +60,9 @@ def float_layers(model: torch.nn.Module, names: tuple[str, ...]) -> list[str]:
 
 def source_modules(target_name: str) -> tuple[ModuleType, ...]:
     """The code an int8 artifact of `target_name` is made by, for its cache key."""
-    from . import bias_correction, tflite_io
+    from . import bias_correction, rounding, tflite_io
 
-    return (import_module(__name__), bias_correction, tflite_io, quantizer_module(target_name))
+    return (import_module(__name__), bias_correction, rounding, tflite_io, quantizer_module(target_name))
 
 
 def quantize(target_name: str, exporter: ModuleType, model: torch.nn.Module, sample: torch.Tensor,
@@ -72,15 +73,15 @@ def quantize(target_name: str, exporter: ModuleType, model: torch.nn.Module, sam
     """
     batch = sample.shape[0]
     quantizer = quantizer_module(target_name)
-    method = options.calib_method or quantizer.DEFAULT_METHOD
-    if method not in quantizer.METHODS:
-        raise BBDeployError(f"--calib-method {method} is not available for {target_name}; pass one of "
-                            f"{', '.join(quantizer.METHODS)}")
+    method, rounding = target_choices(target_name, options)
     keep_float = float_layers(model, options.keep_float)
     # batch norm folded here, so that every converter names each layer after its module
     model = fold_batchnorm(model)
-    # toolchains without a bias correction of their own (WEIGHT_LEVELS set) get bbdeploy's
-    if options.bias_correction and quantizer.WEIGHT_LEVELS:
+    # every toolchain rounds weights to nearest on a per-channel grid of WEIGHT_LEVELS steps; GPTQ
+    # puts them on that grid first, minimising each layer's output error instead (the default)
+    if rounding == "gptq":
+        model = gptq_rounded(model, calibration.batches(16), levels=quantizer.WEIGHT_LEVELS, skip=keep_float)
+    elif options.bias_correction and not quantizer.OWN_BIAS_CORRECTION:
         model = correct_biases(model, calibration.batches(16), levels=quantizer.WEIGHT_LEVELS, skip=keep_float)
     if target_name == "tflite":
         settings = quantizer.quantize(model, sample, out_path, calibration_inputs(calibration, batch),
@@ -95,4 +96,21 @@ def quantize(target_name: str, exporter: ModuleType, model: torch.nn.Module, sam
             settings = quantizer.quantize(fp32_path, out_path, lambda: calibration_inputs(calibration, batch),
                                           max(1, len(calibration) // batch), method=method,
                                           bias_correction=options.bias_correction, keep_float=keep_float)
-    return {**settings, "calib_method": method, "keep_float": keep_float}
+    bias_correction = options.bias_correction and rounding == "nearest"
+    return {"bias_correction": bias_correction, **settings, "calib_method": method, "weight_rounding": rounding,
+            "keep_float": keep_float}
+
+
+def target_choices(target_name: str, options: QuantOptions) -> tuple[str, str]:
+    """(calibration method, weight rounding) for `target_name`: the user's, or the target's defaults."""
+    quantizer = quantizer_module(target_name)
+    return (_choice("--calib-method", options.calib_method, quantizer.METHODS, target_name),
+            _choice("--weight-rounding", options.weight_rounding, quantizer.ROUNDINGS, target_name))
+
+
+def _choice(flag: str, requested: str | None, available: tuple[str, ...], target_name: str) -> str:
+    """`requested`, or the target's default (the first of `available`), if the target has it."""
+    chosen = requested or available[0]
+    if chosen not in available:
+        raise BBDeployError(f"{flag} {chosen} is not available for {target_name}; pass one of {', '.join(available)}")
+    return chosen

@@ -1,0 +1,66 @@
+"""GPTQ weight rounding: lower output error than nearest rounding, on a grid the toolchain keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from bbdeploy.quantization.bias_correction import rounded
+from bbdeploy.quantization.rounding import gptq_round, gptq_rounded, input_correlations
+
+
+def _output_error(weight, reference, hessian) -> float:
+    delta = (weight - reference).double()
+    return torch.einsum("oi,ij,oj->", delta, hessian, delta).item()
+
+
+def test_gptq_halves_the_output_error_of_nearest_rounding_on_correlated_inputs():
+    torch.manual_seed(0)
+    inputs = torch.randn(4096, 8) @ torch.randn(8, 32)  # 32 inputs spanning 8 directions: correlated
+    hessian = (inputs.T @ inputs).double()
+    weight = torch.randn(16, 32)
+    nearest, gptq = rounded(weight, 7), gptq_round(weight, hessian, 7)
+    assert _output_error(gptq, weight, hessian) < 0.5 * _output_error(nearest, weight, hessian)
+    # on the same grid: per row scale max|w| / 7, integer steps, the extreme weight kept
+    scale = weight.abs().amax(dim=1, keepdim=True) / 7
+    steps = gptq / scale
+    assert torch.allclose(steps, steps.round(), atol=1e-4) and steps.abs().max() <= 7 + 1e-4
+    assert torch.allclose(gptq.abs().amax(dim=1), weight.abs().amax(dim=1))
+
+
+def test_onnxruntime_keeps_gptq_weights_exactly(tmp_path):
+    """The premise of handing onnxruntime pre-rounded float weights: its 7-bit per-channel
+    quantization (reduce_range) maps them back to the same integers."""
+    import onnx
+    from onnx import numpy_helper
+
+    from bbdeploy.exporters import onnx as onnx_exporter
+    from bbdeploy.quantization import onnx as onnx_quantizer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6(), nn.Conv2d(8, 8, 3, groups=8), nn.ReLU6(),
+                          nn.Conv2d(8, 4, 1)).eval()
+    batches = [np.random.default_rng(i).random((2, 3, 12, 12), dtype=np.float32) for i in range(3)]
+    prepared = gptq_rounded(model, batches, levels=onnx_quantizer.WEIGHT_LEVELS)
+    assert not torch.allclose(prepared[4].weight, rounded(model[4].weight, onnx_quantizer.WEIGHT_LEVELS))
+    fp32, int8 = tmp_path / "m.onnx", tmp_path / "m_int8.onnx"
+    onnx_exporter.convert(prepared, torch.from_numpy(batches[0][:1]), fp32, precision="fp32", layout="nchw")
+    onnx_quantizer.quantize(fp32, int8, (b[:1] for b in batches))
+    initializers = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(int8)).graph.initializer}
+    for index in (0, 2, 4):
+        name = f"{index}.weight"
+        q, scale = initializers[f"{name}_quantized"], initializers[f"{name}_scale"]
+        dequantized = q.astype(np.float32) * scale.reshape(-1, *[1] * (q.ndim - 1))
+        np.testing.assert_allclose(dequantized, prepared[index].weight.detach().numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_depthwise_layers_get_one_correlation_matrix_per_channel():
+    layer = nn.Conv2d(4, 4, 3, groups=4)
+    batches = [np.random.default_rng(0).random((2, 4, 6, 6), dtype=np.float32)]
+    (hessian,) = input_correlations(layer, batches, {"": layer}).values()
+    assert hessian.shape == (4, 9, 9)
+    x = torch.from_numpy(batches[0]).double()
+    patches = torch.nn.functional.unfold(x[:, 1:2], 3)  # channel 1's 3x3 windows
+    expected = torch.einsum("nil,njl->ij", patches, patches)
+    torch.testing.assert_close(hessian[1], expected)
