@@ -22,10 +22,12 @@ import torch
 from .tflite_io import set_io_type
 
 METHODS = ("mse", "minmax")  # activation range observers, the first the default (Lite0 cosine 0.9967 vs 0.9958)
-# PT2E rounds per-channel symmetric int8 weights (+-127) to nearest and keeps weights already on
-# that grid (GPTQ). Lite0: nearest + bias correction 0.929 / cosine 0.9967, GPTQ 0.9375 / 0.9975.
+# PT2E rounds per-channel symmetric int8 weights (+-127) to nearest; bbdeploy's bias correction
+# then gives Lite0 0.929 agreement / cosine 0.9967. GPTQ-rounded weights measured 0.920 / 0.9975 on
+# Lite0 but broke MobileNetV3-Small's int8 TFLite (cosine 0.37, while the same weights in PyTorch
+# keep 0.998 and ONNX/OpenVINO take them fine): not offered here until that is understood.
 WEIGHT_LEVELS = 127
-ROUNDINGS = ("gptq", "nearest")
+ROUNDINGS = ("nearest",)
 OWN_BIAS_CORRECTION = False  # bbdeploy's applies with nearest rounding
 CONVOLUTIONS = (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
 ADDS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)

@@ -138,8 +138,7 @@ def test_cli_int8_without_calibration_data_warns_loudly(tmp_path):
     (["--keep-float", "features.1,nope"], "error: --keep-float 'nope' is not a layer or block of this model; "
                                           "pass module names such as features.0.0, features.1.conv.0.0,"),
     (["--io", "int16"], "error: unknown --io 'int16'; pass one of float, int8, uint8"),
-    (["--weight-rounding", "gptq", "--target", "openvino"],
-     "error: --weight-rounding gptq is not available for openvino; pass one of nearest"),
+    (["--weight-rounding", "adaround"], "error: unknown --weight-rounding 'adaround'; pass one of gptq, nearest"),
     (["--calib-method", "mse", "--target", "all"], "error: --calib-method mse is not available for onnx; "
                                                    "pass one of minmax, percentile, entropy"),
 ])

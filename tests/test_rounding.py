@@ -58,8 +58,8 @@ def test_onnxruntime_keeps_gptq_weights_exactly(tmp_path):
 def test_depthwise_layers_get_one_correlation_matrix_per_channel():
     layer = nn.Conv2d(4, 4, 3, groups=4)
     batches = [np.random.default_rng(0).random((2, 4, 6, 6), dtype=np.float32)]
-    (hessian,) = input_correlations(layer, batches, {"": layer}).values()
-    assert hessian.shape == (4, 9, 9)
+    ((hessian, columns),) = input_correlations(layer, batches, {"": layer}).values()
+    assert hessian.shape == (4, 9, 9) and columns == 2 * 16
     x = torch.from_numpy(batches[0]).double()
     patches = torch.nn.functional.unfold(x[:, 1:2], 3)  # channel 1's 3x3 windows
     expected = torch.einsum("nil,njl->ij", patches, patches)

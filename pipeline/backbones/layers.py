@@ -73,6 +73,10 @@ class Conv2dSame(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, stride, 0, groups=groups, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.pad_input(x))
+
+    def pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` padded as TF pads it; what the convolution proper sees (also for weight rounding)."""
         kh, kw = self.kernel_size
         sh, sw = self.stride
         # int(): under TorchScript tracing the pads become constants instead of shape arithmetic
@@ -81,7 +85,7 @@ class Conv2dSame(nn.Conv2d):
         left, right = tf_same_padding(int(x.shape[-1]), kw, sw)
         if top or bottom or left or right:
             x = F.pad(x, (left, right, top, bottom))
-        return super().forward(x)
+        return x
 
 
 def same_conv2d(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
