@@ -9,7 +9,7 @@ TORCH_PIP_ARGS ?=
 PIP := $(VENV)/bin/python -m pip
 STAMP := $(VENV)/.bbdeploy-installed
 
-.PHONY: setup demo test clean
+.PHONY: setup system demo test clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,11 @@ demo: $(STAMP)
 	$(VENV)/bin/bbdeploy models
 	$(VENV)/bin/bbdeploy export efficientnet_lite0 --weights imagenet --target all
 
-test: $(STAMP)
+# system packages the tests need (headless Chromium for the HTML report), installed when missing
+system:
+	tools/install_system_packages.sh
+
+test: $(STAMP) system
 	$(VENV)/bin/python -m pytest -q -n auto
 
 clean:

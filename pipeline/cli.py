@@ -169,6 +169,72 @@ def _print_export_table(console, rows: list[dict]) -> None:
             console.print(f"❌ {row['target']} {row['precision']}: {row['error']}", soft_wrap=True)
 
 
+@app.command()
+def drift(
+    artifacts: Annotated[list[Path], typer.Argument(help="Artifacts written by `bbdeploy export` (.onnx, .tflite, .xml).")],
+    data: Annotated[Path, typer.Option(help="Folder of images; class subfolders (index or name) give labels.")],
+    labels: Annotated[Optional[Path], typer.Option(help="CSV of path,label rows (paths relative to --data).")] = None,
+    class_names: Annotated[Optional[Path], typer.Option(help="Text file, one class name per line in output order.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate the first N images only.")] = None,
+    layers: Annotated[bool, typer.Option("--layers", help="Rank the layers of int8 artifacts by quantization sensitivity.")] = False,
+    layer_samples: Annotated[int, typer.Option(help="Images used by --layers.")] = 64,
+    report: Annotated[Optional[Path], typer.Option(help="Folder for drift.json, drift.md and drift.html.")] = None,
+    max_drop: Annotated[Optional[float], typer.Option(help="Gate: exit 1 if an accuracy drop exceeds this many points.")] = None,
+    min_agreement: Annotated[Optional[float], typer.Option(help="Gate: exit 1 if a top-1 agreement is below this fraction.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+) -> None:
+    """How far each artifact is from its float model: accuracy, agreement, cosine, SQNR, per-layer sensitivity."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from .drift import DriftOptions, gate_failures, plan_drift
+    from .drift import drift as run_drift
+    from .quiet import stderr_console
+
+    if min_agreement is not None and not 0 <= min_agreement <= 1:
+        raise BBDeployError(f"--min-agreement {min_agreement:g} is a fraction; pass a number from 0 to 1, e.g. 0.99")
+    console = stderr_console()
+    options = DriftOptions(artifacts=list(artifacts), data=data, labels_csv=labels, class_names=class_names,
+                           limit=limit, layers=layers, layer_samples=layer_samples, max_drop=max_drop,
+                           min_agreement=min_agreement)
+    plan = plan_drift(options)  # bad input is one line, before the progress bar
+    with Progress("drift", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task("images", total=None)
+        result = run_drift(plan, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if report is not None:
+        from .report import write_report
+
+        write_report(result, report)
+    _print_drift_table(console, result)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    failures = gate_failures(result, max_drop, min_agreement)
+    for line in failures:
+        console.print(f"❌ {line}", soft_wrap=True)
+    if failures:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_drift_table(console, result: dict) -> None:
+    from rich.table import Table
+
+    from .report import COLUMNS, result_rows
+
+    table = Table(title=f"bbdeploy drift ({result['data']['images']} images, labels: {result['data']['labels']})")
+    keep = [COLUMNS.index(c) for c in ("artifact", "precision", "top-1", "drop (pts)", "agree top-1",
+                                       "agree 95% CI", "cosine", "SQNR dB")]
+    for index in keep:
+        table.add_column(COLUMNS[index], no_wrap=COLUMNS[index] == "artifact")
+    for row in result_rows(result):
+        table.add_row(*(row[index] for index in keep))
+    console.print(table)
+    for row in result["results"]:
+        if row.get("layers"):
+            console.print(f"{Path(row['artifact']).name}: most sensitive layers "
+                          f"{', '.join(r['layer'] for r in row['layers']['ranked'][:5])}; try {row['layers']['suggest']}",
+                          soft_wrap=True)
+
+
 def _weights_status(imagenet: dict | None) -> str:
     """Where `--weights imagenet` would come from, in a few words."""
     if imagenet is None:

@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from .backbones.registry import Preprocess
 from .errors import BBDeployError
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # what image folders are searched for
 _FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
 

@@ -144,10 +144,7 @@ def _writable_folder(folder: Path) -> Path:
 def build(spec: BackboneSpec, options: ExportOptions, size: int) -> Built:
     """Create the float model and the reference logits on real photos."""
     started = time.perf_counter()
-    with torch.random.fork_rng():
-        torch.manual_seed(RANDOM_SEED)
-        model = create_backbone(spec.name, weights=options.weights, width=options.width,
-                                num_classes=options.num_classes)
+    model = float_model(spec.name, options.weights, options.width, options.num_classes)
     info = backbone_info(spec.name, width=options.width)
     preprocess = {**spec.preprocess.as_dict(), "size": size, "resize": round(size / spec.preprocess.crop_pct)}
     images = np.stack([preprocess_image(image, spec.preprocess, size) for image in sample_photos().values()])
@@ -162,7 +159,7 @@ def build(spec: BackboneSpec, options: ExportOptions, size: int) -> Built:
         "name": spec.name, "family": spec.family, "width": options.width,
         "deploy_form": type(deploy_model).__name__ if deploy_model is not model else None,
         "num_classes": int(reference.shape[1]), "weights": model.weights_source,
-        "weights_sha256": _weights_digest(model), "params": info["params"],
+        "weights_arg": weights_argument(options.weights), "weights_sha256": weights_digest(model), "params": info["params"],
         "macs_at_default_size": info["macs"], "preprocess": preprocess,
         "build_s": round(time.perf_counter() - started, 3),
     }
@@ -171,7 +168,19 @@ def build(spec: BackboneSpec, options: ExportOptions, size: int) -> Built:
     return Built(spec, model, deploy_model, record, images, reference)
 
 
-def _weights_digest(model: torch.nn.Module) -> str:
+def float_model(name: str, weights: str, width: float | None, num_classes: int | None) -> torch.nn.Module:
+    """The float model as `bbdeploy export` builds it (seeded, so `--weights random` is reproducible)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(RANDOM_SEED)
+        return create_backbone(name, weights=weights, width=width, num_classes=num_classes)
+
+
+def weights_argument(weights: str) -> str:
+    """`--weights` as a later stage can pass it again: a checkpoint path made absolute."""
+    return weights if weights in ("random", "imagenet") else str(Path(weights).expanduser().resolve())
+
+
+def weights_digest(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())

@@ -22,10 +22,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from bbdeploy.backbones.registry import Preprocess
-from bbdeploy.data import preprocess_image, sample_photos
+from bbdeploy.data import IMAGE_SUFFIXES, preprocess_image, sample_photos
 from bbdeploy.errors import BBDeployError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 DEFAULT_SIZE = 300  # images; what NNCF and onnxruntime examples use, and enough for min/max ranges
 SAMPLE_SEED = 0
 BUILTIN_WARNING = ("no --calib-data given: calibrating on crops of scikit-image's sample photos, which "

@@ -80,7 +80,7 @@ def quantize(target_name: str, exporter: ModuleType, model: torch.nn.Module, sam
     # every toolchain rounds weights to nearest on a per-channel grid of WEIGHT_LEVELS steps; GPTQ
     # puts them on that grid first, minimising each layer's output error instead (the default)
     if rounding == "gptq":
-        model = gptq_rounded(model, calibration.batches(16), levels=quantizer.WEIGHT_LEVELS, skip=keep_float)
+        model = gptq_rounded(model, lambda: calibration.batches(16), levels=quantizer.WEIGHT_LEVELS, skip=keep_float)
     elif options.bias_correction and not quantizer.OWN_BIAS_CORRECTION:
         model = correct_biases(model, calibration.batches(16), levels=quantizer.WEIGHT_LEVELS, skip=keep_float)
     if target_name == "tflite":

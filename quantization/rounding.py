@@ -13,8 +13,9 @@ PT2E; NNCF's grid puts the extreme weight itself half-way between two levels).
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -28,38 +29,60 @@ DAMPING = 0.01  # fraction of the mean diagonal added to H, as in GPTQ
 # on a few hundred images) has a rank-deficient H: GPTQ would fit the calibration images and
 # drift elsewhere (MobileNetV3-Small on 8 images: cosine 0.16), so it is rounded to nearest.
 MIN_COLUMNS_PER_INPUT = 4
+IMAGES_PER_CHUNK = 4
+# Images the error-aware pass runs through (twice per layer, up to the layer): Lite0 at 224 px,
+# weights only, logit SQNR 21.6 dB plain GPTQ -> 28.1 dB with 32 images, 29.4 dB with 100.
+ERROR_AWARE_IMAGES = 32
 
 
 def _is_depthwise(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels == layer.out_channels
 
 
-def _patches(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The layer's input as (N, k, L) columns (k: inputs per output, L: positions)."""
+def _columns(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's input as float32 columns: (k, M) with k inputs per output, or (C, kk, M) per
+    channel for depthwise; M = samples x positions."""
+    x = x.float()
     if isinstance(layer, nn.Linear):
-        return x.reshape(-1, x.shape[-1]).T.unsqueeze(0)
+        return x.reshape(-1, x.shape[-1]).T
     if hasattr(layer, "pad_input"):  # convolutions that pad in their forward (TF "same")
         x = layer.pad_input(x)
-    return F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+    if layer.kernel_size == (1, 1) and layer.stride == (1, 1) and layer.padding in ((0, 0), "valid"):
+        cols = x.flatten(2)
+    else:
+        cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+    n, k, positions = cols.shape
+    if _is_depthwise(layer):
+        return cols.view(n, layer.in_channels, -1, positions).permute(1, 2, 0, 3).reshape(
+            layer.in_channels, k // layer.in_channels, n * positions)
+    return cols.transpose(0, 1).reshape(k, n * positions)
+
+
+def _correlate(layer: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(sum of a b^T over the layer's input columns, in float64; how many columns), where `a` and
+    `b` are two inputs of the layer for the same images. Computed a few images at a time, so that
+    3x3 windows at high resolution do not take gigabytes."""
+    total, columns = 0, 0
+    for start in range(0, a.shape[0], IMAGES_PER_CHUNK):
+        left = _columns(layer, a[start:start + IMAGES_PER_CHUNK])
+        right = left if b is a else _columns(layer, b[start:start + IMAGES_PER_CHUNK])
+        total = total + (left @ right.transpose(-1, -2)).double()
+        columns += left.shape[-1]
+    return total, columns
 
 
 def input_correlations(model: nn.Module, batches: Iterable[np.ndarray], layers: dict[str, nn.Module]
                        ) -> dict[str, tuple[torch.Tensor, int]]:
     """(H, columns): H = sum of x x^T over every input column of each layer, (k, k) or (C, kk, kk)
-    for depthwise; columns = how many input columns (samples x positions) it saw."""
+    for depthwise; columns = how many input columns (samples x positions) it saw. Layers come in
+    the order they run."""
     sums: dict[str, tuple[torch.Tensor, int]] = {}
 
     def recorder(name, layer):
         def hook(_module, inputs, _output):
-            cols = _patches(layer, inputs[0].double())
-            if _is_depthwise(layer):
-                n, _, positions = cols.shape
-                cols = cols.view(n, layer.in_channels, -1, positions)
-                h = torch.einsum("ncil,ncjl->cij", cols, cols)
-            else:
-                h = torch.einsum("nil,njl->ij", cols, cols)
-            total, columns = sums.get(name, (0, 0))
-            sums[name] = (total + h, columns + cols.shape[0] * cols.shape[-1])
+            h, columns = _correlate(layer, inputs[0], inputs[0])
+            total, seen = sums.get(name, (0, 0))
+            sums[name] = (total + h, seen + columns)
         return hook
 
     hooks = [layer.register_forward_hook(recorder(name, layer)) for name, layer in layers.items()]
@@ -101,26 +124,120 @@ def gptq_round(weight: torch.Tensor, hessian: torch.Tensor, levels: float) -> to
     return w.to(weight.dtype)
 
 
-def gptq_rounded(model: nn.Module, batches: Iterable[np.ndarray], levels: float, skip: Iterable[str] = ()
-                 ) -> nn.Module:
-    """A BN-folded copy of `model` whose conv/linear weights sit on the `levels` grid, GPTQ-rounded
-    (layers in `skip` stay as they are, e.g. those kept in float)."""
-    folded = fold_batchnorm(model)
+def _damped(hessian: torch.Tensor) -> torch.Tensor:
+    h = hessian.double().clone()
+    h = h if h.dim() == 3 else h.unsqueeze(0)
+    diag = torch.diagonal(h, dim1=-2, dim2=-1)
+    diag[diag == 0] = 1.0
+    diag += DAMPING * diag.mean(dim=-1, keepdim=True)
+    return h
+
+
+def roundable_layers(model: nn.Module, skip: Iterable[str] = ()) -> dict[str, nn.Module]:
+    """The conv (plain or depthwise) and linear layers GPTQ rounds, by module name."""
     skip = set(skip)
-    layers = {name: layer for name, layer in folded.named_modules()
-              if isinstance(layer, (nn.Conv2d, nn.Linear)) and name not in skip
-              and (not isinstance(layer, nn.Conv2d) or layer.groups == 1 or _is_depthwise(layer))}
-    hessians = input_correlations(folded, batches, layers)
+    return {name: layer for name, layer in model.named_modules()
+            if isinstance(layer, (nn.Conv2d, nn.Linear)) and name not in skip
+            and (not isinstance(layer, nn.Conv2d) or layer.groups == 1 or _is_depthwise(layer))}
+
+
+class _Reached(Exception):
+    """Raised by a hook to stop a forward pass once the layer of interest has seen its input."""
+
+
+def cross_correlations(reference: nn.Module, rounded_model: nn.Module, batches: Iterable[np.ndarray],
+                       names: list[str]) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]]:
+    """(H~, C, columns) of each layer in `names` (given in execution order): H~ = sum of x~ x~^T over
+    the inputs x~ it sees in `rounded_model`, C = sum of x x~^T with x its input in `reference` on
+    the same images. Each forward pass stops at the last of the layers."""
+    layers = {name: dict(rounded_model.named_modules())[name] for name in names}
+    seen: list[dict[str, torch.Tensor]] = [{}, {}]
+
+    def keeper(side, name):
+        def hook(_module, inputs):
+            seen[side][name] = inputs[0]
+            if name == names[-1]:
+                raise _Reached
+        return hook
+
+    sums: dict[str, tuple] = {name: (0, 0, 0) for name in names}
+    hooks = [dict(m.named_modules())[name].register_forward_pre_hook(keeper(side, name))
+             for side, m in enumerate((reference, rounded_model)) for name in names]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                for m in (reference, rounded_model):
+                    try:
+                        m(torch.from_numpy(batch))
+                    except _Reached:
+                        pass
+                for name, layer in layers.items():
+                    exact, shifted = seen[0].pop(name), seen[1].pop(name)
+                    h, count = _correlate(layer, shifted, shifted)
+                    c, _ = _correlate(layer, exact, shifted)
+                    total_h, total_c, columns = sums[name]
+                    sums[name] = (total_h + h, total_c + c, columns + count)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sums
+
+
+def gptq_rounded(model: nn.Module, batches: Callable[[], Iterable[np.ndarray]], levels: float,
+                 skip: Iterable[str] = (), error_aware: bool = True) -> nn.Module:
+    """A BN-folded copy of `model` whose conv/linear weights sit on the `levels` grid, GPTQ-rounded
+    (layers in `skip` stay as they are, e.g. those kept in float). `batches()` yields the
+    calibration inputs, once per pass.
+
+    With `error_aware`, layers are rounded group after group in execution order, each for the
+    inputs x~ it really gets once the groups before it are rounded: it minimises |W x - Q x~|
+    instead of |W x - Q x|, so each layer also absorbs its predecessors' error (the asymmetric
+    calibration of GPTAQ, Li et al. 2025): the target W + W (C - H~) H~^-1 rounded with H~.
+    """
+    folded = fold_batchnorm(model)
+    layers = roundable_layers(folded, set(skip))
+    result = copy.deepcopy(folded)
+    result_layers = roundable_layers(result, set(skip))
+    hessians = input_correlations(folded, batches(), layers)  # dict order: execution order
     with torch.no_grad():
-        for name, layer in layers.items():
-            if name not in hessians:
-                continue
-            hessian, columns = hessians[name]
-            shape = layer.weight.shape
-            flat = layer.weight.reshape(shape[0], -1)
-            if columns >= MIN_COLUMNS_PER_INPUT * flat.shape[1]:
-                flat = gptq_round(flat, hessian, levels)
-            else:
-                flat = gptq_round(flat, torch.eye(flat.shape[1]), levels)  # identity H: nearest, same grid
-            layer.weight.copy_(flat.reshape(shape))
-    return folded
+        for name, (hessian, columns) in hessians.items():
+            weight = layers[name].weight
+            flat = weight.reshape(weight.shape[0], -1).double()
+            if error_aware and columns >= MIN_COLUMNS_PER_INPUT * flat.shape[1]:
+                images = _first_images(batches(), ERROR_AWARE_IMAGES)
+                shifted, cross, seen = cross_correlations(folded, result, images, [name])[name]
+                if seen >= MIN_COLUMNS_PER_INPUT * flat.shape[1]:
+                    flat = flat + _error_correction(flat, shifted, cross)
+                    hessian, columns = shifted, seen
+            _round_layer(result_layers[name], flat.reshape(weight.shape).to(weight.dtype), hessian, columns, levels)
+    return result
+
+
+def _error_correction(weight: torch.Tensor, shifted: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
+    """W (C - H~) H~^-1: what to add to `weight` (outputs, k) so that it maps the inputs it gets
+    (correlations H~) to what the float layer computes (cross-correlations C). One system per
+    output channel for depthwise layers, one shared otherwise."""
+    solved = torch.linalg.solve(_damped(shifted), (cross - shifted).double().transpose(-1, -2))
+    if solved.shape[0] == 1:
+        return weight @ solved[0].T
+    return torch.einsum("ci,cji->cj", weight, solved)
+
+
+def _first_images(batches: Iterable[np.ndarray], count: int) -> Iterable[np.ndarray]:
+    """The first `count` images of `batches` (the last batch cut short)."""
+    for batch in batches:
+        if count <= 0:
+            return
+        yield batch[:count]
+        count -= len(batch)
+
+
+def _round_layer(layer: nn.Module, weight: torch.Tensor, hessian: torch.Tensor, columns: int, levels: float) -> None:
+    """Set `layer`'s weight to `weight` GPTQ-rounded with `hessian` (nearest when too few columns)."""
+    shape = weight.shape
+    flat = weight.reshape(shape[0], -1)
+    if columns >= MIN_COLUMNS_PER_INPUT * flat.shape[1]:
+        flat = gptq_round(flat, hessian, levels)
+    else:
+        flat = gptq_round(flat, torch.eye(flat.shape[1]), levels)  # identity H: nearest, same grid
+    layer.weight.copy_(flat.reshape(shape))

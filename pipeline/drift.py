@@ -1,0 +1,184 @@
+"""The drift stage: what deploying cost. Each artifact runs in its own runtime, its float PyTorch
+reference (rebuilt from the manifest) runs on the same decoded images, and the two are compared.
+
+Images are decoded once per batch and preprocessed once per distinct preprocessing; each backbone's
+reference runs once per batch however many of its artifacts are compared. Memory is one batch of
+images plus a few numbers per image and artifact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bbdeploy.targets.runner import load as load_runner
+
+from .backbones.registry import Preprocess
+from .data import load_image, preprocess_image
+from .dataset import EvalData, check_labels, eval_data
+from .errors import BBDeployError
+from .export import float_model, weights_digest
+from .manifest import files_intact, read_manifest
+from .metrics import DriftAccumulator
+from .parity import run_batched
+
+DECODE_BATCH = 32  # images decoded at a time
+
+
+@dataclass
+class DriftOptions:
+    artifacts: list[Path]
+    data: Path
+    labels_csv: Path | None = None
+    class_names: Path | None = None
+    limit: int | None = None  # evaluate the first N images only (sorted paths)
+    layers: bool = False  # also rank per-layer sensitivity (int8 artifacts)
+    layer_samples: int = 64  # images the sensitivity analysis uses
+    max_drop: float | None = None  # gate: accuracy drop in points
+    min_agreement: float | None = None  # gate: top-1 agreement, a fraction
+
+
+@dataclass
+class Artifact:
+    path: Path
+    manifest: dict
+
+    @property
+    def reference_key(self) -> tuple:
+        backbone = self.manifest["backbone"]
+        return (backbone["name"], backbone.get("width"), backbone["num_classes"], backbone["weights_sha256"])
+
+    @property
+    def preprocess_key(self) -> str:
+        return repr(sorted(self.manifest["preprocess"].items()))
+
+
+def open_artifact(path: str | Path) -> Artifact:
+    """An artifact with its manifest, checked to be the file the manifest describes."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BBDeployError(f"artifact {str(path)!r} does not exist; pass a file written by `bbdeploy export`")
+    manifest = read_manifest(path)
+    if manifest.get("stage") != "export" or manifest.get("artifact") != path.name:
+        raise BBDeployError(f"manifest of {str(path)!r} describes another file; export the artifact again")
+    if not files_intact(manifest, path.parent):
+        raise BBDeployError(f"{str(path)!r} differs from what its manifest recorded (sha256); export it again")
+    return Artifact(path, manifest)
+
+
+def reference_model(artifact: Artifact) -> torch.nn.Module:
+    """The float model the artifact was exported from, checked by its weights' digest."""
+    backbone = artifact.manifest["backbone"]
+    weights = backbone.get("weights_arg")
+    if weights is None:
+        raise BBDeployError(f"the manifest of {artifact.path.name} does not say how to rebuild its float model; "
+                            "export the artifact again with this bbdeploy")
+    model = float_model(backbone["name"], weights, backbone.get("width"), backbone["num_classes"])
+    if weights_digest(model) != backbone["weights_sha256"]:
+        raise BBDeployError(f"the float reference of {artifact.path.name} cannot be rebuilt: weights {weights!r} "
+                            "are not the ones it was exported from; pass the original checkpoint or export again")
+    return model
+
+
+@dataclass
+class DriftPlan:
+    """Everything checked and loaded before the first image is evaluated."""
+
+    options: DriftOptions
+    artifacts: list[Artifact]
+    data: EvalData
+    references: dict[tuple, torch.nn.Module]
+
+
+def plan_drift(options: DriftOptions) -> DriftPlan:
+    """Check the artifacts, the data and the gates, and rebuild each float reference: every bad input
+    is reported here, before any work."""
+    if not options.artifacts:
+        raise BBDeployError("no artifact given; pass one or more files written by `bbdeploy export`")
+    artifacts = [open_artifact(path) for path in options.artifacts]
+    data = eval_data(options.data, labels_csv=options.labels_csv, class_names=options.class_names,
+                     limit=options.limit)
+    for artifact in artifacts:
+        check_labels(data, artifact.manifest["backbone"]["num_classes"], artifact.path.name)
+    if options.max_drop is not None and data.labels is None:
+        raise BBDeployError(f"--max-drop needs labels, and --data has none ({data.label_source.removeprefix('none: ')})")
+    references = {}
+    for artifact in artifacts:
+        if artifact.reference_key not in references:
+            references[artifact.reference_key] = reference_model(artifact)
+    return DriftPlan(options, artifacts, data, references)
+
+
+def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
+    """Compare every artifact with its float reference on the images of `options.data`.
+
+    Returns {"data": ..., "reference": ..., "references": [...], "results": [...]}; `progress(done,
+    total)` is called after each batch of images.
+    """
+    plan = options if isinstance(options, DriftPlan) else plan_drift(options)
+    options, artifacts, data, references = plan.options, plan.artifacts, plan.data, plan.references
+    runners = [load_runner(artifact.path) for artifact in artifacts]
+    accumulators = [DriftAccumulator() for _ in artifacts]
+    labels = np.asarray(data.labels) if data.labels is not None else None
+    for start in range(0, len(data), DECODE_BATCH):
+        images = [load_image(path) for path in data.paths[start:start + DECODE_BATCH]]
+        batch_labels = labels[start:start + len(images)] if labels is not None else None
+        inputs: dict[str, np.ndarray] = {}
+        reference_logits: dict[tuple, np.ndarray] = {}
+        for artifact, runner, accumulator in zip(artifacts, runners, accumulators):
+            key = artifact.preprocess_key
+            if key not in inputs:
+                inputs[key] = _preprocessed(images, artifact.manifest["preprocess"])
+            pair = (artifact.reference_key, key)
+            if pair not in reference_logits:
+                with torch.no_grad():
+                    reference_logits[pair] = references[artifact.reference_key](torch.from_numpy(inputs[key])).numpy()
+            manifest = artifact.manifest
+            logits = run_batched(runner, inputs[key], manifest["input"]["layout"].lower(), manifest["config"]["batch"])
+            accumulator.add(reference_logits[pair], logits, batch_labels)
+        progress(start + len(images), len(data))
+    results, seen_references = [], {}
+    for artifact, accumulator in zip(artifacts, accumulators):
+        backbone = artifact.manifest["backbone"]
+        reference = {"backbone": backbone["name"], "width": backbone.get("width"), "weights": backbone["weights"],
+                     "samples": len(data), **accumulator.reference_accuracy()}
+        seen_references.setdefault(artifact.reference_key, reference)
+        results.append({"artifact": str(artifact.path), "target": artifact.manifest["target"],
+                        "precision": artifact.manifest["precision"], "backbone": backbone["name"],
+                        "reference_accuracy_top1": reference["accuracy_top1"], **accumulator.result()})
+    report = {"data": {"folder": str(data.root), "images": len(data), "labels": data.label_source},
+              "reference": next(iter(seen_references.values())), "references": list(seen_references.values()),
+              "results": results}
+    if options.layers:
+        from bbdeploy.quantization.sensitivity import layer_sensitivity
+
+        for artifact, result in zip(artifacts, results):
+            if artifact.manifest["precision"] == "int8":
+                result["layers"] = layer_sensitivity(references[artifact.reference_key], artifact.manifest, data,
+                                                     samples=options.layer_samples)
+    return report
+
+
+def gate_failures(report: dict, max_drop: float | None, min_agreement: float | None) -> list[str]:
+    """One line per artifact outside the gates (`--max-drop` points, `--min-agreement` fraction)."""
+    failures = []
+    for result in report["results"]:
+        name = Path(result["artifact"]).name
+        if max_drop is not None and result["accuracy_drop"] is not None:
+            if result["accuracy_drop"] > max_drop:
+                failures.append(f"{name}: accuracy drop {result['accuracy_drop']:.2f} points > --max-drop {max_drop:g}")
+        if min_agreement is not None and result["agreement_top1"] < min_agreement:
+            failures.append(f"{name}: top-1 agreement {result['agreement_top1']:.4f} < --min-agreement {min_agreement:g}")
+    return failures
+
+
+def _preprocessed(images: list, recorded: dict) -> np.ndarray:
+    """The batch as the artifact's manifest says it was preprocessed (float32 NCHW)."""
+    preprocess = Preprocess(input_size=recorded["size"], crop_pct=recorded["crop_pct"],
+                            interpolation=recorded["interpolation"], mean=tuple(recorded["mean"]),
+                            std=tuple(recorded["std"]))
+    return np.stack([preprocess_image(image, preprocess) for image in images])

@@ -1,0 +1,94 @@
+"""Drift metrics of one artifact against its float reference, accumulated batch by batch.
+
+Only per-sample facts (top-1s, hits, cosine) and running sums are kept, never the logits, so memory
+grows by a few bytes per image whatever the number of classes. Intervals are percentile bootstraps
+over images (the images are the random part: another draw of data would move the numbers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def top1_top5(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: is `labels` the top-1, is it among the top-5 (fewer classes: all of them)."""
+    k = min(5, logits.shape[1])
+    top5 = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return logits.argmax(1) == labels, (top5 == labels[:, None]).any(1)
+
+
+class DriftAccumulator:
+    """Everything `bbdeploy drift` reports for one artifact, fed (reference, artifact) logit batches."""
+
+    def __init__(self):
+        self.reference_top1: list[np.ndarray] = []
+        self.agree_top1: list[np.ndarray] = []
+        self.agree_top5: list[np.ndarray] = []
+        self.cosine: list[np.ndarray] = []
+        self.reference_hits: list[tuple[np.ndarray, np.ndarray]] = []
+        self.artifact_hits: list[tuple[np.ndarray, np.ndarray]] = []
+        self.signal = self.noise = 0.0
+        self.max_abs_diff = 0.0
+
+    def add(self, reference: np.ndarray, artifact: np.ndarray, labels: np.ndarray | None) -> None:
+        reference, artifact = reference.astype(np.float64), artifact.astype(np.float64)
+        top1 = reference.argmax(1)
+        agree1, agree5 = top1_top5(artifact, top1)
+        self.reference_top1.append(top1)
+        self.agree_top1.append(agree1)
+        self.agree_top5.append(agree5)
+        norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(artifact, axis=1)
+        self.cosine.append(np.sum(reference * artifact, axis=1) / np.maximum(norms, 1e-12))
+        self.signal += float(np.sum(reference ** 2))
+        self.noise += float(np.sum((reference - artifact) ** 2))
+        self.max_abs_diff = max(self.max_abs_diff, float(np.abs(reference - artifact).max()))
+        if labels is not None:
+            self.reference_hits.append(top1_top5(reference, labels))
+            self.artifact_hits.append(top1_top5(artifact, labels))
+
+    def result(self) -> dict:
+        agree1 = np.concatenate(self.agree_top1)
+        labelled = bool(self.artifact_hits)
+        result = {
+            "samples": int(agree1.size),
+            "accuracy_top1": None, "accuracy_top5": None, "accuracy_drop": None, "accuracy_drop_ci95": None,
+            "agreement_top1": float(agree1.mean()),
+            "agreement_top1_ci95": bootstrap_interval(agree1.astype(np.float64)),
+            "agreement_top5": float(np.concatenate(self.agree_top5).mean()),
+            "cosine": float(np.concatenate(self.cosine).mean()),
+            "sqnr_db": float(10 * np.log10(self.signal / self.noise)) if self.noise > 0 else None,
+            "max_abs_diff": self.max_abs_diff,
+        }
+        if labelled:
+            reference1 = np.concatenate([hits[0] for hits in self.reference_hits])
+            artifact1 = np.concatenate([hits[0] for hits in self.artifact_hits])
+            result["accuracy_top1"] = float(artifact1.mean())
+            result["accuracy_top5"] = float(np.concatenate([hits[1] for hits in self.artifact_hits]).mean())
+            # in points: float accuracy minus artifact accuracy, per image paired
+            drop = 100.0 * (reference1.astype(np.float64) - artifact1.astype(np.float64))
+            result["accuracy_drop"] = float(drop.mean())
+            result["accuracy_drop_ci95"] = bootstrap_interval(drop)
+        return result
+
+    def reference_accuracy(self) -> dict:
+        """The float reference's own accuracy on the same images (None without labels)."""
+        if not self.reference_hits:
+            return {"accuracy_top1": None, "accuracy_top5": None}
+        return {"accuracy_top1": float(np.concatenate([h[0] for h in self.reference_hits]).mean()),
+                "accuracy_top5": float(np.concatenate([h[1] for h in self.reference_hits]).mean())}
+
+
+def bootstrap_interval(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = BOOTSTRAP_SEED) -> list[float]:
+    """95% percentile-bootstrap interval of the mean of per-image `values`."""
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    chunk = max(1, 2_000_000 // max(1, values.size))  # resamples per step: bounded index memory
+    for start in range(0, resamples, chunk):
+        count = min(chunk, resamples - start)
+        means[start:start + count] = values[rng.integers(0, values.size, size=(count, values.size))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return [float(low), float(high)]

@@ -1,0 +1,168 @@
+"""The drift report as files: `drift.json` (the data), `drift.md` (a table fit for a pull request)
+and `drift.html` (one self-contained page: tables and matplotlib plots embedded as PNG data).
+
+The folder is written through a staging folder and renamed into place, so a failed run never leaves
+a half-written report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import BBDeployError
+
+PLOTTED_LAYERS = 15  # most sensitive layers drawn per artifact
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _interval(values: list[float] | None, scale: float = 1.0, unit: str = "") -> str:
+    return "-" if values is None else f"[{values[0] * scale:.2f}, {values[1] * scale:.2f}]{unit}"
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def result_rows(report: dict) -> list[list[str]]:
+    """One table row per artifact (the columns of `COLUMNS`)."""
+    rows = []
+    for r in report["results"]:
+        drop = "-" if r["accuracy_drop"] is None else f"{r['accuracy_drop']:+.2f}"
+        rows.append([Path(r["artifact"]).name, r["target"], r["precision"], str(r["samples"]),
+                     _percent(r["accuracy_top1"]), _percent(r["accuracy_top5"]), drop,
+                     _interval(r["accuracy_drop_ci95"]), _percent(r["agreement_top1"]),
+                     _interval(r["agreement_top1_ci95"], 100, "%"), _percent(r["agreement_top5"]),
+                     _number(r["cosine"], 4), _number(r["sqnr_db"], 1), f"{r['max_abs_diff']:.3g}"])
+    return rows
+
+
+COLUMNS = ["artifact", "target", "precision", "images", "top-1", "top-5", "drop (pts)", "drop 95% CI",
+           "agree top-1", "agree 95% CI", "agree top-5", "cosine", "SQNR dB", "max |diff|"]
+
+
+def markdown(report: dict) -> str:
+    reference = report["references"]
+    lines = ["# bbdeploy drift", "",
+             f"{report['data']['images']} images from `{report['data']['folder']}` (labels: {report['data']['labels']}).",
+             ""]
+    for ref in reference:
+        lines.append(f"Float reference {ref['backbone']} ({ref['weights']}): top-1 {_percent(ref['accuracy_top1'])}, "
+                     f"top-5 {_percent(ref['accuracy_top5'])}.")
+    lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in result_rows(report)]
+    for r in report["results"]:
+        if r.get("layers"):
+            lines += ["", f"## Most sensitive layers of {Path(r['artifact']).name}", "",
+                      "| layer | SQNR dB | cosine | agree top-1 |", "|---|---|---|---|"]
+            lines += [f"| `{row['layer']}` | {_number(row['sqnr_db'], 1)} | {row['cosine']:.4f} | "
+                      f"{_percent(row['agreement_top1'])} |" for row in r["layers"]["ranked"][:PLOTTED_LAYERS]]
+            lines += ["", f"Suggestion: `{r['layers']['suggest']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def plots(report: dict) -> list[tuple[str, str]]:
+    """(caption, base64 PNG) per plot: per-target bars, then per-layer sensitivity of each int8 artifact."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report["results"]
+    names = [f"{r['target']}\n{r['precision']}" for r in results]
+    labelled = any(r["accuracy_top1"] is not None for r in results)
+    panels = [("top-1 agreement (%)", [100 * r["agreement_top1"] for r in results]),
+              ("logit SQNR (dB)", [r["sqnr_db"] or 0.0 for r in results])]
+    if labelled:
+        panels.append(("accuracy drop (points)", [r["accuracy_drop"] or 0.0 for r in results]))
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5))
+    for axis, (title, values) in zip(axes, panels):
+        axis.bar(range(len(values)), values, color="#4c72b0")
+        axis.set_xticks(range(len(values)), names, fontsize=8)
+        axis.set_title(title)
+    figure.tight_layout()
+    images = [("Drift per artifact", _png(figure))]
+    plt.close(figure)
+    for r in results:
+        if not r.get("layers"):
+            continue
+        ranked = r["layers"]["ranked"][:PLOTTED_LAYERS]
+        figure, axis = plt.subplots(figsize=(7, 0.3 * len(ranked) + 1))
+        axis.barh([row["layer"] for row in ranked][::-1], [row["sqnr_db"] or 0.0 for row in ranked][::-1],
+                  color="#dd8452")
+        axis.set_xlabel("logit SQNR with only this layer quantized (dB, lower = more sensitive)")
+        axis.tick_params(axis="y", labelsize=8)
+        figure.tight_layout()
+        images.append((f"Per-layer sensitivity of {Path(r['artifact']).name}", _png(figure)))
+        plt.close(figure)
+    return images
+
+
+def html_page(report: dict) -> str:
+    escape = html.escape
+    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in result_rows(report))
+    references = "".join(f"<li>{escape(ref['backbone'])} ({escape(str(ref['weights']))}): top-1 "
+                         f"{_percent(ref['accuracy_top1'])}, top-5 {_percent(ref['accuracy_top5'])}</li>"
+                         for ref in report["references"])
+    sections = []
+    for r in report["results"]:
+        if r.get("layers"):
+            rows = "".join(f"<tr><td><code>{escape(row['layer'])}</code></td><td>{_number(row['sqnr_db'], 1)}</td>"
+                           f"<td>{row['cosine']:.4f}</td><td>{_percent(row['agreement_top1'])}</td></tr>"
+                           for row in r["layers"]["ranked"][:PLOTTED_LAYERS])
+            sections.append(f"<h2>Most sensitive layers of {escape(Path(r['artifact']).name)}</h2>"
+                            "<table class='layers'><tr><th>layer</th><th>SQNR dB</th><th>cosine</th>"
+                            f"<th>agree top-1</th></tr>{rows}</table>"
+                            f"<p>Suggestion: <code>{escape(r['layers']['suggest'] or '')}</code></p>")
+    figures = "".join(f"<figure><img alt='{escape(caption)}' src='data:image/png;base64,{data}'>"
+                      f"<figcaption>{escape(caption)}</figcaption></figure>" for caption, data in plots(report))
+    data = report["data"]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>bbdeploy drift</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
+figure{{display:inline-block;margin:1em}}</style></head>
+<body><h1>bbdeploy drift</h1>
+<p>{data['images']} images from <code>{escape(data['folder'])}</code> (labels: {escape(data['labels'])}).</p>
+<ul>{references}</ul>
+<table class="results"><tr>{head}</tr>{body}</table>
+{''.join(sections)}
+{figures}
+</body></html>
+"""
+
+
+def write_report(report: dict, folder: Path) -> Path:
+    """Write drift.json, drift.md and drift.html into `folder` (replacing earlier ones)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder, prefix=".staging-"))
+    except OSError as exc:
+        raise BBDeployError(f"cannot write the report to {str(folder)!r} ({exc.strerror or exc}); "
+                            "pass --report to a writable folder") from None
+    try:
+        (staging / "drift.json").write_text(json.dumps(report, indent=2) + "\n")
+        (staging / "drift.md").write_text(markdown(report))
+        (staging / "drift.html").write_text(html_page(report))
+        for name in ("drift.json", "drift.md", "drift.html"):
+            os.replace(staging / name, folder / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# System packages the test suite needs, installed only when missing (Debian/Ubuntu, as root or via sudo):
+#   chromium + chromium-driver: headless browser that checks the drift HTML report renders.
+set -euo pipefail
+needed=()
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || needed+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || needed+=(chromium-driver)
+if [ ${#needed[@]} -eq 0 ]; then
+    exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: missing ${needed[*]} and no apt-get here; install them with your package manager" >&2
+    exit 2
+fi
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    sudo=(sudo)
+fi
+"${sudo[@]}" apt-get update -q
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${needed[@]}"
