@@ -235,6 +235,53 @@ def _print_drift_table(console, result: dict) -> None:
                           soft_wrap=True)
 
 
+@app.command()
+def bench(
+    artifacts: Annotated[list[Path], typer.Argument(help="Artifacts written by `bbdeploy export`.")],
+    device: Annotated[str, typer.Option(help="Where to run: local.")] = "local",
+    threads: Annotated[int, typer.Option(help="Runtime threads (fixed and recorded).")] = 1,
+    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 10,
+    runs: Annotated[int, typer.Option(help="At least this many timed runs.")] = 50,
+    min_time: Annotated[float, typer.Option(help="And at least this many seconds of timed runs.")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
+) -> None:
+    """Latency of each artifact on a device: mean, std, min, p50, p90, p99, throughput, size, peak memory."""
+    from bbdeploy.targets.bench import BenchOptions
+    from bbdeploy.targets.bench import bench as run_bench
+
+    from .quiet import stderr_console
+
+    console = stderr_console()
+    options = BenchOptions(artifacts=list(artifacts), device=device, threads=threads, warmup=warmup, runs=runs,
+                           min_time=min_time)
+    with console.status(f"benchmarking on {device}"):
+        result = run_bench(options)
+    _print_bench_table(console, result)
+    if as_json:
+        print(json.dumps(result, indent=2))
+
+
+def _print_bench_table(console, result: dict) -> None:
+    from rich.table import Table
+
+    facts = result["device"]
+    table = Table(title=f"bbdeploy bench on {facts['name']} ({facts.get('cpu')}, {facts.get('cores')} cores)")
+    for column in ("artifact", "precision", "threads", "runs", "p50 ms", "p90 ms", "p99 ms", "mean ms", "MB",
+                   "peak RSS MB"):
+        table.add_column(column, no_wrap=column == "artifact")
+    for row in result["results"]:
+        latency = row["latency_ms"]
+        rss = row["peak_rss_bytes"]
+        table.add_row(Path(row["artifact"]).name, row["precision"], str(row["threads"]), str(row["runs"]),
+                      f"{latency['p50']:.3f}", f"{latency['p90']:.3f}", f"{latency['p99']:.3f}",
+                      f"{latency['mean']:.3f}", f"{row['size_bytes'] / 1e6:.1f}",
+                      "-" if rss is None else f"{rss / 1e6:.0f}")
+    console.print(table)
+    for row in result["results"]:
+        for warning in row["warnings"]:
+            console.print(f"[bold yellow]warning:[/] {Path(row['artifact']).name}: {warning}", soft_wrap=True)
+
+
 def _weights_status(imagenet: dict | None) -> str:
     """Where `--weights imagenet` would come from, in a few words."""
     if imagenet is None:

@@ -7,6 +7,11 @@ and latency benchmarks on devices then exercise one implementation.
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +100,11 @@ class LiteRTRunner(Runner):
         self.runtime_version = getattr(package, "__version__", "unknown")
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
         self.interpreter.allocate_tensors()
+        try:  # a DELEGATE node is where XNNPACK took over part of the graph
+            ops = [op["op_name"] for op in self.interpreter._get_ops_details()]
+            self.xnnpack = {"applied": "DELEGATE" in ops, "partitions": ops.count("DELEGATE")}
+        except Exception:  # private API: older runtimes may lack it
+            self.xnnpack = None
         (inp,), (out,) = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         self._in, self._out = inp["index"], out["index"]
         self.input = _litert_spec(inp)
@@ -146,3 +156,88 @@ def load(path: str | Path, threads: int | None = None) -> Runner:
     if path.suffix not in RUNNERS:
         raise ValueError(f"no runtime for {path.name}; artifacts end in {', '.join(RUNNERS)}")
     return RUNNERS[path.suffix](path, threads)
+
+
+def measure(path: str | Path, *, threads: int = 1, warmup: int = 10, runs: int = 50, min_time: float = 1.0,
+            seed: int = 0) -> dict:
+    """Latency of one artifact: `warmup` untimed runs, then timed runs until both `runs` runs and
+    `min_time` seconds are reached. Times are `perf_counter_ns` around the runtime call alone, on
+    an input of the artifact's own dtype and shape (quantized with its scale and zero point)."""
+    started = time.perf_counter()
+    runner = load(path, threads)
+    load_s = time.perf_counter() - started
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in runner.input.shape]
+    sample = runner._to_input(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+    for _ in range(warmup):
+        runner._invoke(sample)
+    times_ns = []
+    deadline = time.perf_counter_ns() + int(min_time * 1e9)
+    while len(times_ns) < runs or time.perf_counter_ns() < deadline:
+        begin = time.perf_counter_ns()
+        runner._invoke(sample)
+        times_ns.append(time.perf_counter_ns() - begin)
+    return {"runtime": runner.runtime, "runtime_version": runner.runtime_version, "threads": threads,
+            "warmup": warmup, "runs": len(times_ns), "load_s": load_s, "times_ns": times_ns,
+            "input": runner.input.as_dict(), "peak_rss_bytes": peak_rss_bytes(),
+            "xnnpack": getattr(runner, "xnnpack", None)}
+
+
+def peak_rss_bytes() -> int | None:
+    """Peak resident memory of this process (Linux reports kilobytes, macOS bytes)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def device_facts() -> dict:
+    """What the numbers were measured on: CPU model, cores, OS, Python, temperature, throttling."""
+    facts = {"cpu": platform.processor() or platform.machine(), "machine": platform.machine(),
+             "cores": os.cpu_count(), "os": platform.platform(), "python": platform.python_version(),
+             "cpu_temperature_c": None, "throttled": None}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                facts["cpu"] = value.strip()
+                if key.strip() == "model name":
+                    break
+    except OSError:
+        pass
+    try:
+        facts["cpu_temperature_c"] = int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000
+    except (OSError, ValueError):
+        pass
+    try:  # Raspberry Pi firmware: bit 0 under-voltage, 1 frequency capped, 2 throttled now
+        facts["throttled"] = Path("/sys/devices/platform/soc/soc:firmware/get_throttled").read_text().strip()
+    except OSError:
+        pass
+    return facts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python runner.py ARTIFACT [--threads N] [--warmup W] [--runs R] [--min-time S]`: one JSON
+    object on stdout. This is what runs on a remote device."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Benchmark one artifact with its own runtime.")
+    parser.add_argument("artifact")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--min-time", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    try:
+        result = measure(args.artifact, threads=args.threads, warmup=args.warmup, runs=args.runs,
+                         min_time=args.min_time)
+    except ImportError as exc:
+        print(json.dumps({"error": "runtime", "module": exc.name or str(exc)}))
+        return 3
+    print(json.dumps({"device": device_facts(), "result": result}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,7 +23,7 @@ from bbdeploy.export import ExportOptions, export
 from bbdeploy.metrics import DriftAccumulator, bootstrap_interval
 from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.targets.runner import load as load_runner
-from tests.conftest import run_cli
+from tests.conftest import TINY, calibrated_checkpoint, run_cli
 
 BACKBONE, WIDTH, SIZE = "mobilenet_v1", 0.25, 32
 
@@ -191,6 +191,21 @@ def test_gates_exit_1_naming_the_artifacts_outside(digits, digits_artifacts):
     assert "> --max-drop -100" in " ".join(result.stderr.split())
     passing = run_cli("drift", artifact, "--data", str(digits / "test"), "--limit", "40", "--min-agreement", "0.5")
     assert passing.returncode == 0, passing.stderr
+
+
+def test_artifacts_of_different_backbones_are_each_compared_with_their_own_reference(digits, digits_artifacts,
+                                                                                    photos, tmp_path):
+    weights = calibrated_checkpoint("mobilenet_v3_small", photos, tmp_path)
+    (other,) = export(ExportOptions("mobilenet_v3_small", targets="onnx", weights=str(weights), input_size=TINY,
+                                    output=tmp_path / "out"))
+    report = drift(DriftOptions(artifacts=[digits_artifacts[("onnx", "fp32")], Path(other["artifact"])],
+                                data=digits / "test", limit=40))
+    assert [(r["backbone"], r["width"]) for r in report["references"]] == [("mobilenet_v1", 0.25),
+                                                                         ("mobilenet_v3_small", None)]
+    assert report["reference"] == report["references"][0]
+    # each at its own input size and preprocessing, each agreeing with its own float model
+    assert [r["agreement_top1"] for r in report["results"]] == [1.0, 1.0]
+    assert report["results"][1]["reference_accuracy_top1"] is not None  # digits 0-9 are classes of 1000 too
 
 
 def test_drift_metrics_by_hand():

@@ -1,0 +1,116 @@
+"""The latency method, one for every device: the device runs `runner.py` (warm-up, then timed runs
+until both a minimum count and a minimum time are reached) and returns raw times; they are summarised
+here, so that numbers from this machine, a board or a phone mean the same thing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bbdeploy.errors import BBDeployError
+from bbdeploy.manifest import read_manifest
+
+NOISY_SPREAD = 1.5  # p99 / p50 above this: the device is noisy (other load, thermal throttling)
+
+
+@dataclass
+class BenchOptions:
+    artifacts: list[Path]
+    device: str = "local"
+    threads: int = 1
+    warmup: int = 10
+    runs: int = 50
+    min_time: float = 1.0
+    ssh_options: list[str] = field(default_factory=list)
+    remote_python: str = "python3"
+    benchmark_binary: Path | None = None
+
+    def validate(self) -> "BenchOptions":
+        if not self.artifacts:
+            raise BBDeployError("no artifact given; pass one or more files written by `bbdeploy export`")
+        for flag, value, low in (("--threads", self.threads, 1), ("--warmup", self.warmup, 0), ("--runs", self.runs, 1)):
+            if value < low:
+                raise BBDeployError(f"{flag} {value} must be at least {low}")
+        if not self.min_time >= 0:
+            raise BBDeployError(f"--min-time {self.min_time} must be a number of seconds >= 0")
+        return self
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default) of already sorted values."""
+    position = (len(sorted_values) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def latency_summary(times_ns: list[int]) -> dict:
+    """mean, std, min, p50, p90, p99 in milliseconds."""
+    values = sorted(t / 1e6 for t in times_ns)
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return {"mean": mean, "std": std, "min": values[0], "p50": percentile(values, 50),
+            "p90": percentile(values, 90), "p99": percentile(values, 99)}
+
+
+def artifact_entry(path: Path) -> dict:
+    """What the result row says of an artifact, from its manifest."""
+    manifest = read_manifest(path)
+    return {"artifact": str(path), "target": manifest["target"], "precision": manifest["precision"],
+            "backbone": manifest["backbone"]["name"], "batch": manifest["config"]["batch"],
+            "input_size": manifest["config"]["input_size"],
+            "size_bytes": sum(f["bytes"] for f in manifest["files"]), "files": [path.parent / f["path"] for f in
+                                                                                manifest["files"]]}
+
+
+def result_row(entry: dict, measured: dict) -> dict:
+    latency = latency_summary(measured["times_ns"])
+    return {"artifact": entry["artifact"], "target": entry["target"], "precision": entry["precision"],
+            "backbone": entry["backbone"], "threads": measured["threads"], "runs": measured["runs"],
+            "warmup": measured["warmup"], "batch": entry["batch"], "latency_ms": latency,
+            "throughput_per_s": 1000 * entry["batch"] / latency["mean"], "size_bytes": entry["size_bytes"],
+            "peak_rss_bytes": measured["peak_rss_bytes"], "runtime": measured["runtime"],
+            "runtime_version": measured["runtime_version"], "xnnpack": measured.get("xnnpack"), "warnings": []}
+
+
+def add_warnings(rows: list[dict], entries: list[dict]) -> None:
+    """The warnings users need: int8 no faster than its fp32 sibling measured in the same run,
+    XNNPACK not applied to a TFLite model, a noisy device."""
+    fp32 = {(e["backbone"], e["target"], e["input_size"], e["batch"]): row
+            for e, row in zip(entries, rows) if e["precision"] == "fp32"}
+    for entry, row in zip(entries, rows):
+        latency = row["latency_ms"]
+        sibling = fp32.get((entry["backbone"], entry["target"], entry["input_size"], entry["batch"]))
+        if entry["precision"] == "int8" and sibling is not None:
+            ratio = latency["p50"] / sibling["latency_ms"]["p50"]
+            if ratio >= 1.0:
+                row["warnings"].append(f"int8 is not faster than fp32 here (p50 {ratio:.2f}x of "
+                                       f"{Path(sibling['artifact']).name})")
+        if entry["target"] == "tflite" and row["xnnpack"] is not None and not row["xnnpack"]["applied"]:
+            row["warnings"].append("the XNNPACK delegate was not applied: the reference CPU kernels are slow")
+        if latency["p99"] > NOISY_SPREAD * latency["p50"]:
+            row["warnings"].append(f"noisy device: p99/p50 = {latency['p99'] / latency['p50']:.2f} "
+                                   f"(> {NOISY_SPREAD}); close other load, check cooling, add --min-time")
+
+
+def bench(options: BenchOptions) -> dict:
+    """Benchmark every artifact on the device: {"device": {...}, "results": [...]}."""
+    from .devices import open_device
+
+    options.validate()
+    entries = []
+    for path in options.artifacts:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise BBDeployError(f"artifact {str(path)!r} does not exist; pass a file written by `bbdeploy export`")
+        entries.append(artifact_entry(path))
+    device = open_device(options)
+    for entry in entries:
+        device.check(entry)  # e.g. adb takes TFLite only: refused before anything runs
+    facts, rows = None, []
+    for entry in entries:
+        measured, facts = device.run(entry, options)
+        rows.append(result_row(entry, measured))
+    add_warnings(rows, entries)
+    return {"device": {"name": options.device, **(facts or {})}, "results": rows}
