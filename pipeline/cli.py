@@ -238,7 +238,9 @@ def _print_drift_table(console, result: dict) -> None:
 @app.command()
 def bench(
     artifacts: Annotated[list[Path], typer.Argument(help="Artifacts written by `bbdeploy export`.")],
-    device: Annotated[str, typer.Option(help="Where to run: local.")] = "local",
+    device: Annotated[str, typer.Option(help="Where to run: local | ssh://[user@]host[:port].")] = "local",
+    ssh_option: Annotated[Optional[list[str]], typer.Option(help="ssh: -o KEY=VALUE for the OpenSSH client (repeatable).")] = None,
+    remote_python: Annotated[str, typer.Option(help="ssh: the device's Python with the runtimes.")] = "python3",
     threads: Annotated[int, typer.Option(help="Runtime threads (fixed and recorded).")] = 1,
     warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 10,
     runs: Annotated[int, typer.Option(help="At least this many timed runs.")] = 50,
@@ -253,7 +255,7 @@ def bench(
 
     console = stderr_console()
     options = BenchOptions(artifacts=list(artifacts), device=device, threads=threads, warmup=warmup, runs=runs,
-                           min_time=min_time)
+                           min_time=min_time, ssh_options=list(ssh_option or []), remote_python=remote_python)
     with console.status(f"benchmarking on {device}"):
         result = run_bench(options)
     _print_bench_table(console, result)

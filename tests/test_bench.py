@@ -76,7 +76,7 @@ def test_warnings_users_need():
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--device", "telnet://pi"], "error: unknown device 'telnet://pi'; pass local"),
+    (["--device", "telnet://pi"], "error: unknown device 'telnet://pi'; pass one of local, ssh://[user@]host[:port]"),
     (["--runs", "0"], "error: --runs 0 must be at least 1"),
 ])
 def test_bad_bench_input_is_one_line(args, expected, small_artifacts):
@@ -90,3 +90,105 @@ def test_an_artifact_without_a_manifest_is_refused(tmp_path):
     result = run_cli("bench", str(artifact))
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: no manifest {artifact}.json: pass an artifact written by `bbdeploy export`"
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on a free loopback port with throwaway host and user keys, playing the board.
+
+    Yields the `bench` arguments that reach it (device string and client options)."""
+    import getpass
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    folder = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "user_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)], check=True)
+    shutil.copy(folder / "user_key.pub", folder / "authorized_keys")
+    os.chmod(folder / "authorized_keys", 0o600)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (folder / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\nPidFile {folder / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n")
+    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory, when run as root
+    server = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(folder / "sshd_config")],
+                              stdout=subprocess.DEVNULL, stderr=open(folder / "sshd.log", "w"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as client:
+            if client.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    else:
+        server.kill()
+        pytest.fail("sshd did not start: " + (folder / "sshd.log").read_text())
+    client = ["--ssh-option", "UserKnownHostsFile=/dev/null", "--ssh-option", "StrictHostKeyChecking=no",
+              "--ssh-option", "LogLevel=ERROR", "--ssh-option", "IdentitiesOnly=yes"]
+    yield {"device": f"ssh://{getpass.getuser()}@127.0.0.1:{port}", "client": client,
+           "options": [*client, "--ssh-option", f"IdentityFile={folder / 'user_key'}"]}
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def _remote_temp_folders() -> set[str]:
+    import glob
+    import tempfile
+
+    return set(glob.glob(str(Path(tempfile.gettempdir()) / "bbdeploy.*")))
+
+
+def test_ssh_bench_of_every_target_leaves_nothing_on_the_device(sshd, small_artifacts, tmp_path):
+    import sys
+    import tempfile
+
+    before = _remote_temp_folders()
+    # a file name with spaces and semicolons: quoted on its way to the device's shell, it is just a name;
+    # unquoted, the device would run `cd ..; touch PWNED` in its temp folder's parent
+    source = small_artifacts[3]
+    odd = tmp_path / "model a; cd ..; touch PWNED; b.onnx"
+    odd.write_bytes(source.read_bytes())
+    manifest = json.loads(Path(str(source) + ".json").read_text())
+    manifest["files"] = [{**manifest["files"][0], "path": odd.name}]
+    Path(str(odd) + ".json").write_text(json.dumps(manifest))
+    artifacts = [str(odd), *map(str, small_artifacts[4:])]
+    result = run_cli("bench", *artifacts, "--device", sshd["device"], *sshd["options"], "--remote-python",
+                     sys.executable, "--runs", "5", "--warmup", "1", "--min-time", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["device"]["name"] == sshd["device"] and report["device"]["cores"] >= 1
+    assert [(r["target"], r["runs"]) for r in report["results"]] == [("onnx", 5), ("tflite", 5), ("openvino", 5)]
+    assert all(r["latency_ms"]["p50"] > 0 and r["peak_rss_bytes"] > 20e6 for r in report["results"])
+    assert _remote_temp_folders() == before
+    assert not (Path(tempfile.gettempdir()) / "PWNED").exists()
+
+
+def test_ssh_errors_are_one_line_and_leave_nothing(sshd, small_artifacts, tmp_path):
+    import socket
+    import subprocess
+
+    before = _remote_temp_folders()
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    unreachable = run_cli("bench", str(small_artifacts[0]), "--device", f"ssh://127.0.0.1:{closed}", *sshd["options"])
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith(f"error: cannot connect to ssh://127.0.0.1:{closed}: ssh: connect to host "
+                                         f"127.0.0.1 port {closed}: Connection refused; check the host"), unreachable.stderr
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    denied = run_cli("bench", str(small_artifacts[0]), "--device", sshd["device"], *sshd["client"],
+                     "--ssh-option", f"IdentityFile={stranger}")
+    assert denied.returncode == 1 and "Permission denied" in denied.stderr and "ssh-copy-id" in denied.stderr, denied.stderr
+    missing = run_cli("bench", str(small_artifacts[3]), "--device", sshd["device"], *sshd["options"],
+                      "--remote-python", "/no/such/python3")
+    assert missing.returncode == 2 and missing.stderr.startswith(
+        f"error: {sshd['device']} has no '/no/such/python3'; pass --remote-python PATH"), missing.stderr
+    for stderr in (unreachable.stderr, denied.stderr, missing.stderr):
+        assert len(stderr.strip().splitlines()) == 1
+    assert _remote_temp_folders() == before

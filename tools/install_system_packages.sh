@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # System packages the test suite needs, installed only when missing (Debian/Ubuntu, as root or via sudo):
-#   chromium + chromium-driver: headless browser that checks the drift HTML report renders.
+#   chromium + chromium-driver: headless browser that checks the drift HTML report renders;
+#   openssh-server + openssh-client: a real sshd on loopback plays the board for `bench --device ssh://`.
 set -euo pipefail
 needed=()
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || needed+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || needed+=(chromium-driver)
+[ -x /usr/sbin/sshd ] || needed+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || needed+=(openssh-client)
 if [ ${#needed[@]} -eq 0 ]; then
     exit 0
 fi
