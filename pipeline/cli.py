@@ -238,9 +238,11 @@ def _print_drift_table(console, result: dict) -> None:
 @app.command()
 def bench(
     artifacts: Annotated[list[Path], typer.Argument(help="Artifacts written by `bbdeploy export`.")],
-    device: Annotated[str, typer.Option(help="Where to run: local | ssh://[user@]host[:port].")] = "local",
+    device: Annotated[str, typer.Option(help="Where to run: local | ssh://[user@]host[:port] | adb://SERIAL.")] = "local",
     ssh_option: Annotated[Optional[list[str]], typer.Option(help="ssh: -o KEY=VALUE for the OpenSSH client (repeatable).")] = None,
     remote_python: Annotated[str, typer.Option(help="ssh: the device's Python with the runtimes.")] = "python3",
+    benchmark_binary: Annotated[Optional[Path], typer.Option(help="adb: LiteRT's benchmark_model built for the phone.")] = None,
+    delegate: Annotated[str, typer.Option(help="adb: xnnpack | gpu | nnapi | none.")] = "xnnpack",
     threads: Annotated[int, typer.Option(help="Runtime threads (fixed and recorded).")] = 1,
     warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 10,
     runs: Annotated[int, typer.Option(help="At least this many timed runs.")] = 50,
@@ -255,7 +257,8 @@ def bench(
 
     console = stderr_console()
     options = BenchOptions(artifacts=list(artifacts), device=device, threads=threads, warmup=warmup, runs=runs,
-                           min_time=min_time, ssh_options=list(ssh_option or []), remote_python=remote_python)
+                           min_time=min_time, ssh_options=list(ssh_option or []), remote_python=remote_python,
+                           benchmark_binary=benchmark_binary, delegate=delegate)
     with console.status(f"benchmarking on {device}"):
         result = run_bench(options)
     _print_bench_table(console, result)
@@ -274,9 +277,9 @@ def _print_bench_table(console, result: dict) -> None:
     for row in result["results"]:
         latency = row["latency_ms"]
         rss = row["peak_rss_bytes"]
+        ms = {key: "-" if value is None else f"{value:.3f}" for key, value in latency.items()}
         table.add_row(Path(row["artifact"]).name, row["precision"], str(row["threads"]), str(row["runs"]),
-                      f"{latency['p50']:.3f}", f"{latency['p90']:.3f}", f"{latency['p99']:.3f}",
-                      f"{latency['mean']:.3f}", f"{row['size_bytes'] / 1e6:.1f}",
+                      ms["p50"], ms["p90"], ms["p99"], ms["mean"], f"{row['size_bytes'] / 1e6:.1f}",
                       "-" if rss is None else f"{rss / 1e6:.0f}")
     console.print(table)
     for row in result["results"]:

@@ -45,6 +45,12 @@ def preprocess_image(image: Image.Image | np.ndarray, preprocess: Preprocess,
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
+def recorded_preprocess(record: dict) -> Preprocess:
+    """The preprocessing a manifest recorded (its "preprocess" entry), to apply it again."""
+    return Preprocess(input_size=record["size"], crop_pct=record["crop_pct"], interpolation=record["interpolation"],
+                      mean=tuple(record["mean"]), std=tuple(record["std"]))
+
+
 # Real colour photos that ship with scikit-image (no download), used when the user gives no images.
 SAMPLE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle", "hubble_deep_field",
                  "immunohistochemistry", "retina", "colorwheel", "logo", "coins", "camera")

@@ -17,8 +17,7 @@ import torch
 
 from bbdeploy.targets.runner import load as load_runner
 
-from .backbones.registry import Preprocess
-from .data import load_image, preprocess_image
+from .data import load_image, preprocess_image, recorded_preprocess
 from .dataset import EvalData, check_labels, eval_data
 from .errors import BBDeployError
 from .export import float_model, weights_digest
@@ -178,7 +177,5 @@ def gate_failures(report: dict, max_drop: float | None, min_agreement: float | N
 
 def _preprocessed(images: list, recorded: dict) -> np.ndarray:
     """The batch as the artifact's manifest says it was preprocessed (float32 NCHW)."""
-    preprocess = Preprocess(input_size=recorded["size"], crop_pct=recorded["crop_pct"],
-                            interpolation=recorded["interpolation"], mean=tuple(recorded["mean"]),
-                            std=tuple(recorded["std"]))
+    preprocess = recorded_preprocess(recorded)
     return np.stack([preprocess_image(image, preprocess) for image in images])

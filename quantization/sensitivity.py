@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bbdeploy.backbones.registry import Preprocess
-from bbdeploy.data import load_image, preprocess_image
+from bbdeploy.data import load_image, preprocess_image, recorded_preprocess
 from bbdeploy.parity import compare_logits
 
 from .bias_correction import LAYERS, fold_batchnorm
@@ -63,9 +62,7 @@ def layer_sensitivity(model: nn.Module, manifest: dict, data, samples: int = 64)
 
 
 def _images(data, recorded: dict, samples: int) -> np.ndarray:
-    preprocess = Preprocess(input_size=recorded["size"], crop_pct=recorded["crop_pct"],
-                            interpolation=recorded["interpolation"], mean=tuple(recorded["mean"]),
-                            std=tuple(recorded["std"]))
+    preprocess = recorded_preprocess(recorded)
     return np.stack([preprocess_image(load_image(path), preprocess) for path in data.paths[:samples]])
 
 

@@ -25,7 +25,8 @@ class BenchOptions:
     min_time: float = 1.0
     ssh_options: list[str] = field(default_factory=list)
     remote_python: str = "python3"
-    benchmark_binary: Path | None = None
+    benchmark_binary: Path | None = None  # adb: LiteRT's benchmark_model for the phone
+    delegate: str = "xnnpack"  # adb: benchmark_model's delegate (xnnpack | gpu | nnapi | none)
 
     def validate(self) -> "BenchOptions":
         if not self.artifacts:
@@ -65,7 +66,8 @@ def artifact_entry(path: Path) -> dict:
 
 
 def result_row(entry: dict, measured: dict) -> dict:
-    latency = latency_summary(measured["times_ns"])
+    # the runner returns every time; benchmark_model (adb) only its own summary, without percentiles
+    latency = measured["summary_ms"] if "summary_ms" in measured else latency_summary(measured["times_ns"])
     return {"artifact": entry["artifact"], "target": entry["target"], "precision": entry["precision"],
             "backbone": entry["backbone"], "threads": measured["threads"], "runs": measured["runs"],
             "warmup": measured["warmup"], "batch": entry["batch"], "latency_ms": latency,
@@ -83,13 +85,14 @@ def add_warnings(rows: list[dict], entries: list[dict]) -> None:
         latency = row["latency_ms"]
         sibling = fp32.get((entry["backbone"], entry["target"], entry["input_size"], entry["batch"]))
         if entry["precision"] == "int8" and sibling is not None:
-            ratio = latency["p50"] / sibling["latency_ms"]["p50"]
+            statistic = "p50" if latency["p50"] is not None else "mean"
+            ratio = latency[statistic] / sibling["latency_ms"][statistic]
             if ratio >= 1.0:
-                row["warnings"].append(f"int8 is not faster than fp32 here (p50 {ratio:.2f}x of "
+                row["warnings"].append(f"int8 is not faster than fp32 here ({statistic} {ratio:.2f}x of "
                                        f"{Path(sibling['artifact']).name})")
         if entry["target"] == "tflite" and row["xnnpack"] is not None and not row["xnnpack"]["applied"]:
             row["warnings"].append("the XNNPACK delegate was not applied: the reference CPU kernels are slow")
-        if latency["p99"] > NOISY_SPREAD * latency["p50"]:
+        if latency["p50"] is not None and latency["p99"] > NOISY_SPREAD * latency["p50"]:
             row["warnings"].append(f"noisy device: p99/p50 = {latency['p99'] / latency['p50']:.2f} "
                                    f"(> {NOISY_SPREAD}); close other load, check cooling, add --min-time")
 

@@ -76,7 +76,7 @@ def test_warnings_users_need():
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--device", "telnet://pi"], "error: unknown device 'telnet://pi'; pass one of local, ssh://[user@]host[:port]"),
+    (["--device", "telnet://pi"], "error: unknown device 'telnet://pi'; pass one of local, ssh://[user@]host[:port], adb://SERIAL"),
     (["--runs", "0"], "error: --runs 0 must be at least 1"),
 ])
 def test_bad_bench_input_is_one_line(args, expected, small_artifacts):
@@ -192,3 +192,68 @@ def test_ssh_errors_are_one_line_and_leave_nothing(sshd, small_artifacts, tmp_pa
     for stderr in (unreachable.stderr, denied.stderr, missing.stderr):
         assert len(stderr.strip().splitlines()) == 1
     assert _remote_temp_folders() == before
+
+
+FAKES = Path(__file__).parent / "fakes"
+
+
+@pytest.fixture
+def phone(tmp_path):
+    """The stand-in adb and benchmark_model of tests/fakes, with a phone folder and a call log."""
+    import os
+
+    (tmp_path / "phone" / "data" / "local" / "tmp").mkdir(parents=True)
+    env = {"PATH": f"{FAKES}{os.pathsep}{os.environ['PATH']}", "FAKE_PHONE": str(tmp_path / "phone"),
+           "FAKE_PHONE_BIN": str(FAKES / "phone-bin"), "FAKE_ADB_LOG": str(tmp_path / "adb.log")}
+    return {"env": env, "root": tmp_path / "phone" / "data" / "local" / "tmp", "log": tmp_path / "adb.log"}
+
+
+def _adb_calls(log: Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_adb_bench_sends_exactly_these_commands_and_cleans_up(phone, small_artifacts):
+    tflite = small_artifacts[4]
+    result = run_cli("bench", str(tflite), "--device", "adb://emulator-5554", "--benchmark-binary",
+                     str(FAKES / "benchmark_model"), "--threads", "2", "--runs", "30", "--warmup", "3",
+                     "--min-time", "0.5", "--json", env=phone["env"])
+    assert result.returncode == 0, result.stderr
+    calls = _adb_calls(phone["log"])
+    folder = calls[0][-1].split()[-1]
+    assert folder.startswith("/data/local/tmp/bbdeploy-")
+    assert calls == [
+        ["-s", "emulator-5554", "shell", f"mkdir -p {folder}"],
+        ["-s", "emulator-5554", "push", str(tflite), f"{folder}/model.tflite"],
+        ["-s", "emulator-5554", "push", str(FAKES / "benchmark_model"), f"{folder}/benchmark_model"],
+        ["-s", "emulator-5554", "shell", f"chmod 755 {folder}/benchmark_model"],
+        ["-s", "emulator-5554", "shell", f"{folder}/benchmark_model --graph={folder}/model.tflite --num_threads=2 "
+                                         "--warmup_runs=3 --num_runs=30 --min_secs=0.5 --use_xnnpack=true"],
+        ["-s", "emulator-5554", "shell", "getprop ro.product.model; getprop ro.build.version.release; "
+                                         "getprop ro.product.cpu.abi; nproc"],
+        ["-s", "emulator-5554", "shell", f"rm -rf {folder}"],
+    ]
+    assert list(phone["root"].iterdir()) == []
+    report = json.loads(result.stdout)
+    assert report["device"]["machine"] == "Pixel 7" and report["device"]["os"] == "Android 14"
+    (row,) = report["results"]
+    # benchmark_model's `count=30 ... min=1976 ... avg=2022.82 std=30` (microseconds), no percentiles
+    assert row["runs"] == 30 and row["threads"] == 2 and row["runtime"] == "benchmark_model"
+    assert row["latency_ms"] == {"mean": 2.02282, "std": 0.03, "min": 1.976, "p50": None, "p90": None, "p99": None}
+    assert row["peak_rss_bytes"] == int(8.46484 * 2**20) and row["xnnpack"]["applied"] is True
+
+
+def test_adb_refuses_other_targets_before_touching_the_phone(phone, small_artifacts):
+    result = run_cli("bench", str(small_artifacts[4]), str(small_artifacts[3]), "--device", "adb://emulator-5554",
+                     "--benchmark-binary", str(FAKES / "benchmark_model"), env=phone["env"])
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: mobilenet_v3_small_64px_int8.onnx is a onnx artifact; adb devices run "
+                                     "TFLite artifacts only (with benchmark_model); bench it locally or over ssh://")
+    assert _adb_calls(phone["log"]) == []
+
+
+def test_adb_unknown_phone_is_one_line_and_leaves_nothing(phone, small_artifacts):
+    result = run_cli("bench", str(small_artifacts[4]), "--device", "adb://nosuchphone", "--benchmark-binary",
+                     str(FAKES / "benchmark_model"), env=phone["env"])
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: adb on adb://nosuchphone failed: adb: device 'nosuchphone' not found"
+    assert list(phone["root"].iterdir()) == []

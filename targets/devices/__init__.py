@@ -2,16 +2,18 @@
 
     local                        this machine
     ssh://[user@]host[:port]     a Linux board over the system OpenSSH client
+    adb://SERIAL                 an Android phone over adb, with LiteRT's benchmark_model
 """
 
 from __future__ import annotations
 
 from bbdeploy.errors import BBDeployError
 
+from .adb import ADBDevice
 from .local import LocalDevice
 from .ssh import SSHDevice
 
-SCHEMES = ("local", "ssh://[user@]host[:port]")
+SCHEMES = ("local", "ssh://[user@]host[:port]", "adb://SERIAL")
 
 
 def open_device(options):
@@ -21,4 +23,6 @@ def open_device(options):
         return LocalDevice()
     if spec.startswith("ssh://"):
         return SSHDevice(spec, list(options.ssh_options), options.remote_python)
+    if spec.startswith("adb://"):
+        return ADBDevice(spec, options.benchmark_binary, options.delegate)
     raise BBDeployError(f"unknown device {spec!r}; pass one of {', '.join(SCHEMES)}")

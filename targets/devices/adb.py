@@ -1,0 +1,103 @@
+"""An Android phone over adb, timed by LiteRT's own `benchmark_model` binary (TFLite artifacts only).
+
+The artifact and the binary are pushed into a fresh folder under /data/local/tmp, run with the thread
+and delegate options, and the folder is removed afterwards, also when the run fails. adb is called
+with argument lists; the command lines `adb shell` hands to the phone's shell are quoted piece by piece.
+
+benchmark_model prints its timed runs as `count=N first=.. curr=.. min=.. max=.. avg=.. std=..`
+(microseconds) and no percentiles, so p50/p90/p99 are null for this device.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+import subprocess
+from pathlib import Path
+
+from bbdeploy.errors import EXIT_FAILED, BBDeployError
+
+REMOTE_ROOT = "/data/local/tmp"
+DELEGATE_FLAGS = {"xnnpack": ["--use_xnnpack=true"], "gpu": ["--use_gpu=true"], "nnapi": ["--use_nnapi=true"],
+                  "none": ["--use_xnnpack=false"]}
+STAT_LINE = re.compile(r"count=(?P<count>\d+) first=\S+ curr=\S+ min=(?P<min>\S+) max=\S+ avg=(?P<avg>\S+) std=(?P<std>\S+)")
+MEMORY_LINE = re.compile(r"(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\): "
+                         r"init=\S+ overall=(?P<overall>[\d.e+]+)")
+
+
+def parse_benchmark_output(text: str) -> dict:
+    """The timed runs (the last `count=` line: the first one is the warm-up) and peak memory."""
+    stats = list(STAT_LINE.finditer(text))
+    if not stats:
+        raise BBDeployError("benchmark_model printed no timings; run it by hand with --graph to see why", EXIT_FAILED)
+    timed = stats[-1]
+    memory = MEMORY_LINE.search(text)
+    return {"runs": int(timed["count"]), "min_ms": float(timed["min"]) / 1000, "mean_ms": float(timed["avg"]) / 1000,
+            "std_ms": float(timed["std"]) / 1000,
+            "peak_rss_bytes": int(float(memory["overall"]) * 2**20) if memory else None,
+            "xnnpack": {"applied": "XNNPACK delegate" in text, "partitions": None}}
+
+
+class ADBDevice:
+    def __init__(self, spec: str, binary: Path | None, delegate: str):
+        self.spec = spec
+        self.serial = spec.removeprefix("adb://").strip("/")
+        if not self.serial:
+            raise BBDeployError(f"device {spec!r} names no phone; pass adb://SERIAL (see `adb devices`)")
+        if binary is None or not Path(binary).is_file():
+            raise BBDeployError("adb devices need LiteRT's benchmark_model for Android: pass --benchmark-binary PATH")
+        if delegate not in DELEGATE_FLAGS:
+            raise BBDeployError(f"unknown --delegate {delegate!r}; pass one of {', '.join(DELEGATE_FLAGS)}")
+        self.binary, self.delegate = Path(binary), delegate
+
+    def check(self, entry: dict) -> None:
+        if entry["target"] != "tflite":
+            raise BBDeployError(f"{Path(entry['artifact']).name} is a {entry['target']} artifact; adb devices run "
+                                "TFLite artifacts only (with benchmark_model); bench it locally or over ssh://")
+
+    def _adb(self, *arguments: str, timeout: float = 120) -> str:
+        try:
+            done = subprocess.run(["adb", "-s", self.serial, *arguments], capture_output=True, text=True,
+                                  timeout=timeout)
+        except FileNotFoundError:
+            raise BBDeployError("no `adb` command here; install Android's platform tools (apt-get install adb)") from None
+        except subprocess.TimeoutExpired:
+            raise BBDeployError(f"{self.spec} did not answer within {timeout:g} s", EXIT_FAILED) from None
+        if done.returncode != 0:
+            last = ((done.stderr or done.stdout).strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            raise BBDeployError(f"adb on {self.spec} failed: {last[:300]}", EXIT_FAILED)
+        return done.stdout
+
+    def facts(self) -> dict:
+        model, release, abi, cores = self._adb(
+            "shell", "getprop ro.product.model; getprop ro.build.version.release; getprop ro.product.cpu.abi; "
+                     "nproc").strip().splitlines()[:4]
+        return {"cpu": abi, "machine": model, "cores": int(cores), "os": f"Android {release}", "python": None,
+                "cpu_temperature_c": None, "throttled": None}
+
+    def run(self, entry: dict, options) -> tuple[dict, dict]:
+        folder = f"{REMOTE_ROOT}/bbdeploy-{secrets.token_hex(4)}"
+        graph, tool = f"{folder}/model.tflite", f"{folder}/benchmark_model"
+        try:
+            self._adb("shell", shlex.join(["mkdir", "-p", folder]))
+            self._adb("push", entry["artifact"], graph, timeout=600)
+            self._adb("push", str(self.binary), tool, timeout=600)
+            self._adb("shell", shlex.join(["chmod", "755", tool]))
+            output = self._adb("shell", shlex.join([
+                tool, f"--graph={graph}", f"--num_threads={options.threads}", f"--warmup_runs={options.warmup}",
+                f"--num_runs={options.runs}", f"--min_secs={options.min_time:g}", *DELEGATE_FLAGS[self.delegate]]),
+                timeout=3600)
+            parsed = parse_benchmark_output(output)
+            facts = self.facts()
+        finally:
+            try:
+                self._adb("shell", shlex.join(["rm", "-rf", folder]))
+            except BBDeployError:
+                pass
+        measured = {"runtime": "benchmark_model", "runtime_version": None, "threads": options.threads,
+                    "warmup": options.warmup, "runs": parsed["runs"], "peak_rss_bytes": parsed["peak_rss_bytes"],
+                    "xnnpack": parsed["xnnpack"] if self.delegate == "xnnpack" else None,
+                    "summary_ms": {"mean": parsed["mean_ms"], "std": parsed["std_ms"], "min": parsed["min_ms"],
+                                   "p50": None, "p90": None, "p99": None}}
+        return measured, facts
