@@ -14,6 +14,10 @@ from bbdeploy.targets.bench import add_warnings, latency_summary
 from tests.conftest import TINY, run_cli
 
 
+# one worker runs this module, so its module fixtures are built once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("bench")
+
+
 @pytest.fixture(scope="module")
 def small_artifacts(tmp_path_factory) -> list[Path]:
     out = tmp_path_factory.mktemp("bench")

@@ -25,6 +25,9 @@ from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.targets.runner import load as load_runner
 from tests.conftest import TINY, calibrated_checkpoint, run_cli
 
+# one worker runs this module, so its module fixtures are built once (make test: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("digits")
+
 BACKBONE, WIDTH, SIZE = "mobilenet_v1", 0.25, 32
 
 
