@@ -29,7 +29,7 @@ system:
 	tools/install_system_packages.sh
 
 test: $(STAMP) system
-	$(VENV)/bin/python -m pytest -q -n auto --dist loadgroup
+	$(VENV)/bin/python -m pytest -q -n auto
 
 clean:
 	rm -rf $(VENV) bbdeploy-out .pytest_cache

@@ -14,11 +14,7 @@ from bbdeploy.targets.bench import add_warnings, latency_summary
 from tests.conftest import TINY, run_cli
 
 
-# one worker runs this module, so its module fixtures are built once (make test: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("bench")
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_artifacts(tmp_path_factory) -> list[Path]:
     out = tmp_path_factory.mktemp("bench")
     paths = []
@@ -96,7 +92,7 @@ def test_an_artifact_without_a_manifest_is_refused(tmp_path):
     assert result.stderr.strip() == f"error: no manifest {artifact}.json: pass an artifact written by `bbdeploy export`"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     """A real OpenSSH server on a free loopback port with throwaway host and user keys, playing the board.
 

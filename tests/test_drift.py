@@ -25,13 +25,10 @@ from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.targets.runner import load as load_runner
 from tests.conftest import TINY, calibrated_checkpoint, run_cli
 
-# one worker runs this module, so its module fixtures are built once (make test: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("digits")
-
 BACKBONE, WIDTH, SIZE = "mobilenet_v1", 0.25, 32
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits(tmp_path_factory) -> Path:
     """scikit-learn's 1797 digits as 32x32 PNGs: train/<digit>/ (1400) and test/<digit>/ (397)."""
     from sklearn.datasets import load_digits
@@ -55,7 +52,7 @@ def _tensors(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images), torch.tensor([int(p.parent.name) for p in paths])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits_checkpoint(digits) -> Path:
     """MobileNetV1 x0.25 trained on the digits (about 96% held-out accuracy), saved as a state_dict."""
     import bbdeploy
@@ -85,7 +82,7 @@ def digits_checkpoint(digits) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits_artifacts(digits, digits_checkpoint, tmp_path_factory) -> dict[tuple[str, str], Path]:
     out = tmp_path_factory.mktemp("artifacts")
     artifacts = {}
