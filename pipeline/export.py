@@ -159,8 +159,8 @@ def build(spec: BackboneSpec, options: ExportOptions, size: int) -> Built:
         "name": spec.name, "family": spec.family, "width": options.width,
         "deploy_form": type(deploy_model).__name__ if deploy_model is not model else None,
         "num_classes": int(reference.shape[1]), "weights": model.weights_source,
-        "weights_arg": weights_argument(options.weights), "weights_sha256": weights_digest(model), "params": info["params"],
-        "macs_at_default_size": info["macs"], "preprocess": preprocess,
+        "weights_arg": weights_argument(options.weights), "weights_sha256": weights_digest(model),
+        "params": info["params"], "macs_at_default_size": info["macs"], "preprocess": preprocess,
         "build_s": round(time.perf_counter() - started, 3),
     }
     record["id"] = stage_id(None, "build", {k: record[k] for k in ("name", "width", "num_classes",

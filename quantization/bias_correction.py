@@ -55,7 +55,14 @@ def input_means(model: nn.Module, batches: Iterable[np.ndarray]) -> dict[str, to
             sums[name] = (total + x.sum(dims), count + x.numel() // x.shape[1 if x.dim() == 4 else -1])
         return hook
 
-    hooks = [m.register_forward_hook(recorder(n)) for n, m in model.named_modules() if isinstance(m, LAYERS)]
+    forward_with_hooks(model, batches, [m.register_forward_hook(recorder(n)) for n, m in model.named_modules()
+                                        if isinstance(m, LAYERS)])
+    return {name: (total / count).float() for name, (total, count) in sums.items()}
+
+
+def forward_with_hooks(model: nn.Module, batches: Iterable[np.ndarray], hooks: list) -> None:
+    """Run `model` on every batch (no gradients) for what its `hooks` record; remove them after,
+    also when a batch fails."""
     try:
         with torch.no_grad():
             for batch in batches:
@@ -63,7 +70,6 @@ def input_means(model: nn.Module, batches: Iterable[np.ndarray]) -> dict[str, to
     finally:
         for hook in hooks:
             hook.remove()
-    return {name: (total / count).float() for name, (total, count) in sums.items()}
 
 
 def expected_shift(layer: nn.Module, weight_error: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:

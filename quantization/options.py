@@ -34,4 +34,5 @@ class QuantOptions:
     def as_config(self) -> dict:
         """What goes into the stage id: everything but the data path (its fingerprint goes instead)."""
         return {"calib_size": self.calib_size, "calib_method": self.calib_method,
-                "weight_rounding": self.weight_rounding, "bias_correction": self.bias_correction, "io": self.io, "keep_float": sorted(self.keep_float)}
+                "weight_rounding": self.weight_rounding, "bias_correction": self.bias_correction, "io": self.io,
+                "keep_float": sorted(self.keep_float)}

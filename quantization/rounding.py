@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bias_correction import fold_batchnorm
+from .bias_correction import fold_batchnorm, forward_with_hooks
 
 DAMPING = 0.01  # fraction of the mean diagonal added to H, as in GPTQ
 # A layer seen in fewer input columns than this many times its inputs per output (e.g. a classifier
@@ -86,14 +86,8 @@ def input_correlations(model: nn.Module, batches: Iterable[np.ndarray], layers: 
             sums[name] = (total + h, seen + columns)
         return hook
 
-    hooks = [layer.register_forward_hook(recorder(name, layer)) for name, layer in layers.items()]
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                model(torch.from_numpy(batch))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    forward_with_hooks(model, batches, [layer.register_forward_hook(recorder(name, layer))
+                                        for name, layer in layers.items()])
     return sums
 
 
@@ -198,9 +192,9 @@ def gptq_rounded(model: nn.Module, batches: Callable[[], Iterable[np.ndarray]], 
     error that an earlier one has corrected already (Lite0 cosine 0.80 that way).
     """
     folded = fold_batchnorm(model)
-    layers = roundable_layers(folded, set(skip))
+    layers = roundable_layers(folded, skip)
     result = copy.deepcopy(folded)
-    result_layers = roundable_layers(result, set(skip))
+    result_layers = roundable_layers(result, skip)
     hessians = input_correlations(folded, batches(), layers)  # dict order: execution order
     with torch.no_grad():
         for name, (hessian, columns) in hessians.items():
@@ -212,7 +206,8 @@ def gptq_rounded(model: nn.Module, batches: Callable[[], Iterable[np.ndarray]], 
                 if seen >= MIN_COLUMNS_PER_INPUT * flat.shape[1]:
                     flat = flat + _error_correction(flat, shifted, cross)
                     hessian, columns = shifted, seen
-            _round_layer(result_layers[name], flat.reshape(weight.shape).to(weight.dtype), hessian, columns, levels)
+            target = flat.reshape(weight.shape).to(weight.dtype)
+            result_layers[name].weight.copy_(rounded_weight(target, hessian, columns, levels))
     return result
 
 
@@ -235,12 +230,10 @@ def _first_images(batches: Iterable[np.ndarray], count: int) -> Iterable[np.ndar
         count -= len(batch)
 
 
-def _round_layer(layer: nn.Module, weight: torch.Tensor, hessian: torch.Tensor, columns: int, levels: float) -> None:
-    """Set `layer`'s weight to `weight` GPTQ-rounded with `hessian` (nearest when too few columns)."""
-    shape = weight.shape
-    flat = weight.reshape(shape[0], -1)
-    if columns >= MIN_COLUMNS_PER_INPUT * flat.shape[1]:
-        flat = gptq_round(flat, hessian, levels)
-    else:
-        flat = gptq_round(flat, torch.eye(flat.shape[1]), levels)  # identity H: nearest, same grid
-    layer.weight.copy_(flat.reshape(shape))
+def rounded_weight(weight: torch.Tensor, hessian: torch.Tensor | None, columns: int, levels: float) -> torch.Tensor:
+    """`weight` on the `levels` grid: GPTQ-rounded with `hessian` when the layer was seen in enough
+    input columns, to nearest otherwise (identity H: same grid, same pinned extremes)."""
+    flat = weight.reshape(weight.shape[0], -1)
+    if hessian is None or columns < MIN_COLUMNS_PER_INPUT * flat.shape[1]:
+        hessian = torch.eye(flat.shape[1])
+    return gptq_round(flat, hessian, levels).reshape(weight.shape)

@@ -16,9 +16,9 @@ from torch import nn
 from bbdeploy.data import load_image, preprocess_image, recorded_preprocess
 from bbdeploy.parity import compare_logits
 
-from .bias_correction import LAYERS, fold_batchnorm
+from .bias_correction import LAYERS, fold_batchnorm, forward_with_hooks
 from .ptq import quantizer_module
-from .rounding import MIN_COLUMNS_PER_INPUT, gptq_round, input_correlations, roundable_layers
+from .rounding import input_correlations, roundable_layers, rounded_weight
 
 SUGGESTED = 3  # layers named in the --keep-float suggestion
 ACTIVATION_LEVELS = 255  # 8-bit activations, asymmetric per tensor, in every toolchain here
@@ -45,7 +45,7 @@ def layer_sensitivity(model: nn.Module, manifest: dict, data, samples: int = 64)
         hook = layer.register_forward_pre_hook(_fake_quantize_input(*ranges[name]))
         try:
             with torch.no_grad():
-                layer.weight.copy_(_quantized_weight(original, hessians.get(name), levels))
+                layer.weight.copy_(rounded_weight(original, *hessians.get(name, (None, 0)), levels))
                 logits = folded(images).numpy()
         finally:
             hook.remove()
@@ -76,13 +76,8 @@ def _input_ranges(model: nn.Module, images: torch.Tensor, layers: dict) -> dict[
             ranges[name] = (min(0.0, float(x.min())), max(0.0, float(x.max())))
         return hook
 
-    hooks = [layer.register_forward_pre_hook(recorder(name)) for name, layer in layers.items()]
-    try:
-        with torch.no_grad():
-            model(images)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    forward_with_hooks(model, [images.numpy()], [layer.register_forward_pre_hook(recorder(name))
+                                                 for name, layer in layers.items()])
     return ranges
 
 
@@ -95,13 +90,3 @@ def _fake_quantize_input(low: float, high: float):
         q = torch.clamp(torch.round(x / scale) + zero_point, 0, ACTIVATION_LEVELS)
         return ((q - zero_point) * scale,)
     return hook
-
-
-def _quantized_weight(weight: torch.Tensor, hessian, levels: float) -> torch.Tensor:
-    """`weight` on the toolchain's grid: GPTQ-rounded with the layer's input correlations when the
-    artifact was made that way (and the layer was seen often enough), nearest otherwise."""
-    flat = weight.reshape(weight.shape[0], -1)
-    matrix = torch.eye(flat.shape[1])
-    if hessian is not None and hessian[1] >= MIN_COLUMNS_PER_INPUT * flat.shape[1]:
-        matrix = hessian[0]
-    return gptq_round(flat, matrix, levels).reshape(weight.shape)
