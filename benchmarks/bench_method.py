@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=224)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        rows = export(ExportOptions(args.model, input_size=args.input_size, output=Path(folder)))
+        rows = export(ExportOptions(args.model, weights="random", input_size=args.input_size, output=Path(folder)))
         paths = [Path(row["artifact"]) for row in rows]
         measured = bench(BenchOptions(artifacts=paths, threads=1, warmup=10, runs=100, min_time=2.0))
         print(f"{args.model} {args.input_size}px fp32, 1 thread, on {measured['device']['cpu']}")

@@ -16,6 +16,8 @@ import typer
 
 from . import __version__
 from .errors import EXIT_FAILED, BBDeployError
+from .exporters.registry import TARGETS
+from .parity import DEFAULT_MIN_COSINE
 
 app = typer.Typer(
     name="bbdeploy",
@@ -102,8 +104,9 @@ def info(
 @app.command()
 def export(
     model: Annotated[str, typer.Argument(help="Backbone name or alias, e.g. efficientnet_lite0, mobilenetv3.")],
-    target: Annotated[str, typer.Option(help="onnx | tflite | openvino | all, or a comma list.")] = "all",
-    weights: Annotated[str, typer.Option(help="random | imagenet | PATH to a checkpoint.")] = "random",
+    target: Annotated[str, typer.Option(help=f"{' | '.join(TARGETS)} | all, or a comma list.")] = "all",
+    weights: Annotated[str, typer.Option(help="imagenet (offline first, then the hash-checked download) | PATH to a "
+                                              "checkpoint | random (plumbing checks only).")] = "imagenet",
     width: Annotated[Optional[float], typer.Option(help="Width multiplier, where the family has several.")] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Classifier size; default: the checkpoint's.")] = None,
     input_size: Annotated[Optional[int], typer.Option(help="Square input side; default: the backbone's.")] = None,
@@ -112,12 +115,13 @@ def export(
     fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision weights (TFLite, OpenVINO) or graph (ONNX).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Post-training int8 quantization with each target's toolchain.")] = False,
     calib_data: Annotated[Optional[str], typer.Option(help="int8 calibration: image folder or .npy [default: built-in photo crops, with a warning].")] = None,
-    calib_size: Annotated[int, typer.Option(help="int8 calibration: number of images (deterministic sample).")] = 300,
+    calib_size: Annotated[Optional[int], typer.Option(help="int8 calibration: number of images (deterministic sample) [default: 300].")] = None,
     calib_method: Annotated[Optional[str], typer.Option(help="int8 calibration: minmax | mse (tflite) | percentile | entropy (onnx) [default: each target's measured best].")] = None,
-    weight_rounding: Annotated[Optional[str], typer.Option(help="int8 weights: gptq (onnx, tflite; default there) | nearest.")] = None,
-    bias_correction: Annotated[bool, typer.Option(help="int8 with nearest rounding: correct each layer's bias for its rounding error.")] = True,
-    io: Annotated[str, typer.Option(help="TFLite int8 input/output: float | int8 | uint8.")] = "float",
-    keep_float: Annotated[str, typer.Option(help="int8: comma list of layers or blocks to leave in float, e.g. conv_stem,classifier.")] = "",
+    weight_rounding: Annotated[Optional[str], typer.Option(help="int8 weights: gptq (onnx, openvino; default there) | nearest (tflite: the only choice).")] = None,
+    bias_correction: Annotated[Optional[bool], typer.Option("--bias-correction/--no-bias-correction", help="int8 with nearest rounding: correct each layer's bias for its rounding error [default: on].")] = None,
+    io: Annotated[Optional[str], typer.Option(help="TFLite int8 input/output: float | int8 | uint8 [default: float].")] = None,
+    keep_float: Annotated[Optional[str], typer.Option(help="int8: comma list of layers or blocks to leave in float, e.g. conv_stem,classifier.")] = None,
+    min_cosine: Annotated[Optional[float], typer.Option(help=f"int8: fail a row whose mean logit cosine with PyTorch is below this [default: {DEFAULT_MIN_COSINE}, chosen by measurement, see README].")] = None,
     layout: Annotated[Optional[str], typer.Option(help="Input layout: nhwc (TFLite default) or nchw.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Export again even if an identical artifact exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per artifact, on stdout.")] = False,
@@ -131,13 +135,23 @@ def export(
 
     if fp16 and int8:
         raise BBDeployError("--fp16 and --int8 exclude each other; pass one of them")
+    int8_only = {"--calib-data": calib_data, "--calib-size": calib_size, "--calib-method": calib_method,
+                 "--weight-rounding": weight_rounding, "--bias-correction": bias_correction, "--io": io,
+                 "--keep-float": keep_float, "--min-cosine": min_cosine}
+    given = [flag for flag, value in int8_only.items() if value is not None]
+    if given and not int8:
+        verb = "apply" if len(given) > 1 else "applies"
+        raise BBDeployError(f"{', '.join(given)} only {verb} to int8 exports; add --int8 or leave them out")
     console = stderr_console()
+    defaults = QuantOptions()
+    quant = QuantOptions(calib_data=calib_data, calib_size=defaults.calib_size if calib_size is None else calib_size,
+                         calib_method=calib_method, weight_rounding=weight_rounding,
+                         bias_correction=defaults.bias_correction if bias_correction is None else bias_correction,
+                         io=io or defaults.io, keep_float=tuple(n.strip() for n in (keep_float or "").split(",") if n.strip()))
     options = ExportOptions(model=model, targets=target, weights=weights, width=width, num_classes=num_classes,
                             input_size=input_size, batch=batch, output=output,
                             precision="int8" if int8 else "fp16" if fp16 else "fp32", layout=layout, force=force,
-                            quant=QuantOptions(calib_data=calib_data, calib_size=calib_size, calib_method=calib_method,
-                                               weight_rounding=weight_rounding, bias_correction=bias_correction, io=io,
-                                               keep_float=tuple(n.strip() for n in keep_float.split(",") if n.strip())))
+                            quant=quant, min_cosine=DEFAULT_MIN_COSINE if min_cosine is None else min_cosine)
     with console.status("exporting") as status:
         rows = run_export(options, progress=lambda message: status.update(message),
                           warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}"))
@@ -156,13 +170,14 @@ def _print_export_table(console, rows: list[dict]) -> None:
     for column in ("", "target", "precision", "artifact", "MB", "max |diff|", "top-1 agree", "cosine"):
         table.add_column(column, no_wrap=column == "artifact")
     for row in rows:
-        if row["status"] == "failed":
+        parity = row["parity"]
+        if row["artifact"] is None:  # nothing converted
             table.add_row("❌", row["target"], row["precision"], "failed (see below)", "", "", "", "")
             continue
-        parity = row["parity"]
-        table.add_row("✅", row["target"], row["precision"], Path(row["artifact"]).name + (
-            " (cached)" if row["status"] == "cached" else ""), f"{row['bytes'] / 1e6:.1f}",
-            f"{parity['max_abs_diff']:.1e}", f"{parity['top1_agreement']:.0%}", f"{parity['cosine']:.4f}")
+        table.add_row("❌" if row["status"] == "failed" else "✅", row["target"], row["precision"],
+                      Path(row["artifact"]).name + (" (cached)" if row["status"] == "cached" else ""),
+                      f"{row['bytes'] / 1e6:.1f}", _figure(parity["max_abs_diff"], ".1e"),
+                      _figure(parity["top1_agreement"], ".0%"), _figure(parity["cosine"], ".4f"))
     console.print(table)
     for row in rows:
         if row["status"] == "failed":
@@ -285,6 +300,11 @@ def _print_bench_table(console, result: dict) -> None:
     for row in result["results"]:
         for warning in row["warnings"]:
             console.print(f"[bold yellow]warning:[/] {Path(row['artifact']).name}: {warning}", soft_wrap=True)
+
+
+def _figure(value: float | None, spec: str) -> str:
+    """A parity figure, or "n/a" where the artifact's outputs were not finite."""
+    return "n/a" if value is None else format(value, spec)
 
 
 def _weights_status(imagenet: dict | None) -> str:

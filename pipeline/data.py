@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -51,22 +52,43 @@ def recorded_preprocess(record: dict) -> Preprocess:
                       mean=tuple(record["mean"]), std=tuple(record["std"]))
 
 
-# Real colour photos that ship with scikit-image (no download), used when the user gives no images.
-SAMPLE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle", "hubble_deep_field",
-                 "immunohistochemistry", "retina", "colorwheel", "logo", "coins", "camera")
+# Real photos that ship with installed packages (no download), in two disjoint sets: int8 models are
+# calibrated on the first and judged on the second, so a fidelity figure is never measured on the
+# images the quantizer was fitted to.
+CALIBRATION_PHOTOS = ("chelsea", "rocket", "motorcycle", "hubble_deep_field", "immunohistochemistry", "retina",
+                      "colorwheel", "logo", "coins", "camera")  # scikit-image
+EVALUATION_PHOTOS = ("astronaut", "coffee",  # scikit-image
+                     "china", "flower",  # scikit-learn's load_sample_images
+                     "grace_hopper", "minduka_present")  # matplotlib's sample data
+_MATPLOTLIB_FILES = {"grace_hopper": "grace_hopper.jpg", "minduka_present": "Minduka_Present_Blue_Pack.png"}
 
 
-def sample_photos() -> dict[str, np.ndarray]:
-    """scikit-image's bundled photos as RGB uint8 arrays, by name."""
-    try:
+def calibration_photos() -> dict[str, np.ndarray]:
+    """The built-in calibration photos as RGB uint8 arrays, by name."""
+    return {name: _builtin_photo(name) for name in CALIBRATION_PHOTOS}
+
+
+def evaluation_photos() -> dict[str, np.ndarray]:
+    """The built-in evaluation photos (none of them a calibration photo) as RGB uint8 arrays, by name."""
+    return {name: _builtin_photo(name) for name in EVALUATION_PHOTOS}
+
+
+@lru_cache(maxsize=None)
+def _builtin_photo(name: str) -> np.ndarray:
+    """One built-in photo, decoded once per process (callers must not modify it)."""
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        image = load_sample_image(f"{name}.jpg")
+    elif name in _MATPLOTLIB_FILES:
+        from matplotlib import cbook
+
+        with Image.open(cbook.get_sample_data(_MATPLOTLIB_FILES[name])) as photo:
+            image = np.asarray(photo.convert("RGB"))
+    else:
         import skimage.data as skdata
-    except ImportError:
-        raise BBDeployError("the built-in sample photos need scikit-image; pip install scikit-image, "
-                            "or pass your own images") from None
-    photos = {}
-    for name in SAMPLE_PHOTOS:
+
         image = skdata.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skdata, name)()
-        if image.ndim == 2:
-            image = np.stack([image] * 3, axis=-1)
-        photos[name] = np.ascontiguousarray(image[..., :3]).astype(np.uint8)
-    return photos
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    return np.ascontiguousarray(image[..., :3]).astype(np.uint8)

@@ -1,7 +1,9 @@
 """The JSON manifest written next to every artifact: what it is, how it was made, how good it is.
 
-A stage's id is the sha256 of its parent's id, its own config and the tool versions, so an identical
-request can be answered from disk, and any change (weights, options, a library upgrade) makes a new id.
+A stage's id is the sha256 of its parent's id, its own config, the tool versions and the code of
+bbdeploy itself, so an identical request can be answered from disk, and any change (weights, options,
+a library upgrade, an edit of a backbone, preprocessing, converter, quantizer, parity or runner
+module) makes a new id.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 import platform
 import tempfile
 from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import import_module
 from importlib import metadata
 from pathlib import Path
 
@@ -25,6 +29,31 @@ MANIFEST_SUFFIX = ".json"
 def stage_id(parent: str | None, stage: str, config: dict, tools: dict) -> str:
     payload = json.dumps({"parent": parent, "stage": stage, "config": config, "tools": tools}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# The packages whose code shapes an artifact: all of bbdeploy (subpackages are inside these folders).
+CODE_PACKAGES = ("bbdeploy", "bbdeploy.exporters", "bbdeploy.quantization", "bbdeploy.targets")
+
+
+def code_roots() -> dict[str, Path]:
+    """The folder of each of bbdeploy's packages, as installed (a wheel and a checkout alike)."""
+    return {name: Path(import_module(name).__file__).parent for name in CODE_PACKAGES}
+
+
+@lru_cache(maxsize=None)
+def _digest_of(roots: tuple[tuple[str, Path], ...]) -> str:
+    digest = hashlib.sha256()
+    for package, root in roots:
+        for path in sorted(root.rglob("*.py")):
+            digest.update(f"{package}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def code_digest() -> str:
+    """sha256 over every Python file of bbdeploy: a changed backbone, deploy form, preprocessing,
+    converter, quantizer, parity check or runner is never answered with an artifact made before."""
+    return _digest_of(tuple(sorted(code_roots().items())))
 
 
 def tool_versions(distributions: tuple[str, ...]) -> dict[str, str]:

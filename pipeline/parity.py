@@ -6,6 +6,11 @@ import numpy as np
 
 
 CONFIDENT_MARGIN = 0.1  # top-1 minus top-2 softmax probability above which a prediction is not a near-tie
+FLOAT_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-1}  # max |logit diff| a float export may show, per precision
+# The int8 floor on mean logit cosine with PyTorch (`--min-cosine`). Measured: EfficientNet-Lite0
+# with ImageNet weights 0.996 on every target; every backbone of the zoo at 64 px with random
+# weights >= 0.97 (tests/test_int8.py); a broken int8 TFLite of MobileNetV3-Small 0.37.
+DEFAULT_MIN_COSINE = 0.95
 
 
 def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
@@ -18,6 +23,11 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
     """
     reference = reference.astype(np.float64)
     candidate = candidate.astype(np.float64)
+    nonfinite = int(np.size(candidate) - np.count_nonzero(np.isfinite(candidate)))
+    if nonfinite:  # NaN compares false with everything: no figure below would be true
+        return {"samples": int(reference.shape[0]), "nonfinite_outputs": nonfinite, "max_abs_diff": None,
+                "mean_abs_diff": None, "top1_agreement": None, "confident_samples": None,
+                "confident_top1_agreement": None, "cosine": None, "sqnr_db": None}
     diff = np.abs(reference - candidate)
     norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1)
     cosine = np.sum(reference * candidate, axis=1) / np.maximum(norms, 1e-12)
@@ -29,14 +39,36 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
     error_power = float(np.mean((reference - candidate) ** 2))
     return {
         "samples": int(reference.shape[0]),
+        "nonfinite_outputs": 0,
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
         "top1_agreement": float(np.mean(agree)),
         "confident_samples": int(confident.sum()),
         "confident_top1_agreement": float(np.mean(agree[confident])) if confident.any() else None,
         "cosine": float(cosine.mean()),
+        # identical logits have no finite SQNR: None, drawn and printed as "exact"
         "sqnr_db": float(10 * np.log10(np.mean(reference ** 2) / error_power)) if error_power > 0 else None,
     }
+
+
+def parity_failure(parity: dict, precision: str, min_cosine: float = DEFAULT_MIN_COSINE) -> str | None:
+    """Why an artifact with these parity figures must not be shipped, or None when it may.
+
+    Float artifacts must match PyTorch to a tolerance; int8 ones must keep a mean logit cosine of
+    at least `min_cosine`. NaN or infinite logits fail at any precision.
+    """
+    if parity["nonfinite_outputs"]:
+        return f"{parity['nonfinite_outputs']} of the artifact's logits are NaN or infinite"
+    if precision in FLOAT_TOLERANCE:
+        if parity["max_abs_diff"] > FLOAT_TOLERANCE[precision]:
+            return (f"max |logit diff| {parity['max_abs_diff']:.3g} vs PyTorch exceeds {FLOAT_TOLERANCE[precision]:g} "
+                    f"for {precision}")
+        return None
+    if parity["cosine"] < min_cosine:
+        return (f"{precision} logit cosine {parity['cosine']:.4f} with PyTorch is below --min-cosine {min_cosine:g} "
+                f"(top-1 agreement {parity['top1_agreement']:.0%}); try --keep-float on the layers "
+                "`bbdeploy drift --layers` ranks worst, or more --calib-data")
+    return None
 
 
 def run_batched(runner, images_nchw: np.ndarray, layout: str, batch: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from .backbones.complexity import measure
 from .backbones.registry import BackboneSpec
 from .checkpoints import head_classes, load_into, read_state_dict
 from .errors import BBDeployError
+from .random_weights import with_photo_statistics
 from .weights import find_offline, resolve_imagenet
 
 SPECIAL_WEIGHTS = ("random", "imagenet")
@@ -76,6 +77,9 @@ def create_backbone(name: str, *, weights: str = "random", num_classes: int | No
                     width: float | None = None) -> nn.Module:
     """Build a backbone in eval mode with `weights` = "random" | "imagenet" | PATH to a checkpoint.
 
+    "random" is seeded by the caller and given batch-norm statistics from the built-in photos (see
+    `random_weights`), so its logits are not vanishingly small.
+
     `num_classes=None` keeps the checkpoint's classifier (1000 for ImageNet); another number keeps the
     pretrained features and gives a freshly initialised classifier, for fine-tuning. The model gets
     `backbone_name` and `weights_source` attributes that later stages record in their manifests.
@@ -87,7 +91,8 @@ def create_backbone(name: str, *, weights: str = "random", num_classes: int | No
     kwargs = {"width": width} if width is not None else {}
 
     if weights == "random":
-        model = spec.constructor(num_classes=num_classes or spec.num_classes, **kwargs)
+        model = with_photo_statistics(spec.constructor(num_classes=num_classes or spec.num_classes, **kwargs),
+                                      spec.preprocess)
         source = "random"
     else:
         if weights == "imagenet":

@@ -1,8 +1,9 @@
 """Calibration images for post-training quantization: one backend-agnostic source, streamed.
 
 A source is a folder of images (searched recursively), a `.npy` array, or, when the user gives
-nothing, crops of the real photos that ship with scikit-image. The last is a loud, recorded choice
-(a warning in the output and in the manifest), never random noise.
+nothing, crops of the built-in calibration photos (scikit-image's). The last is a loud, recorded
+choice (a warning in the output and in the manifest), never random noise. The built-in evaluation
+photos, on which int8 parity is measured, are a disjoint set.
 
 Batches come out as float32 NCHW, preprocessed like the backbone's evaluation transform; each
 backend applies its own layout transform on top. Only one batch is decoded at a time, so memory
@@ -22,13 +23,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from bbdeploy.backbones.registry import Preprocess
-from bbdeploy.data import IMAGE_SUFFIXES, preprocess_image, sample_photos
+from bbdeploy.data import (CALIBRATION_PHOTOS, EVALUATION_PHOTOS, IMAGE_SUFFIXES, calibration_photos,
+                           evaluation_photos, preprocess_image)
 from bbdeploy.errors import BBDeployError
 
 DEFAULT_SIZE = 300  # images; what NNCF and onnxruntime examples use, and enough for min/max ranges
 SAMPLE_SEED = 0
 BUILTIN_WARNING = ("no --calib-data given: calibrating on crops of scikit-image's sample photos, which "
                    "are not your data; pass --calib-data DIR for a faithful int8 model")
+EVALUATION_SEED = 1
 
 
 @dataclass
@@ -144,16 +147,19 @@ _PHOTOS: dict[str, np.ndarray] = {}
 
 
 def _photos() -> dict[str, np.ndarray]:
+    """Both built-in photo sets, decoded once per process."""
     if not _PHOTOS:
-        _PHOTOS.update(sample_photos())
+        _PHOTOS.update(calibration_photos())
+        _PHOTOS.update(evaluation_photos())
     return _PHOTOS
 
 
-def photo_crops(size: int, seed: int = SAMPLE_SEED) -> list[tuple[str, tuple[int, int, int, int]]]:
-    """`size` seeded crops (35-100% of the short side, anywhere) spread over the sample photos."""
+def photo_crops(size: int, seed: int = SAMPLE_SEED, names: tuple[str, ...] = CALIBRATION_PHOTOS
+                ) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """`size` seeded crops (35-100% of the short side, anywhere) spread over the photos `names`."""
     rng = random.Random(seed)
     photos = _photos()
-    names = sorted(photos)
+    names = sorted(names)
     crops = []
     for i in range(size):
         name = names[i % len(names)]
@@ -162,3 +168,9 @@ def photo_crops(size: int, seed: int = SAMPLE_SEED) -> list[tuple[str, tuple[int
         left, top = rng.randint(0, width - side), rng.randint(0, height - side)
         crops.append((name, (left, top, left + side, top + side)))
     return crops
+
+
+def evaluation_crops(preprocess: Preprocess, input_size: int, size: int) -> CalibrationSet:
+    """Crops of the built-in evaluation photos, which no built-in calibration crop comes from."""
+    return CalibrationSet("builtin:evaluation", preprocess, input_size,
+                          photo_crops(size, EVALUATION_SEED, EVALUATION_PHOTOS), "builtin")

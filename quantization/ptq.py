@@ -58,13 +58,6 @@ def float_layers(model: torch.nn.Module, names: tuple[str, ...]) -> list[str]:
     return chosen
 
 
-def source_modules(target_name: str) -> tuple[ModuleType, ...]:
-    """The code an int8 artifact of `target_name` is made by, for its cache key."""
-    from . import bias_correction, rounding, tflite_io
-
-    return (import_module(__name__), bias_correction, rounding, tflite_io, quantizer_module(target_name))
-
-
 def quantize(target_name: str, exporter: ModuleType, model: torch.nn.Module, sample: torch.Tensor,
              out_path: Path, calibration: CalibrationSet, options: QuantOptions, *, layout: str) -> dict:
     """Write the int8 artifact of `target_name` at `out_path`; returns the settings for the manifest.

@@ -13,7 +13,7 @@ import torch
 
 import bbdeploy
 from bbdeploy.backbones import resolve
-from bbdeploy.data import preprocess_image, sample_photos
+from bbdeploy.data import calibration_photos, evaluation_photos, preprocess_image
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = 64  # pixels: plumbing tests run the whole zoo at this resolution
@@ -30,7 +30,8 @@ def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
-    return sample_photos()
+    """Every built-in photo (calibration and evaluation sets), by name."""
+    return {**calibration_photos(), **evaluation_photos()}
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ def small_artifacts(tmp_path_factory) -> list[Path]:
     out = tmp_path_factory.mktemp("bench")
     paths = []
     for precision in ("fp32", "int8"):
-        rows = export(ExportOptions("mobilenet_v3_small", input_size=TINY, output=out, precision=precision,
+        rows = export(ExportOptions("mobilenet_v3_small", weights="random", input_size=TINY, output=out, precision=precision,
                                     quant=QuantOptions(calib_size=4)))
         assert [row["status"] for row in rows] == ["exported"] * 3
         paths += [Path(row["artifact"]) for row in rows]

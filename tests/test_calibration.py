@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bbdeploy.data import CALIBRATION_PHOTOS, EVALUATION_PHOTOS, calibration_photos, evaluation_photos
 from bbdeploy.backbones import resolve
 from bbdeploy.errors import BBDeployError
 from bbdeploy.quantization import calibration
@@ -102,10 +103,21 @@ def test_builtin_photo_crops_are_loud_and_deterministic():
     source = calibration_set(None, PRE, SIZE, size=30)
     assert source.warning == BUILTIN_WARNING and source.record()["warning"] == BUILTIN_WARNING
     assert source.items == calibration_set(None, PRE, SIZE, size=30).items
-    assert len({name for name, _ in source.items}) == 12  # spread over every sample photo
+    assert {name for name, _ in source.items} == set(CALIBRATION_PHOTOS)  # spread over every calibration photo
     batch = next(source.batches(30))
     assert batch.shape == (30, 3, SIZE, SIZE) and batch.std() > 0.1  # real image content, not constant
-    assert calibration.photo_crops(30, seed=1) != source.items  # evaluation crops differ
+
+
+def test_evaluation_photos_are_disjoint_from_calibration_photos():
+    """int8 parity is measured on photos the built-in calibration never saw, from three packages."""
+    assert not set(CALIBRATION_PHOTOS) & set(EVALUATION_PHOTOS)
+    calibration_pixels = {photo.tobytes() for photo in calibration_photos().values()}
+    evaluation = evaluation_photos()
+    assert all(photo.tobytes() not in calibration_pixels for photo in evaluation.values())
+    assert len({photo.shape for photo in evaluation.values()}) >= 4  # distinct photos, not one repeated
+    crops = calibration.evaluation_crops(PRE, SIZE, 40)
+    assert {name for name, _ in crops.items} == set(EVALUATION_PHOTOS)
+    assert next(crops.batches(40)).std() > 0.1
 
 
 def test_calib_size_must_be_positive():

@@ -76,7 +76,7 @@ def test_fp16_artifacts_stay_within_the_fp16_tolerance(tmp_path):
 
 
 def test_nchw_tflite_keeps_the_pytorch_layout(tmp_path):
-    rows = export(ExportOptions("mobilenet_v3_small", targets="tflite", layout="nchw", input_size=TINY,
+    rows = export(ExportOptions("mobilenet_v3_small", weights="random", targets="tflite", layout="nchw", input_size=TINY,
                                 output=tmp_path))
     assert rows[0]["status"] == "exported"
     assert rows[0]["input"]["shape"] == [1, 3, TINY, TINY] and rows[0]["input"]["layout"] == "NCHW"
@@ -84,7 +84,7 @@ def test_nchw_tflite_keeps_the_pytorch_layout(tmp_path):
 
 
 def test_batch_is_static_and_parity_covers_every_image(tmp_path):
-    rows = export(ExportOptions("mobilenet_v2", targets="onnx", batch=5, input_size=TINY, output=tmp_path))
+    rows = export(ExportOptions("mobilenet_v2", weights="random", targets="onnx", batch=5, input_size=TINY, output=tmp_path))
     assert rows[0]["input"]["shape"] == [5, 3, TINY, TINY]
     assert rows[0]["parity"]["samples"] == 12  # 5 + 5 + 2 padded
     assert Path(rows[0]["artifact"]).name == "mobilenet_v2_64px_b5_fp32.onnx"
@@ -97,7 +97,7 @@ def test_one_failing_target_does_not_stop_the_others(tmp_path, monkeypatch):
         raise RuntimeError("converter exploded\nsecond line")
 
     monkeypatch.setattr(ov_exporter, "convert", broken)
-    rows = export(ExportOptions("mobilenet_v3_small", input_size=TINY, output=tmp_path))
+    rows = export(ExportOptions("mobilenet_v3_small", weights="random", input_size=TINY, output=tmp_path))
     assert [(r["target"], r["status"]) for r in rows] == [("onnx", "exported"), ("tflite", "exported"),
                                                           ("openvino", "failed")]
     assert re.fullmatch(r"RuntimeError: converter exploded( \(converter log: .*\.log\))?", rows[2]["error"])
@@ -113,12 +113,12 @@ def test_interrupted_export_leaves_nothing_half_written(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_exporter, "convert", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        export(ExportOptions("mobilenet_v3_small", targets="onnx", input_size=TINY, output=tmp_path))
+        export(ExportOptions("mobilenet_v3_small", weights="random", targets="onnx", input_size=TINY, output=tmp_path))
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".log")] == []
 
 
 def test_cli_export_json_lists_one_object_per_artifact(tmp_path):
-    result = run_cli("export", "shufflenet", "--target", "onnx,openvino", "--input-size", "64",
+    result = run_cli("export", "shufflenet", "--weights", "random", "--target", "onnx,openvino", "--input-size", "64",
                      "--output", str(tmp_path), "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
@@ -137,7 +137,7 @@ def test_cli_export_json_lists_one_object_per_artifact(tmp_path):
 ])
 def test_cli_bad_export_options(args, expected, tmp_path):
     out = tmp_path / "out"
-    result = run_cli("export", "mobilenet_v2", "--output", str(out), *args)
+    result = run_cli("export", "mobilenet_v2", "--weights", "random", "--output", str(out), *args)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith(expected), result.stderr
@@ -147,7 +147,7 @@ def test_cli_bad_export_options(args, expected, tmp_path):
 def test_cli_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be")
-    result = run_cli("export", "mobilenet_v2", "--target", "onnx", "--output", str(blocker / "out"))
+    result = run_cli("export", "mobilenet_v2", "--weights", "random", "--target", "onnx", "--output", str(blocker / "out"))
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: cannot write to output folder '{blocker / 'out'}'")
     assert blocker.read_text() == "a file where a folder should be"

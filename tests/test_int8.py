@@ -92,7 +92,7 @@ def test_keep_float_leaves_the_named_layers_in_float_on_every_target(photos, tmp
 @pytest.mark.parametrize("io, dtype", [("int8", "int8"), ("uint8", "uint8")])
 def test_tflite_full_integer_io(io, dtype, photos, tmp_path):
     weights = calibrated_checkpoint("mobilenet_v3_small", photos, tmp_path)
-    options = ExportOptions("mobilenet_v3_small", targets="tflite", weights=str(weights), input_size=TINY,
+    options = ExportOptions("mobilenet_v3_small", weights="random", targets="tflite", weights=str(weights), input_size=TINY,
                             output=tmp_path / "out", precision="int8", quant=QuantOptions(calib_size=8, io=io))
     (row,) = export(options)
     for boundary in (row["input"], row["output"]):
@@ -109,7 +109,7 @@ def test_cli_int8_with_a_calibration_folder(tmp_path, photos):
     folder.mkdir()
     for index, (name, image) in enumerate(photos.items()):
         Image.fromarray(image).save(folder / f"{index:02d}_{name}.png")
-    result = run_cli("export", "mobilenet_v3_small", "--int8", "--target", "onnx", "--input-size", "64",
+    result = run_cli("export", "mobilenet_v3_small", "--weights", "random", "--int8", "--target", "onnx", "--input-size", "64",
                      "--calib-data", str(folder), "--calib-size", "5", "--output", str(tmp_path / "out"), "--json")
     assert result.returncode == 0, result.stderr
     assert "warning" not in result.stderr
@@ -120,7 +120,7 @@ def test_cli_int8_with_a_calibration_folder(tmp_path, photos):
 
 
 def test_cli_int8_without_calibration_data_warns_loudly(tmp_path):
-    result = run_cli("export", "mobilenet_v3_small", "--int8", "--target", "onnx", "--input-size", "64",
+    result = run_cli("export", "mobilenet_v3_small", "--weights", "random", "--int8", "--target", "onnx", "--input-size", "64",
                      "--calib-size", "4", "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "warning: no --calib-data given: calibrating on crops of scikit-image's sample photos" in " ".join(
@@ -139,7 +139,7 @@ def test_cli_int8_without_calibration_data_warns_loudly(tmp_path):
                                                    "pass one of minmax, percentile, entropy"),
 ])
 def test_cli_bad_int8_options(args, expected, tmp_path):
-    result = run_cli("export", "mobilenet_v2", "--int8", "--output", str(tmp_path / "out"), *args)
+    result = run_cli("export", "mobilenet_v2", "--weights", "random", "--int8", "--output", str(tmp_path / "out"), *args)
     assert result.returncode == 2 and result.stderr.startswith(expected), result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -147,7 +147,7 @@ def test_cli_bad_int8_options(args, expected, tmp_path):
 def test_a_change_to_the_quantizer_code_is_not_answered_from_the_cache(tmp_path, monkeypatch):
     from bbdeploy.quantization import onnx as onnx_quantizer
 
-    options = ExportOptions("mobilenet_v3_small", targets="onnx", input_size=TINY, output=tmp_path / "out",
+    options = ExportOptions("mobilenet_v3_small", weights="random", targets="onnx", input_size=TINY, output=tmp_path / "out",
                             precision="int8", quant=QuantOptions(calib_size=4))
     assert export(options)[0]["status"] == "exported"
     assert export(options)[0]["status"] == "cached"
