@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,6 +19,11 @@ from . import __version__
 from .errors import EXIT_FAILED, BBDeployError
 from .exporters.registry import TARGETS
 from .parity import DEFAULT_MIN_COSINE
+from .targets.runner import EXEC_PRECISIONS
+
+EXEC_PRECISION_CHOICES = ("default", *EXEC_PRECISIONS)
+EXEC_PRECISION_HELP = ("Precision of float compute where the runtime has the setting (OpenVINO: bf16 by default on "
+                       "CPUs with native bf16): default (what an application gets) | f32 | bf16 | f16.")
 
 app = typer.Typer(
     name="bbdeploy",
@@ -190,12 +196,13 @@ def drift(
     data: Annotated[Path, typer.Option(help="Folder of images; class subfolders (index or name) give labels.")],
     labels: Annotated[Optional[Path], typer.Option(help="CSV of path,label rows (paths relative to --data).")] = None,
     class_names: Annotated[Optional[Path], typer.Option(help="Text file, one class name per line in output order.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate the first N images only.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate N images, drawn across the classes (seeded).")] = None,
     layers: Annotated[bool, typer.Option("--layers", help="Rank the layers of int8 artifacts by quantization sensitivity.")] = False,
     layer_samples: Annotated[int, typer.Option(help="Images used by --layers.")] = 64,
     report: Annotated[Optional[Path], typer.Option(help="Folder for drift.json, drift.md and drift.html.")] = None,
     max_drop: Annotated[Optional[float], typer.Option(help="Gate: exit 1 if an accuracy drop exceeds this many points.")] = None,
     min_agreement: Annotated[Optional[float], typer.Option(help="Gate: exit 1 if a top-1 agreement is below this fraction.")] = None,
+    exec_precision: Annotated[str, typer.Option(help=EXEC_PRECISION_HELP)] = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
     """How far each artifact is from its float model: accuracy, agreement, cosine, SQNR, per-layer sensitivity."""
@@ -207,10 +214,12 @@ def drift(
 
     if min_agreement is not None and not 0 <= min_agreement <= 1:
         raise BBDeployError(f"--min-agreement {min_agreement:g} is a fraction; pass a number from 0 to 1, e.g. 0.99")
+    if exec_precision not in EXEC_PRECISION_CHOICES:
+        raise BBDeployError(f"unknown --exec-precision {exec_precision!r}; pass one of {', '.join(EXEC_PRECISION_CHOICES)}")
     console = stderr_console()
     options = DriftOptions(artifacts=list(artifacts), data=data, labels_csv=labels, class_names=class_names,
                            limit=limit, layers=layers, layer_samples=layer_samples, max_drop=max_drop,
-                           min_agreement=min_agreement)
+                           min_agreement=min_agreement, exec_precision=exec_precision)
     plan = plan_drift(options)  # bad input is one line, before the progress bar
     with Progress("drift", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
                   transient=True) as bar:
@@ -236,7 +245,7 @@ def _print_drift_table(console, result: dict) -> None:
     from .report import COLUMNS, result_rows
 
     table = Table(title=f"bbdeploy drift ({result['data']['images']} images, labels: {result['data']['labels']})")
-    keep = [COLUMNS.index(c) for c in ("artifact", "precision", "top-1", "drop (pts)", "agree top-1",
+    keep = [COLUMNS.index(c) for c in ("", "artifact", "precision", "exec", "top-1", "drop (pts)", "agree top-1",
                                        "agree 95% CI", "cosine", "SQNR dB")]
     for index in keep:
         table.add_column(COLUMNS[index], no_wrap=COLUMNS[index] == "artifact")
@@ -262,9 +271,14 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 10,
     runs: Annotated[int, typer.Option(help="At least this many timed runs.")] = 50,
     min_time: Annotated[float, typer.Option(help="And at least this many seconds of timed runs.")] = 1.0,
+    exec_precision: Annotated[str, typer.Option(help=EXEC_PRECISION_HELP)] = "default",
+    timeout: Annotated[float, typer.Option(help="Seconds the whole run on the device may take.")] = 3600,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
 ) -> None:
-    """Latency of each artifact on a device: mean, std, min, p50, p90, p99, throughput, size, peak memory."""
+    """Latency of each artifact on a device: mean, std, min, p50, p90, p99, throughput, size, memory.
+
+    Artifacts are timed interleaved (rounds of A, B, C, ...) in one process per device; one that
+    cannot run is a failed row and the others are still measured (exit 1)."""
     from bbdeploy.targets.bench import BenchOptions
     from bbdeploy.targets.bench import bench as run_bench
 
@@ -273,12 +287,15 @@ def bench(
     console = stderr_console()
     options = BenchOptions(artifacts=list(artifacts), device=device, threads=threads, warmup=warmup, runs=runs,
                            min_time=min_time, ssh_options=list(ssh_option or []), remote_python=remote_python,
-                           benchmark_binary=benchmark_binary, delegate=delegate)
+                           benchmark_binary=benchmark_binary, delegate=delegate, exec_precision=exec_precision,
+                           timeout=timeout)
     with console.status(f"benchmarking on {device}"):
         result = run_bench(options)
     _print_bench_table(console, result)
     if as_json:
         print(json.dumps(result, indent=2))
+    if any(row["status"] == "failed" for row in result["results"]):
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _print_bench_table(console, result: dict) -> None:
@@ -286,18 +303,23 @@ def _print_bench_table(console, result: dict) -> None:
 
     facts = result["device"]
     table = Table(title=f"bbdeploy bench on {facts['name']} ({facts.get('cpu')}, {facts.get('cores')} cores)")
-    for column in ("artifact", "precision", "threads", "runs", "p50 ms", "p90 ms", "p99 ms", "mean ms", "MB",
-                   "peak RSS MB"):
+    for column in ("", "artifact", "precision", "exec", "threads", "runs", "p50 ms", "p90 ms", "p99 ms", "mean ms",
+                   "MB", "load RSS MB"):
         table.add_column(column, no_wrap=column == "artifact")
     for row in result["results"]:
+        if row["status"] == "failed":
+            table.add_row("❌", Path(row["artifact"]).name, row["precision"], *[""] * 8, f"{row['size_bytes'] / 1e6:.1f}", "")
+            continue
         latency = row["latency_ms"]
-        rss = row["peak_rss_bytes"]
+        rss = row["load_rss_bytes"]
         ms = {key: "-" if value is None else f"{value:.3f}" for key, value in latency.items()}
-        table.add_row(Path(row["artifact"]).name, row["precision"], str(row["threads"]), str(row["runs"]),
-                      ms["p50"], ms["p90"], ms["p99"], ms["mean"], f"{row['size_bytes'] / 1e6:.1f}",
-                      "-" if rss is None else f"{rss / 1e6:.0f}")
+        table.add_row("✅", Path(row["artifact"]).name, row["precision"], row["exec_precision"] or "-",
+                      str(row["threads"]), str(row["runs"]), ms["p50"], ms["p90"], ms["p99"], ms["mean"],
+                      f"{row['size_bytes'] / 1e6:.1f}", "-" if rss is None else f"{rss / 1e6:.0f}")
     console.print(table)
     for row in result["results"]:
+        if row["status"] == "failed":
+            console.print(f"❌ {Path(row['artifact']).name}: {row['error']}", soft_wrap=True)
         for warning in row["warnings"]:
             console.print(f"[bold yellow]warning:[/] {Path(row['artifact']).name}: {warning}", soft_wrap=True)
 
@@ -318,6 +340,9 @@ def _weights_status(imagenet: dict | None) -> str:
 
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line on stderr."""
+    # JAX (imported by litert-torch) warns on every os.fork() that multithreaded code may deadlock;
+    # our forks (subprocess) exec at once, so the warning is noise on the user's terminal
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
     try:
         app()
     except BBDeployError as exc:

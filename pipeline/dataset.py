@@ -8,11 +8,14 @@ Without either, only agreement with the float model can be measured, and that is
 from __future__ import annotations
 
 import csv
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from .data import IMAGE_SUFFIXES
 from .errors import BBDeployError
+
+LIMIT_SEED = 0  # `--limit` draws the same images every run
 
 
 @dataclass
@@ -38,16 +41,35 @@ def eval_data(folder: str | Path, *, labels_csv: str | Path | None = None,
     if not paths:
         raise BBDeployError(f"--data {str(root)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                             "pass a folder of images, optionally in one subfolder per class")
-    if limit is not None:
-        if limit < 1:
-            raise BBDeployError(f"--limit {limit} must be at least 1")
-        paths = paths[:limit]
+    if limit is not None and limit < 1:
+        raise BBDeployError(f"--limit {limit} must be at least 1")
     names = _read_class_names(Path(class_names)) if class_names else None
     if labels_csv:
-        labels = _labels_from_csv(Path(labels_csv), root, paths, names)
-        return EvalData(root, paths, labels, f"csv {labels_csv}")
-    labels, why_not = _labels_from_folders(root, paths, names)
-    return EvalData(root, paths, labels, "folders" if labels is not None else f"none: {why_not}")
+        labels, source = _labels_from_csv(Path(labels_csv), root, paths, names), f"csv {labels_csv}"
+    else:
+        labels, why_not = _labels_from_folders(root, paths, names)
+        source = "folders" if labels is not None else f"none: {why_not}"
+    if limit is not None and limit < len(paths):
+        chosen = spread_sample(labels or [0] * len(paths), limit)
+        paths = [paths[i] for i in chosen]
+        labels = [labels[i] for i in chosen] if labels is not None else None
+    return EvalData(root, paths, labels, source)
+
+
+def spread_sample(labels: list[int], count: int, seed: int = LIMIT_SEED) -> list[int]:
+    """`count` indices drawn across classes (round-robin over the classes, a seeded draw within each),
+    in their original order: `--limit 1000` of an ImageNet folder covers every class, not the first few."""
+    rng = random.Random(seed)
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    queues = [rng.sample(members, len(members)) for _, members in sorted(by_class.items())]
+    chosen: list[int] = []
+    while len(chosen) < count:
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop())
+    return sorted(chosen)
 
 
 def check_labels(data: EvalData, num_classes: int, artifact: str) -> None:

@@ -34,11 +34,12 @@ class DriftOptions:
     data: Path
     labels_csv: Path | None = None
     class_names: Path | None = None
-    limit: int | None = None  # evaluate the first N images only (sorted paths)
+    limit: int | None = None  # evaluate N images, drawn across classes (seeded)
     layers: bool = False  # also rank per-layer sensitivity (int8 artifacts)
     layer_samples: int = 64  # images the sensitivity analysis uses
     max_drop: float | None = None  # gate: accuracy drop in points
     min_agreement: float | None = None  # gate: top-1 agreement, a fraction
+    exec_precision: str = "default"  # float compute precision where the runtime has the setting
 
 
 @dataclass
@@ -120,7 +121,8 @@ def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None
     """
     plan = options if isinstance(options, DriftPlan) else plan_drift(options)
     options, artifacts, data, references = plan.options, plan.artifacts, plan.data, plan.references
-    runners = [load_runner(artifact.path) for artifact in artifacts]
+    pinned = None if options.exec_precision == "default" else options.exec_precision
+    runners = [load_runner(artifact.path, exec_precision=pinned) for artifact in artifacts]
     accumulators = [DriftAccumulator() for _ in artifacts]
     labels = np.asarray(data.labels) if data.labels is not None else None
     for start in range(0, len(data), DECODE_BATCH):
@@ -141,14 +143,18 @@ def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None
             accumulator.add(reference_logits[pair], logits, batch_labels)
         progress(start + len(images), len(data))
     results, seen_references = [], {}
-    for artifact, accumulator in zip(artifacts, accumulators):
+    for artifact, runner, accumulator in zip(artifacts, runners, accumulators):
         backbone = artifact.manifest["backbone"]
         reference = {"backbone": backbone["name"], "width": backbone.get("width"), "weights": backbone["weights"],
                      "samples": len(data), **accumulator.reference_accuracy()}
         seen_references.setdefault(artifact.reference_key, reference)
-        results.append({"artifact": str(artifact.path), "target": artifact.manifest["target"],
-                        "precision": artifact.manifest["precision"], "backbone": backbone["name"],
-                        "reference_accuracy_top1": reference["accuracy_top1"], **accumulator.result()})
+        figures = accumulator.result()
+        failure = (f"{figures['nonfinite_outputs']} of the artifact's logits are NaN or infinite"
+                   if figures["nonfinite_outputs"] else None)
+        results.append({"artifact": str(artifact.path), "status": "failed" if failure else "ok", "error": failure,
+                        "target": artifact.manifest["target"], "precision": artifact.manifest["precision"],
+                        "exec_precision": runner.exec_precision, "backbone": backbone["name"],
+                        "reference_accuracy_top1": reference["accuracy_top1"], **figures})
     report = {"data": {"folder": str(data.root), "images": len(data), "labels": data.label_source},
               "reference": next(iter(seen_references.values())), "references": list(seen_references.values()),
               "results": results}
@@ -163,10 +169,14 @@ def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None
 
 
 def gate_failures(report: dict, max_drop: float | None, min_agreement: float | None) -> list[str]:
-    """One line per artifact outside the gates (`--max-drop` points, `--min-agreement` fraction)."""
+    """One line per failed artifact (NaN output) and per artifact outside the gates (`--max-drop`
+    points, `--min-agreement` fraction)."""
     failures = []
     for result in report["results"]:
         name = Path(result["artifact"]).name
+        if result["status"] == "failed":
+            failures.append(f"{name}: {result['error']}")
+            continue
         if max_drop is not None and result["accuracy_drop"] is not None:
             if result["accuracy_drop"] > max_drop:
                 failures.append(f"{name}: accuracy drop {result['accuracy_drop']:.2f} points > --max-drop {max_drop:g}")

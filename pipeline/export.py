@@ -254,7 +254,7 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
                 quantization = None
             convert_s = time.perf_counter() - started
             started = time.perf_counter()
-            runner = load_runner(staged)
+            runner = load_runner(staged, exec_precision="f32")  # parity: the model as converted, no bf16
             logits = run_batched(runner, built.images, layout, batch)
             parity_s = time.perf_counter() - started
             ops = module.op_histogram(staged)
@@ -262,6 +262,7 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
         parity["images"] = ("the built-in evaluation photos (scikit-image, scikit-learn, matplotlib) and crops "
                             "of them; none is a calibration photo")
         parity["tolerance"] = FLOAT_TOLERANCE.get(precision)
+        parity["exec_precision"] = runner.exec_precision  # pinned to f32 where the runtime could pick bf16
         parity.update(_verdict(parity, precision, options.min_cosine))
 
         files = [staged, *(staged.with_suffix(suffix) for suffix in target.companions)]

@@ -32,9 +32,11 @@ class DriftAccumulator:
         self.artifact_hits: list[tuple[np.ndarray, np.ndarray]] = []
         self.signal = self.noise = 0.0
         self.max_abs_diff = 0.0
+        self.nonfinite = 0  # NaN or infinite artifact logits: the row fails, no figure is reported
 
     def add(self, reference: np.ndarray, artifact: np.ndarray, labels: np.ndarray | None) -> None:
         reference, artifact = reference.astype(np.float64), artifact.astype(np.float64)
+        self.nonfinite += int(artifact.size - np.count_nonzero(np.isfinite(artifact)))
         top1 = reference.argmax(1)
         agree1, agree5 = top1_top5(artifact, top1)
         self.reference_top1.append(top1)
@@ -52,8 +54,14 @@ class DriftAccumulator:
     def result(self) -> dict:
         agree1 = np.concatenate(self.agree_top1)
         labelled = bool(self.artifact_hits)
+        if self.nonfinite:  # max(0, nan) is 0 and NaN compares false: every figure would lie
+            return {"samples": int(agree1.size), "nonfinite_outputs": self.nonfinite, "accuracy_top1": None,
+                    "accuracy_top5": None, "accuracy_drop": None, "accuracy_drop_ci95": None, "agreement_top1": None,
+                    "agreement_top1_ci95": None, "agreement_top5": None, "cosine": None, "sqnr_db": None,
+                    "max_abs_diff": None}
         result = {
             "samples": int(agree1.size),
+            "nonfinite_outputs": 0,
             "accuracy_top1": None, "accuracy_top5": None, "accuracy_drop": None, "accuracy_drop_ci95": None,
             "agreement_top1": float(agree1.mean()),
             "agreement_top1_ci95": bootstrap_interval(agree1.astype(np.float64)),

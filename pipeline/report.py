@@ -33,20 +33,29 @@ def _number(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def sqnr_text(result: dict) -> str:
+    """SQNR in dB; identical logits have an infinite one ("exact"); NaN output has none ("n/a")."""
+    if result["sqnr_db"] is not None:
+        return f"{result['sqnr_db']:.1f}"
+    return "n/a" if result["nonfinite_outputs"] else "exact"
+
+
 def result_rows(report: dict) -> list[list[str]]:
     """One table row per artifact (the columns of `COLUMNS`)."""
     rows = []
     for r in report["results"]:
         drop = "-" if r["accuracy_drop"] is None else f"{r['accuracy_drop']:+.2f}"
-        rows.append([Path(r["artifact"]).name, r["target"], r["precision"], str(r["samples"]),
+        rows.append(["❌" if r["status"] == "failed" else "✅", Path(r["artifact"]).name, r["target"],
+                     r["precision"], r["exec_precision"] or "-", str(r["samples"]),
                      _percent(r["accuracy_top1"]), _percent(r["accuracy_top5"]), drop,
                      _interval(r["accuracy_drop_ci95"]), _percent(r["agreement_top1"]),
                      _interval(r["agreement_top1_ci95"], 100, "%"), _percent(r["agreement_top5"]),
-                     _number(r["cosine"], 4), _number(r["sqnr_db"], 1), f"{r['max_abs_diff']:.3g}"])
+                     _number(r["cosine"], 4), sqnr_text(r),
+                     "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.3g}"])
     return rows
 
 
-COLUMNS = ["artifact", "target", "precision", "images", "top-1", "top-5", "drop (pts)", "drop 95% CI",
+COLUMNS = ["", "artifact", "target", "precision", "exec", "images", "top-1", "top-5", "drop (pts)", "drop 95% CI",
            "agree top-1", "agree 95% CI", "agree top-5", "cosine", "SQNR dB", "max |diff|"]
 
 
@@ -86,13 +95,23 @@ def plots(report: dict) -> list[tuple[str, str]]:
     results = report["results"]
     names = [f"{r['target']}\n{r['precision']}" for r in results]
     labelled = any(r["accuracy_top1"] is not None for r in results)
-    panels = [("top-1 agreement (%)", [100 * r["agreement_top1"] for r in results]),
-              ("logit SQNR (dB)", [r["sqnr_db"] or 0.0 for r in results])]
+    finite_sqnr = [r["sqnr_db"] for r in results if r["sqnr_db"] is not None]
+    exact_height = max([*finite_sqnr, 100.0])  # an infinite SQNR is drawn as the tallest bar, labelled
+    panels = [("top-1 agreement (%)", [None if r["agreement_top1"] is None else 100 * r["agreement_top1"]
+                                       for r in results]),
+              ("logit SQNR (dB)", [r["sqnr_db"] if r["sqnr_db"] is not None or r["nonfinite_outputs"]
+                                   else exact_height for r in results])]
     if labelled:
-        panels.append(("accuracy drop (points)", [r["accuracy_drop"] or 0.0 for r in results]))
+        panels.append(("accuracy drop (points)", [r["accuracy_drop"] for r in results]))
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5))
     for axis, (title, values) in zip(axes, panels):
-        axis.bar(range(len(values)), values, color="#4c72b0")
+        bars = axis.bar(range(len(values)), [0.0 if v is None else v for v in values], color="#4c72b0")
+        for bar, result, value in zip(bars, results, values):
+            label = ("NaN" if result["nonfinite_outputs"] else
+                     "exact" if title.startswith("logit SQNR") and result["sqnr_db"] is None else None)
+            if label:
+                axis.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                              va="bottom", fontsize=8)
         axis.set_xticks(range(len(values)), names, fontsize=8)
         axis.set_title(title)
     figure.tight_layout()

@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bbdeploy.errors import BBDeployError
-from bbdeploy.manifest import read_manifest
+from bbdeploy.manifest import files_intact, read_manifest
+
+from .runner import EXEC_PRECISIONS
 
 NOISY_SPREAD = 1.5  # p99 / p50 above this: the device is noisy (other load, thermal throttling)
+EXEC_PRECISION_CHOICES = ("default", *EXEC_PRECISIONS)  # default: what an application gets
 
 
 @dataclass
@@ -27,6 +30,8 @@ class BenchOptions:
     remote_python: str = "python3"
     benchmark_binary: Path | None = None  # adb: LiteRT's benchmark_model for the phone
     delegate: str = "xnnpack"  # adb: benchmark_model's delegate (xnnpack | gpu | nnapi | none)
+    exec_precision: str = "default"  # float compute precision, where the runtime has the setting
+    timeout: float = 3600.0  # seconds for the whole run on the device
 
     def validate(self) -> "BenchOptions":
         if not self.artifacts:
@@ -36,6 +41,11 @@ class BenchOptions:
                 raise BBDeployError(f"{flag} {value} must be at least {low}")
         if not self.min_time >= 0:
             raise BBDeployError(f"--min-time {self.min_time} must be a number of seconds >= 0")
+        if not self.timeout > 0:
+            raise BBDeployError(f"--timeout {self.timeout} must be a number of seconds > 0")
+        if self.exec_precision not in EXEC_PRECISION_CHOICES:
+            raise BBDeployError(f"unknown --exec-precision {self.exec_precision!r}; pass one of "
+                                f"{', '.join(EXEC_PRECISION_CHOICES)}")
         return self
 
 
@@ -59,8 +69,9 @@ def artifact_entry(path: Path) -> dict:
     """What the result row says of an artifact, from its manifest."""
     manifest = read_manifest(path)
     return {"artifact": str(path), "target": manifest["target"], "precision": manifest["precision"],
-            "backbone": manifest["backbone"]["name"], "batch": manifest["config"]["batch"],
-            "input_size": manifest["config"]["input_size"],
+            "backbone": manifest["backbone"]["name"], "width": manifest["backbone"].get("width"),
+            "layout": manifest["config"]["layout"], "batch": manifest["config"]["batch"],
+            "input_size": manifest["config"]["input_size"], "intact": files_intact(manifest, path.parent),
             "size_bytes": sum(f["bytes"] for f in manifest["files"]), "files": [path.parent / f["path"] for f in
                                                                                 manifest["files"]]}
 
@@ -68,22 +79,35 @@ def artifact_entry(path: Path) -> dict:
 def result_row(entry: dict, measured: dict) -> dict:
     # the runner returns every time; benchmark_model (adb) only its own summary, without percentiles
     latency = measured["summary_ms"] if "summary_ms" in measured else latency_summary(measured["times_ns"])
-    return {"artifact": entry["artifact"], "target": entry["target"], "precision": entry["precision"],
-            "backbone": entry["backbone"], "threads": measured["threads"], "runs": measured["runs"],
+    return {"artifact": entry["artifact"], "status": "measured", "error": None, "target": entry["target"],
+            "precision": entry["precision"], "backbone": entry["backbone"], "exec_precision": measured["exec_precision"],
+            "threads": measured["threads"], "runs": measured["runs"],
             "warmup": measured["warmup"], "batch": entry["batch"], "latency_ms": latency,
             "throughput_per_s": 1000 * entry["batch"] / latency["mean"], "size_bytes": entry["size_bytes"],
-            "peak_rss_bytes": measured["peak_rss_bytes"], "runtime": measured["runtime"],
+            "peak_rss_bytes": measured["peak_rss_bytes"], "load_rss_bytes": measured["load_rss_bytes"],
+            "runtime": measured["runtime"],
             "runtime_version": measured["runtime_version"], "xnnpack": measured.get("xnnpack"), "warnings": []}
+
+
+def failed_row(entry: dict, error: str) -> dict:
+    return {"artifact": entry["artifact"], "status": "failed", "error": error, "target": entry["target"],
+            "precision": entry["precision"], "backbone": entry["backbone"], "size_bytes": entry["size_bytes"],
+            "warnings": []}
+
+
+def _sibling_key(entry: dict) -> tuple:
+    """What an int8 artifact and its fp32 sibling share: the same network, input and target."""
+    return (entry["backbone"], entry["width"], entry["target"], entry["input_size"], entry["batch"], entry["layout"])
 
 
 def add_warnings(rows: list[dict], entries: list[dict]) -> None:
     """The warnings users need: int8 no faster than its fp32 sibling measured in the same run,
-    XNNPACK not applied to a TFLite model, a noisy device."""
-    fp32 = {(e["backbone"], e["target"], e["input_size"], e["batch"]): row
-            for e, row in zip(entries, rows) if e["precision"] == "fp32"}
-    for entry, row in zip(entries, rows):
+    XNNPACK not applied to a TFLite model, a noisy device. Failed rows get none."""
+    measured = [(entry, row) for entry, row in zip(entries, rows) if row.get("status", "measured") == "measured"]
+    fp32 = {_sibling_key(e): row for e, row in measured if e["precision"] == "fp32"}
+    for entry, row in measured:
         latency = row["latency_ms"]
-        sibling = fp32.get((entry["backbone"], entry["target"], entry["input_size"], entry["batch"]))
+        sibling = fp32.get(_sibling_key(entry))
         if entry["precision"] == "int8" and sibling is not None:
             statistic = "p50" if latency["p50"] is not None else "mean"
             ratio = latency[statistic] / sibling["latency_ms"][statistic]
@@ -98,7 +122,8 @@ def add_warnings(rows: list[dict], entries: list[dict]) -> None:
 
 
 def bench(options: BenchOptions) -> dict:
-    """Benchmark every artifact on the device: {"device": {...}, "results": [...]}."""
+    """Benchmark every artifact on the device: {"device": {...}, "results": [...]}, one row per
+    artifact, a failed one included (status "failed" and its error), in the order given."""
     from .devices import open_device
 
     options.validate()
@@ -111,9 +136,17 @@ def bench(options: BenchOptions) -> dict:
     device = open_device(options)
     for entry in entries:
         device.check(entry)  # e.g. adb takes TFLite only: refused before anything runs
-    facts, rows = None, []
-    for entry in entries:
-        measured, facts = device.run(entry, options)
-        rows.append(result_row(entry, measured))
+    rows: list[dict | None] = [None] * len(entries)
+    for index, entry in enumerate(entries):
+        if not entry["intact"]:
+            rows[index] = failed_row(entry, "the file differs from what its manifest recorded (sha256); export it again")
+    runnable = [index for index, row in enumerate(rows) if row is None]
+    facts = None
+    if runnable:
+        outcomes, facts = device.run([entries[i] for i in runnable], options)
+        for index, outcome in zip(runnable, outcomes):
+            entry = entries[index]
+            rows[index] = result_row(entry, outcome["result"]) if "result" in outcome else failed_row(
+                entry, outcome["error"])
     add_warnings(rows, entries)
     return {"device": {"name": options.device, **(facts or {})}, "results": rows}

@@ -44,6 +44,9 @@ class Runner:
     output: TensorSpec
     runtime: str
     runtime_version: str
+    # the precision the runtime computes float parts in, read back from it; None where the runtime
+    # has no such setting (it computes in the artifact's own precision)
+    exec_precision: str | None = None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         raw = self._invoke(self._to_input(batch))
@@ -68,7 +71,7 @@ class Runner:
 
 
 class OnnxRunner(Runner):
-    def __init__(self, path: Path, threads: int | None):
+    def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -88,7 +91,7 @@ class OnnxRunner(Runner):
 
 
 class LiteRTRunner(Runner):
-    def __init__(self, path: Path, threads: int | None):
+    def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None):
         try:
             from ai_edge_litert.interpreter import Interpreter
             import ai_edge_litert as package
@@ -124,13 +127,20 @@ def _litert_spec(detail: dict) -> TensorSpec:
 
 
 class OpenVINORunner(Runner):
-    def __init__(self, path: Path, threads: int | None):
+    """OpenVINO's CPU plugin computes the float parts of any IR in bf16 by default on CPUs with native
+    bf16 (AVX512_BF16, AMX): `exec_precision` None keeps that default (what an application gets),
+    "f32" / "bf16" / "f16" pin it. What really ran is read back from the compiled model."""
+
+    def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None):
         import openvino as ov
 
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if exec_precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = exec_precision
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self.exec_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.request = self.compiled.create_infer_request()
         self.runtime, self.runtime_version = "openvino", ov.get_version()
         inp, out = self.compiled.input(0), self.compiled.output(0)
@@ -150,36 +160,91 @@ def _ov_spec(port, fallback_name: str) -> TensorSpec:
 RUNNERS = {".onnx": OnnxRunner, ".tflite": LiteRTRunner, ".xml": OpenVINORunner}
 
 
-def load(path: str | Path, threads: int | None = None) -> Runner:
-    """A runner for the artifact at `path`, chosen by its suffix (.onnx, .tflite, .xml)."""
+EXEC_PRECISIONS = ("f32", "bf16", "f16")  # what `exec_precision` may pin, where a runtime has the setting
+
+
+def load(path: str | Path, threads: int | None = None, exec_precision: str | None = None) -> Runner:
+    """A runner for the artifact at `path`, chosen by its suffix (.onnx, .tflite, .xml).
+
+    `exec_precision` (one of EXEC_PRECISIONS) pins the precision of float compute in runtimes that
+    have such a setting; None leaves each runtime's default."""
     path = Path(path)
     if path.suffix not in RUNNERS:
         raise ValueError(f"no runtime for {path.name}; artifacts end in {', '.join(RUNNERS)}")
-    return RUNNERS[path.suffix](path, threads)
+    if exec_precision is not None and exec_precision not in EXEC_PRECISIONS:
+        raise ValueError(f"unknown execution precision {exec_precision!r}; pass one of {', '.join(EXEC_PRECISIONS)}")
+    return RUNNERS[path.suffix](path, threads, exec_precision)
 
 
-def measure(path: str | Path, *, threads: int = 1, warmup: int = 10, runs: int = 50, min_time: float = 1.0,
-            seed: int = 0) -> dict:
-    """Latency of one artifact: `warmup` untimed runs, then timed runs until both `runs` runs and
-    `min_time` seconds are reached. Times are `perf_counter_ns` around the runtime call alone, on
-    an input of the artifact's own dtype and shape (quantized with its scale and zero point)."""
-    started = time.perf_counter()
-    runner = load(path, threads)
-    load_s = time.perf_counter() - started
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in runner.input.shape]
-    sample = runner._to_input(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
-    for _ in range(warmup):
-        runner._invoke(sample)
-    times_ns = []
+ROUNDS = 10  # timed runs are spread over at least this many rounds of A, B, C, A, B, C, ...
+
+
+def measure(paths: list[str | Path], *, threads: int = 1, warmup: int = 10, runs: int = 50, min_time: float = 1.0,
+            exec_precision: str | None = None, seed: int = 0) -> list[dict]:
+    """Latency of several artifacts in one process, interleaved: after `warmup` untimed runs each,
+    rounds of a few timed runs of every artifact in turn, until each has both `runs` runs and
+    `min_time` seconds. Artifacts then share the device's state (load, heat, frequency) alike, so
+    "int8 is not faster" compares like with like. Times are `perf_counter_ns` around the runtime
+    call alone, on an input of the artifact's own dtype and shape (quantized with its scale and zero
+    point). One entry per path: {"result": {...}} or {"error": "...", ["module": missing runtime]};
+    an artifact that cannot load or run does not stop the others."""
+    outcomes: list[dict] = [{} for _ in paths]
+    active = []
+    for index, path in enumerate(paths):
+        before = current_rss_bytes()
+        started = time.perf_counter()
+        try:
+            runner = load(path, threads, exec_precision)
+            load_s = time.perf_counter() - started
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in runner.input.shape]
+            sample = runner._to_input(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+            for _ in range(warmup):
+                runner._invoke(sample)
+        except ImportError as exc:
+            outcomes[index] = {"error": f"no runtime module {exc.name or exc}", "module": exc.name or str(exc)}
+            continue
+        except Exception as exc:  # an artifact its runtime refuses: this row fails, the others run
+            outcomes[index] = {"error": _one_line(exc)}
+            continue
+        after = current_rss_bytes()
+        outcomes[index] = {"result": {
+            "runtime": runner.runtime, "runtime_version": runner.runtime_version,
+            "exec_precision": runner.exec_precision, "threads": threads, "warmup": warmup, "load_s": load_s,
+            "times_ns": [], "input": runner.input.as_dict(), "xnnpack": getattr(runner, "xnnpack", None),
+            "load_rss_bytes": None if before is None or after is None else after - before}}
+        active.append((index, runner, sample))
+    block = max(1, -(-runs // ROUNDS))
     deadline = time.perf_counter_ns() + int(min_time * 1e9)
-    while len(times_ns) < runs or time.perf_counter_ns() < deadline:
-        begin = time.perf_counter_ns()
-        runner._invoke(sample)
-        times_ns.append(time.perf_counter_ns() - begin)
-    return {"runtime": runner.runtime, "runtime_version": runner.runtime_version, "threads": threads,
-            "warmup": warmup, "runs": len(times_ns), "load_s": load_s, "times_ns": times_ns,
-            "input": runner.input.as_dict(), "peak_rss_bytes": peak_rss_bytes(),
-            "xnnpack": getattr(runner, "xnnpack", None)}
+    while active and (any(len(outcomes[i]["result"]["times_ns"]) < runs for i, _, _ in active)
+                      or time.perf_counter_ns() < deadline):
+        for entry in list(active):
+            index, runner, sample = entry
+            times_ns = outcomes[index]["result"]["times_ns"]
+            try:
+                for _ in range(block):
+                    begin = time.perf_counter_ns()
+                    runner._invoke(sample)
+                    times_ns.append(time.perf_counter_ns() - begin)
+            except Exception as exc:
+                outcomes[index] = {"error": _one_line(exc)}
+                active.remove(entry)
+    for outcome in outcomes:
+        if "result" in outcome:
+            outcome["result"]["runs"] = len(outcome["result"]["times_ns"])
+    return outcomes
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+
+
+def current_rss_bytes() -> int | None:
+    """Resident memory of this process now (Linux), to attribute the growth to each artifact."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def peak_rss_bytes() -> int | None:
@@ -218,24 +283,21 @@ def device_facts() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python runner.py ARTIFACT [--threads N] [--warmup W] [--runs R] [--min-time S]`: one JSON
-    object on stdout. This is what runs on a remote device."""
+    """`python runner.py ARTIFACT... [--threads N] [--warmup W] [--runs R] [--min-time S]
+    [--exec-precision P]`: one JSON object on stdout. This is what runs on a remote device."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Benchmark one artifact with its own runtime.")
-    parser.add_argument("artifact")
+    parser = argparse.ArgumentParser(description="Benchmark artifacts with their own runtimes, interleaved.")
+    parser.add_argument("artifacts", nargs="+")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--min-time", type=float, default=1.0)
+    parser.add_argument("--exec-precision", choices=EXEC_PRECISIONS, default=None)
     args = parser.parse_args(argv)
-    try:
-        result = measure(args.artifact, threads=args.threads, warmup=args.warmup, runs=args.runs,
-                         min_time=args.min_time)
-    except ImportError as exc:
-        print(json.dumps({"error": "runtime", "module": exc.name or str(exc)}))
-        return 3
-    print(json.dumps({"device": device_facts(), "result": result}))
+    outcomes = measure(args.artifacts, threads=args.threads, warmup=args.warmup, runs=args.runs,
+                       min_time=args.min_time, exec_precision=args.exec_precision)
+    print(json.dumps({"device": device_facts(), "peak_rss_bytes": peak_rss_bytes(), "outcomes": outcomes}))
     return 0
 
 

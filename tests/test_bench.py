@@ -11,7 +11,7 @@ import pytest
 from bbdeploy.export import ExportOptions, export
 from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.targets.bench import add_warnings, latency_summary
-from tests.conftest import TINY, run_cli
+from tests.conftest import PLUMBING_MIN_COSINE, TINY, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def small_artifacts(tmp_path_factory) -> list[Path]:
     paths = []
     for precision in ("fp32", "int8"):
         rows = export(ExportOptions("mobilenet_v3_small", weights="random", input_size=TINY, output=out, precision=precision,
-                                    quant=QuantOptions(calib_size=4)))
+                                    quant=QuantOptions(calib_size=4), min_cosine=PLUMBING_MIN_COSINE))
         assert [row["status"] for row in rows] == ["exported"] * 3
         paths += [Path(row["artifact"]) for row in rows]
     return paths
@@ -43,8 +43,86 @@ def test_local_bench_of_every_target(small_artifacts):
         assert row["throughput_per_s"] == pytest.approx(1000 / latency["mean"])
         manifest = json.loads(Path(str(path) + ".json").read_text())
         assert row["size_bytes"] == sum(f["bytes"] for f in manifest["files"])
+        assert row["status"] == "measured" and row["error"] is None
         assert row["peak_rss_bytes"] > 20e6  # a Python process with a runtime loaded
+        assert row["load_rss_bytes"] > 0  # what loading this artifact (and its runtime) added
     assert rows[1]["xnnpack"] == {"applied": True, "partitions": 1}  # one XNNPACK partition: all of the graph
+    # OpenVINO reports what it computed float parts in (bf16 by default on CPUs with native bf16);
+    # the other runtimes have no such setting
+    assert [r["exec_precision"] for r in rows] == [None, None, _openvino_default_precision()] * 2
+
+
+def _openvino_default_precision() -> str:
+    """What OpenVINO's CPU plugin picks by default on this machine, asked of OpenVINO directly."""
+    import openvino as ov
+
+    return str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+
+
+def test_exec_precision_pins_what_openvino_computes_in(small_artifacts):
+    result = run_cli("bench", str(small_artifacts[2]), "--runs", "2", "--warmup", "0", "--min-time", "0",
+                     "--exec-precision", "f32", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["results"][0]["exec_precision"] == "f32"
+
+
+def test_one_artifact_that_cannot_run_is_a_failed_row_and_the_others_are_measured(small_artifacts, tmp_path):
+    """Issue 12: results are rows. The broken file matches its manifest (so it is not refused as
+    tampered with); its runtime cannot load it."""
+    import hashlib
+    import shutil
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx model")
+    manifest = json.loads(Path(str(small_artifacts[0]) + ".json").read_text())
+    manifest["files"] = [{"path": broken.name, "sha256": hashlib.sha256(broken.read_bytes()).hexdigest(),
+                          "bytes": broken.stat().st_size}]
+    Path(str(broken) + ".json").write_text(json.dumps(manifest))
+    tampered = tmp_path / small_artifacts[1].name
+    shutil.copy(small_artifacts[1], tampered)
+    shutil.copy(str(small_artifacts[1]) + ".json", str(tampered) + ".json")
+    with open(tampered, "ab") as f:
+        f.write(b"\0")
+    artifacts = [small_artifacts[3], broken, small_artifacts[5], tampered]
+    result = run_cli("bench", *map(str, artifacts), "--runs", "3", "--warmup", "1", "--min-time", "0", "--json")
+    assert result.returncode == 1, result.stderr
+    rows = json.loads(result.stdout)["results"]
+    assert [r["status"] for r in rows] == ["measured", "failed", "measured", "failed"]
+    assert rows[1]["error"].startswith("InvalidProtobuf") or "protobuf" in rows[1]["error"].lower(), rows[1]["error"]
+    assert rows[3]["error"].startswith("the file differs from what its manifest recorded"), rows[3]["error"]
+    assert all(r["runs"] == 3 and r["latency_ms"]["p50"] > 0 for r in (rows[0], rows[2]))
+    assert "❌ broken.onnx: " in result.stderr and "✅" in result.stderr
+
+
+def test_artifacts_are_timed_interleaved_in_rounds(monkeypatch):
+    """Rounds of A, B, A, B ...: both artifacts see the device in the same states."""
+    from bbdeploy.targets import runner as runner_module
+
+    calls = []
+
+    class Fake(runner_module.Runner):
+        def __init__(self, name):
+            self.name, self.runtime, self.runtime_version = name, "fake", "0"
+            self.input = runner_module.TensorSpec("x", [1, 2], "float32")
+            self.output = runner_module.TensorSpec("y", [1, 2], "float32")
+
+        def _invoke(self, batch):
+            calls.append(self.name)
+            return batch
+
+    monkeypatch.setattr(runner_module, "load", lambda path, threads, precision: Fake(path))
+    outcomes = runner_module.measure(["A", "B"], warmup=1, runs=20, min_time=0)
+    assert [o["result"]["runs"] for o in outcomes] == [20, 20]
+    timed = calls[2:]  # after one warm-up run each
+    block = 20 // runner_module.ROUNDS
+    assert timed == (["A"] * block + ["B"] * block) * runner_module.ROUNDS
+
+
+def test_a_local_run_past_its_timeout_is_one_line(small_artifacts):
+    result = run_cli("bench", str(small_artifacts[0]), "--timeout", "0.01")
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("error: the benchmark did not finish within --timeout 0.01 s; pass fewer --runs, "
+                                     "a smaller --min-time or a larger --timeout")
 
 
 def test_runs_continue_until_the_minimum_time(small_artifacts):
@@ -65,9 +143,21 @@ def _row(p50: float, p99: float, xnnpack=None) -> dict:
     return {"artifact": "x", "latency_ms": {"p50": p50, "p99": p99}, "xnnpack": xnnpack, "warnings": []}
 
 
+def _entry(precision: str, **changes) -> dict:
+    return {"backbone": "b", "width": None, "target": "tflite", "input_size": 64, "batch": 1, "layout": "nhwc",
+            "precision": precision, **changes}
+
+
+def test_int8_is_compared_with_its_own_fp32_sibling_only():
+    """Another width or layout is another network or input: no "int8 is not faster" from those."""
+    for changes in ({"width": 0.5}, {"layout": "nchw"}, {"input_size": 96}, {"batch": 4}):
+        rows = [_row(1.0, 1.1), _row(1.2, 1.3)]
+        add_warnings(rows, [_entry("fp32"), _entry("int8", **changes)])
+        assert rows[1]["warnings"] == [], changes
+
+
 def test_warnings_users_need():
-    entries = [{"backbone": "b", "target": "tflite", "input_size": 64, "batch": 1, "precision": p}
-               for p in ("fp32", "int8")]
+    entries = [_entry(p) for p in ("fp32", "int8")]
     rows = [_row(1.0, 1.2, {"applied": True, "partitions": 1}), _row(1.1, 2.0, {"applied": False, "partitions": 0})]
     add_warnings(rows, entries)
     assert rows[0]["warnings"] == []
@@ -162,7 +252,8 @@ def test_ssh_bench_of_every_target_leaves_nothing_on_the_device(sshd, small_arti
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["device"]["name"] == sshd["device"] and report["device"]["cores"] >= 1
-    assert [(r["target"], r["runs"]) for r in report["results"]] == [("onnx", 5), ("tflite", 5), ("openvino", 5)]
+    assert [(r["target"], r["runs"], r["status"]) for r in report["results"]] == [
+        ("onnx", 5, "measured"), ("tflite", 5, "measured"), ("openvino", 5, "measured")]
     assert all(r["latency_ms"]["p50"] > 0 and r["peak_rss_bytes"] > 20e6 for r in report["results"])
     assert _remote_temp_folders() == before
     assert not (Path(tempfile.gettempdir()) / "PWNED").exists()
@@ -187,8 +278,10 @@ def test_ssh_errors_are_one_line_and_leave_nothing(sshd, small_artifacts, tmp_pa
     assert denied.returncode == 1 and "Permission denied" in denied.stderr and "ssh-copy-id" in denied.stderr, denied.stderr
     missing = run_cli("bench", str(small_artifacts[3]), "--device", sshd["device"], *sshd["options"],
                       "--remote-python", "/no/such/python3")
-    assert missing.returncode == 2 and missing.stderr.startswith(
-        f"error: {sshd['device']} has no '/no/such/python3'; pass --remote-python PATH"), missing.stderr
+    # the shell's own words (exit 127) are passed through, with the hint
+    assert missing.returncode == 1 and missing.stderr.startswith(
+        f"error: a command is missing on {sshd['device']}: "), missing.stderr
+    assert "/no/such/python3: No such file or directory" in missing.stderr and "--remote-python PATH" in missing.stderr
     for stderr in (unreachable.stderr, denied.stderr, missing.stderr):
         assert len(stderr.strip().splitlines()) == 1
     assert _remote_temp_folders() == before

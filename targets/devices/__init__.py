@@ -20,9 +20,9 @@ def open_device(options):
     """The device that `options.device` names; an unknown scheme is one clear error."""
     spec = options.device
     if spec == "local":
-        return LocalDevice()
+        return LocalDevice(options.timeout)
     if spec.startswith("ssh://"):
-        return SSHDevice(spec, list(options.ssh_options), options.remote_python)
+        return SSHDevice(spec, list(options.ssh_options), options.remote_python, options.timeout)
     if spec.startswith("adb://"):
         return ADBDevice(spec, options.benchmark_binary, options.delegate)
     raise BBDeployError(f"unknown device {spec!r}; pass one of {', '.join(SCHEMES)}")

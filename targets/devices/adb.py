@@ -39,6 +39,10 @@ def parse_benchmark_output(text: str) -> dict:
             "xnnpack": {"applied": "XNNPACK delegate" in text, "partitions": None}}
 
 
+class _ArtifactFailed(Exception):
+    """benchmark_model failed on one artifact; the phone itself is fine."""
+
+
 class ADBDevice:
     def __init__(self, spec: str, binary: Path | None, delegate: str):
         self.spec = spec
@@ -76,7 +80,19 @@ class ADBDevice:
         return {"cpu": abi, "machine": model, "cores": int(cores), "os": f"Android {release}", "python": None,
                 "cpu_temperature_c": None, "throttled": None}
 
-    def run(self, entry: dict, options) -> tuple[dict, dict]:
+    def run(self, entries: list[dict], options) -> tuple[list[dict], dict | None]:
+        """benchmark_model times one model per invocation: artifacts run one after another here, and
+        one that fails is its own row."""
+        outcomes, facts = [], None
+        for entry in entries:
+            try:
+                measured, facts = self._run_one(entry, options)
+                outcomes.append({"result": measured})
+            except _ArtifactFailed as exc:
+                outcomes.append({"error": str(exc)})
+        return outcomes, facts
+
+    def _run_one(self, entry: dict, options) -> tuple[dict, dict]:
         folder = f"{REMOTE_ROOT}/bbdeploy-{secrets.token_hex(4)}"
         graph, tool = f"{folder}/model.tflite", f"{folder}/benchmark_model"
         try:
@@ -84,18 +100,22 @@ class ADBDevice:
             self._adb("push", entry["artifact"], graph, timeout=600)
             self._adb("push", str(self.binary), tool, timeout=600)
             self._adb("shell", shlex.join(["chmod", "755", tool]))
-            output = self._adb("shell", shlex.join([
-                tool, f"--graph={graph}", f"--num_threads={options.threads}", f"--warmup_runs={options.warmup}",
-                f"--num_runs={options.runs}", f"--min_secs={options.min_time:g}", *DELEGATE_FLAGS[self.delegate]]),
-                timeout=3600)
-            parsed = parse_benchmark_output(output)
+            try:  # the phone answered so far: what fails from here on is this artifact's run
+                output = self._adb("shell", shlex.join([
+                    tool, f"--graph={graph}", f"--num_threads={options.threads}", f"--warmup_runs={options.warmup}",
+                    f"--num_runs={options.runs}", f"--min_secs={options.min_time:g}",
+                    *DELEGATE_FLAGS[self.delegate]]), timeout=options.timeout)
+                parsed = parse_benchmark_output(output)
+            except BBDeployError as exc:
+                raise _ArtifactFailed(str(exc)) from None
             facts = self.facts()
         finally:
             try:
                 self._adb("shell", shlex.join(["rm", "-rf", folder]))
             except BBDeployError:
                 pass
-        measured = {"runtime": "benchmark_model", "runtime_version": None, "threads": options.threads,
+        measured = {"runtime": "benchmark_model", "runtime_version": None, "exec_precision": None,
+                    "load_rss_bytes": None, "threads": options.threads,
                     "warmup": options.warmup, "runs": parsed["runs"], "peak_rss_bytes": parsed["peak_rss_bytes"],
                     "xnnpack": parsed["xnnpack"] if self.delegate == "xnnpack" else None,
                     "summary_ms": {"mean": parsed["mean_ms"], "std": parsed["std_ms"], "min": parsed["min_ms"],

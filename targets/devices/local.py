@@ -1,5 +1,5 @@
-"""This machine: the runner script runs in a fresh Python process per artifact, as on a board, so
-each artifact's peak memory is its own."""
+"""This machine: the runner script runs in one fresh Python process for all artifacts, as on a board,
+timing them interleaved (see `runner.measure`)."""
 
 from __future__ import annotations
 
@@ -11,37 +11,52 @@ from pathlib import Path
 from bbdeploy.errors import EXIT_FAILED, BBDeployError
 
 RUNNER = Path(__file__).resolve().parent.parent / "runner.py"
+RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tflite_runtime": "ai-edge-litert"}
 
 
-def runner_arguments(artifact: str, options) -> list[str]:
+def runner_arguments(artifacts: list[str], options) -> list[str]:
     """The runner's command-line arguments (after the interpreter and the script)."""
-    return [artifact, "--threads", str(options.threads), "--warmup", str(options.warmup),
-            "--runs", str(options.runs), "--min-time", str(options.min_time)]
+    arguments = [*artifacts, "--threads", str(options.threads), "--warmup", str(options.warmup),
+                 "--runs", str(options.runs), "--min-time", str(options.min_time)]
+    if options.exec_precision != "default":
+        arguments += ["--exec-precision", options.exec_precision]
+    return arguments
 
 
-def parse_runner_output(stdout: str, where: str) -> tuple[dict, dict]:
-    """(measurement, device facts) from the runner's JSON line; its errors as one clear line."""
+def parse_runner_output(stdout: str, where: str) -> tuple[list[dict], dict]:
+    """(one outcome per artifact, device facts) from the runner's JSON line. An outcome is
+    {"result": {...}} or {"error": "one line"}; a missing runtime names the pip command to run."""
     try:
         answer = json.loads(stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         raise BBDeployError(f"the benchmark runner on {where} printed no result", EXIT_FAILED) from None
-    if answer.get("error") == "runtime":
-        module = answer["module"]
-        package = {"onnxruntime": "onnxruntime", "openvino": "openvino",
-                   "tflite_runtime": "ai-edge-litert"}.get(module, module)
-        raise BBDeployError(f"{where} lacks the runtime module {module!r}; install it there: "
-                            f"python3 -m pip install {package}")
-    return answer["result"], answer["device"]
+    outcomes = []
+    for outcome in answer["outcomes"]:
+        if "module" in outcome:
+            module = outcome["module"]
+            outcome = {"error": f"{where} lacks the runtime module {module!r}; install it there: python3 -m pip "
+                                f"install {RUNTIME_PACKAGES.get(module, module)}"}
+        elif "result" in outcome:
+            outcome["result"]["peak_rss_bytes"] = answer.get("peak_rss_bytes")
+        outcomes.append(outcome)
+    return outcomes, answer["device"]
 
 
 class LocalDevice:
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+
     def check(self, entry: dict) -> None:
         """Every target runs here."""
 
-    def run(self, entry: dict, options) -> tuple[dict, dict]:
-        command = [sys.executable, str(RUNNER), *runner_arguments(entry["artifact"], options)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode not in (0, 3):
+    def run(self, entries: list[dict], options) -> tuple[list[dict], dict]:
+        command = [sys.executable, str(RUNNER), *runner_arguments([e["artifact"] for e in entries], options)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            raise BBDeployError(f"the benchmark did not finish within --timeout {self.timeout:g} s; pass fewer "
+                                "--runs, a smaller --min-time or a larger --timeout", EXIT_FAILED) from None
+        if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
-            raise BBDeployError(f"benchmark of {Path(entry['artifact']).name} failed: {last}", EXIT_FAILED)
+            raise BBDeployError(f"the benchmark runner failed: {last}", EXIT_FAILED)
         return parse_runner_output(done.stdout, "this machine")

@@ -1,8 +1,8 @@
 """A Linux board (Raspberry Pi, Jetson, ...) over SSH, through the system OpenSSH client, so that the
 user's ~/.ssh/config aliases, keys, agent and jump hosts work as they do in a terminal.
 
-Each artifact goes with the runner script into a fresh temp folder on the device (one `tar` stream
-over ssh), runs there, and the folder is removed afterwards, also when the run fails or is
+The artifacts go with the runner script into a fresh temp folder on the device (one `tar` stream
+over ssh), run there in one runner process (interleaved), and the folder is removed afterwards, also when the run fails or is
 interrupted. Local commands are argument lists; the one command line the remote shell sees is built
 with every piece quoted.
 """
@@ -22,7 +22,7 @@ from .local import RUNNER, parse_runner_output, runner_arguments
 
 DEVICE = re.compile(r"^ssh://(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s]+)(?::(?P<port>\d{1,5}))?/?$")
 CONNECT_TIMEOUT_S = 10
-RUN_TIMEOUT_S = 3600
+COMMAND_NOT_FOUND = 127  # what a POSIX shell exits with when it cannot find the command
 
 
 def parse_device(spec: str) -> tuple[str | None, str, int | None]:
@@ -37,7 +37,7 @@ def parse_device(spec: str) -> tuple[str | None, str, int | None]:
 
 
 class SSHDevice:
-    def __init__(self, spec: str, ssh_options: list[str], remote_python: str):
+    def __init__(self, spec: str, ssh_options: list[str], remote_python: str, timeout: float):
         self.spec = spec
         user, host, port = parse_device(spec)
         command = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}"]
@@ -49,6 +49,7 @@ class SSHDevice:
             command += ["-p", str(port)]
         self.base = [*command, f"{user}@{host}" if user else host, "--"]
         self.python = remote_python
+        self.timeout = timeout
 
     def check(self, entry: dict) -> None:
         """Every target runs on a board that has its runtime."""
@@ -68,26 +69,24 @@ class SSHDevice:
             hint = ("check your key (ssh-copy-id) or pass --ssh-option IdentityFile=PATH"
                     if "Permission denied" in last else "check the host, the port and that sshd runs there")
             raise BBDeployError(f"cannot connect to {self.spec}: {last}; {hint}", EXIT_FAILED)
-        if done.returncode not in (0, 3):
+        if done.returncode != 0:
             last = (stderr.splitlines() or [f"exit code {done.returncode}"])[-1][:300]
+            if done.returncode == COMMAND_NOT_FOUND:
+                raise BBDeployError(f"a command is missing on {self.spec}: {last} (if it is Python, pass "
+                                    "--remote-python PATH to the board's Python with the runtimes)", EXIT_FAILED)
             raise BBDeployError(f"command on {self.spec} failed: {last}", EXIT_FAILED)
         return done.stdout.decode(errors="replace")
 
-    def run(self, entry: dict, options) -> tuple[dict, dict]:
+    def run(self, entries: list[dict], options) -> tuple[list[dict], dict]:
         folder = self._ssh("mktemp -d -t bbdeploy.XXXXXXXX").strip()
         if not folder.startswith("/"):
             raise BBDeployError(f"{self.spec} gave no temp folder (mktemp printed {folder!r})", EXIT_FAILED)
         try:
-            self._ssh(f"tar -x -f - -C {shlex.quote(folder)}", stdin=_bundle(entry["files"]), timeout=600)
-            arguments = runner_arguments(Path(entry["artifact"]).name, options)
+            files = [path for entry in entries for path in entry["files"]]
+            self._ssh(f"tar -x -f - -C {shlex.quote(folder)}", stdin=_bundle(files), timeout=600)
+            arguments = runner_arguments([Path(entry["artifact"]).name for entry in entries], options)
             line = f"cd {shlex.quote(folder)} && {shlex.join([self.python, RUNNER.name, *arguments])}"
-            try:
-                output = self._ssh(line, timeout=RUN_TIMEOUT_S)
-            except BBDeployError as exc:
-                if "No such file or directory" in str(exc) or "not found" in str(exc):
-                    raise BBDeployError(f"{self.spec} has no {self.python!r}; pass --remote-python PATH") from None
-                raise
-            return parse_runner_output(output, self.spec)
+            return parse_runner_output(self._ssh(line, timeout=self.timeout), self.spec)
         finally:
             self._cleanup(folder)
 
