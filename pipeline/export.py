@@ -59,8 +59,9 @@ class ExportOptions:
     min_cosine: float = DEFAULT_MIN_COSINE  # int8 rows below this mean logit cosine with PyTorch fail
 
 
-# Parity images: the built-in evaluation photos, whole, then crops of them, up to this many (int8
-# agreement needs more than a dozen samples to mean something). None of them is a calibration photo.
+# Parity images, this many (int8 agreement needs more than a dozen samples to mean something): images
+# of --calib-data that calibration did not sample (in the model's own domain), or else the built-in
+# evaluation photos, whole, then crops of them. Never an image calibration used.
 PARITY_SAMPLES = {"fp32": 12, "fp16": 12, "int8": 112}
 
 
@@ -74,6 +75,7 @@ class Built:
     record: dict
     images: np.ndarray  # NCHW float32, preprocessed real photos
     reference: np.ndarray  # the float model's logits for `images`
+    images_note: str  # what `images` are, for the manifest
 
 
 def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: None,
@@ -104,7 +106,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: N
             ptq.target_choices(target.name, options.quant)  # e.g. --calib-method mse with onnx: exit 2 now
         calibration = calibration_set(options.quant.calib_data, spec.preprocess, size, options.quant.calib_size)
     progress(f"building {spec.name} (weights: {options.weights})")
-    built = build(spec, options, size)
+    built = build(spec, options, size, calibration)
     if built.record["note"]:
         warn(built.record["note"])
     if calibration is not None:
@@ -150,13 +152,21 @@ def _writable_folder(folder: Path) -> Path:
     return folder
 
 
-def build(spec: BackboneSpec, options: ExportOptions, size: int) -> Built:
-    """Create the float model and the reference logits on real photos."""
+def build(spec: BackboneSpec, options: ExportOptions, size: int, calibration: CalibrationSet | None = None) -> Built:
+    """Create the float model and the reference logits on images calibration never saw."""
     started = time.perf_counter()
     model = float_model(spec.name, options.weights, options.width, options.num_classes)
     info = backbone_info(spec.name, width=options.width)
     preprocess = {**spec.preprocess.as_dict(), "size": size, "resize": round(size / spec.preprocess.crop_pct)}
-    images = parity_images(spec, size, PARITY_SAMPLES[options.precision])
+    samples = PARITY_SAMPLES[options.precision]
+    held_out = calibration.held_out_set(samples) if calibration is not None else None
+    if held_out is not None:
+        images = np.concatenate(list(held_out.batches(32)))
+        images_note = f"{len(images)} images of {held_out.source} that calibration did not sample"
+    else:
+        images = parity_images(spec, size, samples)
+        images_note = ("the built-in evaluation photos (scikit-image, scikit-learn, matplotlib) and crops of "
+                       "them; none is a calibration photo")
     with torch.no_grad():
         reference = model(torch.from_numpy(images)).numpy()
     # a converter-friendly form of the same function, e.g. ShuffleNetV2 without channel-shuffle ops
@@ -172,7 +182,7 @@ def build(spec: BackboneSpec, options: ExportOptions, size: int) -> Built:
     }
     record["id"] = stage_id(None, "build", {k: record[k] for k in ("name", "width", "num_classes",
                                                                    "weights_sha256", "preprocess")}, {})
-    return Built(spec, model, deploy_model, record, images, reference)
+    return Built(spec, model, deploy_model, record, images, reference, images_note)
 
 
 def parity_images(spec: BackboneSpec, size: int, samples: int) -> np.ndarray:
@@ -230,7 +240,8 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
         with captured_output(log):
             module = exporter(target)
         config = {"target": target.name, "precision": precision, "layout": layout, "batch": batch,
-                  "input_size": built.record["preprocess"]["size"]}
+                  "input_size": built.record["preprocess"]["size"],
+                  "parity_images_sha256": hashlib.sha256(built.images.tobytes()).hexdigest()}
         tools = {**tool_versions(target.distributions), "bbdeploy_code_sha256": code_digest()}
         if calibration is not None:
             config["quantization"] = {**options.quant.as_config(), "calibration": calibration.fingerprint()}
@@ -259,8 +270,7 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
             parity_s = time.perf_counter() - started
             ops = module.op_histogram(staged)
         parity = compare_logits(built.reference, logits)
-        parity["images"] = ("the built-in evaluation photos (scikit-image, scikit-learn, matplotlib) and crops "
-                            "of them; none is a calibration photo")
+        parity["images"] = built.images_note
         parity["tolerance"] = FLOAT_TOLERANCE.get(precision)
         parity["exec_precision"] = runner.exec_precision  # pinned to f32 where the runtime could pick bf16
         parity.update(_verdict(parity, precision, options.min_cosine))

@@ -46,6 +46,15 @@ class CalibrationSet:
     warning: str | None = None
     unreadable: list[str] = field(default_factory=list)
     _array: np.ndarray | None = None
+    held_out: list = field(default_factory=list)  # items of the source that the sample left out
+
+    def held_out_set(self, size: int) -> "CalibrationSet | None":
+        """Up to `size` of the source's items that calibration does not use (None if there are none):
+        in-domain images no quantizer was fitted to, for judging the int8 model."""
+        if not self.held_out:
+            return None
+        return CalibrationSet(self.source, self.preprocess, self.input_size, _sample(self.held_out, size), self.kind,
+                              _array=self._array)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -109,14 +118,21 @@ def calibration_set(source: str | Path | None, preprocess: Preprocess, input_siz
         if not files:
             raise BBDeployError(f"calibration folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                                 "pass a folder of representative images")
-        return CalibrationSet(str(path), preprocess, input_size, _sample(files, size), "folder")
+        chosen = _sample(files, size)
+        return CalibrationSet(str(path), preprocess, input_size, chosen, "folder", held_out=_rest(files, chosen))
     if path.suffix == ".npy" and path.is_file():
         array = np.load(path, mmap_mode="r", allow_pickle=False)
         _check_array(array, path, input_size)
-        return CalibrationSet(str(path), preprocess, input_size, _sample(list(range(len(array))), size), "npy",
-                              _array=array)
+        chosen = _sample(list(range(len(array))), size)
+        return CalibrationSet(str(path), preprocess, input_size, chosen, "npy", _array=array,
+                              held_out=_rest(list(range(len(array))), chosen))
     raise BBDeployError(f"calibration data {str(path)!r} is neither a folder of images nor a .npy file; "
                         "pass --calib-data DIR or --calib-data FILE.npy")
+
+
+def _rest(items: list, chosen: list) -> list:
+    taken = set(chosen)
+    return [item for item in items if item not in taken]
 
 
 def _sample(items: list, size: int) -> list:

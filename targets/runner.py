@@ -140,7 +140,7 @@ class OpenVINORunner(Runner):
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
-        self.exec_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.exec_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.request = self.compiled.create_infer_request()
         self.runtime, self.runtime_version = "openvino", ov.get_version()
         inp, out = self.compiled.input(0), self.compiled.output(0)

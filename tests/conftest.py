@@ -15,6 +15,12 @@ import bbdeploy
 from bbdeploy.backbones import resolve
 from bbdeploy.data import calibration_photos, evaluation_photos, preprocess_image
 
+# Under xdist every worker gets one torch (and OpenMP) thread: two workers with two threads each on a
+# 2-core machine spend their time switching (the real Lite0 int8 tests took 2x as long that way).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # the CLI subprocesses that tests start inherit it
+
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = 64  # pixels: plumbing tests run the whole zoo at this resolution
 # int8 floor for plumbing tests on random networks: at 64 px with 4-16 calibration crops their int8

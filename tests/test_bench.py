@@ -56,7 +56,7 @@ def _openvino_default_precision() -> str:
     """What OpenVINO's CPU plugin picks by default on this machine, asked of OpenVINO directly."""
     import openvino as ov
 
-    return str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
 
 
 def test_exec_precision_pins_what_openvino_computes_in(small_artifacts):

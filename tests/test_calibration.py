@@ -123,3 +123,12 @@ def test_evaluation_photos_are_disjoint_from_calibration_photos():
 def test_calib_size_must_be_positive():
     with pytest.raises(BBDeployError, match="--calib-size 0 must be at least 1"):
         calibration_set(None, PRE, SIZE, size=0)
+
+
+def test_held_out_items_are_the_ones_calibration_did_not_sample(tmp_path, photos):
+    _write_images(tmp_path, 10, photos)
+    source = calibration_set(tmp_path, PRE, SIZE, size=4)
+    held_out = source.held_out_set(5)
+    assert len(held_out) == 5 and not set(held_out.items) & set(source.items)
+    assert set(held_out.items) | set(source.items) <= set(tmp_path.rglob("img*"))
+    assert calibration_set(None, PRE, SIZE, size=4).held_out_set(5) is None  # built-in: evaluation photos instead

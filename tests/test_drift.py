@@ -18,7 +18,7 @@ from PIL import Image
 from bbdeploy.backbones import resolve
 from bbdeploy.data import load_image, preprocess_image
 from bbdeploy.dataset import eval_data
-from bbdeploy.drift import DriftOptions, drift
+from bbdeploy.drift import DriftOptions, drift, gate_failures
 from bbdeploy.export import ExportOptions, export
 from bbdeploy.metrics import DriftAccumulator, bootstrap_interval
 from bbdeploy.quantization.options import QuantOptions
@@ -99,7 +99,7 @@ def _independent_predictions(artifact: Path, folder: Path) -> tuple[np.ndarray, 
     """(artifact logits, float logits, labels), computed without the drift code."""
     import bbdeploy
 
-    runner = load_runner(artifact)
+    runner = load_runner(artifact, exec_precision="f32")
     model = bbdeploy.create_backbone(BACKBONE, width=WIDTH, weights=str(folder.parent / "digits.pth"))
     images, labels = _tensors(folder)
     nhwc = artifact.suffix == ".tflite"
@@ -112,7 +112,7 @@ def _independent_predictions(artifact: Path, folder: Path) -> tuple[np.ndarray, 
 
 def test_drift_on_real_digits_matches_an_independent_computation(digits, digits_artifacts, tmp_path):
     paths = [digits_artifacts[key] for key in sorted(digits_artifacts)]
-    report = drift(DriftOptions(artifacts=paths, data=digits / "test"))
+    report = drift(DriftOptions(artifacts=paths, data=digits / "test", exec_precision="f32"))
     assert report["data"]["images"] == 397 and report["data"]["labels"] == "folders"
     assert report["reference"]["accuracy_top1"] >= 0.93, report["reference"]
     for result in report["results"]:
@@ -144,7 +144,7 @@ def test_drift_report_renders_in_headless_chromium(digits, digits_artifacts, tmp
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert json.loads((tmp_path / "report" / "drift.json").read_text()) == report
-    assert "| mobilenet_v1_w0.25_32px_int8.onnx | onnx | int8 | 120 |" in (tmp_path / "report" / "drift.md").read_text()
+    assert "| ✅ | mobilenet_v1_w0.25_32px_int8.onnx | onnx | int8 | - | 120 |" in (tmp_path / "report" / "drift.md").read_text()
 
     options = webdriver.ChromeOptions()
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
@@ -153,7 +153,7 @@ def test_drift_report_renders_in_headless_chromium(digits, digits_artifacts, tmp
     try:
         browser.get((tmp_path / "report" / "drift.html").as_uri())
         rows = browser.find_elements(By.CSS_SELECTOR, "table.results tr")
-        assert [row.find_elements(By.TAG_NAME, "td")[0].text for row in rows[1:]] == [
+        assert [row.find_elements(By.TAG_NAME, "td")[1].text for row in rows[1:]] == [
             "mobilenet_v1_w0.25_32px_fp32.onnx", "mobilenet_v1_w0.25_32px_int8.onnx"]
         assert len(browser.find_elements(By.CSS_SELECTOR, "table.layers tr")) > 10
         images = browser.find_elements(By.TAG_NAME, "img")
@@ -206,6 +206,64 @@ def test_artifacts_of_different_backbones_are_each_compared_with_their_own_refer
     # each at its own input size and preprocessing, each agreeing with its own float model
     assert [r["agreement_top1"] for r in report["results"]] == [1.0, 1.0]
     assert report["results"][1]["reference_accuracy_top1"] is not None  # digits 0-9 are classes of 1000 too
+
+
+def test_int8_parity_uses_calibration_folder_images_that_calibration_did_not_sample(digits, digits_artifacts):
+    """With --calib-data, export judges int8 on in-domain images no quantizer saw (built-in photos are
+    out of this digits model's domain: its openvino int8 cosine there measured 0.81)."""
+    from bbdeploy.manifest import read_manifest
+    from bbdeploy.parity import DEFAULT_MIN_COSINE
+
+    for target in ("onnx", "tflite", "openvino"):
+        parity = read_manifest(digits_artifacts[(target, "int8")])["parity"]
+        assert parity["images"] == f"112 images of {digits / 'train'} that calibration did not sample"
+        assert parity["samples"] == 112 and parity["passed"] is True and parity["cosine"] >= DEFAULT_MIN_COSINE
+
+
+def test_openvino_drift_reports_the_precision_it_computed_in(digits, digits_artifacts):
+    """Issue 12: measure the runtime as it will be deployed. By default OpenVINO computes float parts
+    in what its CPU plugin picks (bf16 on CPUs with native bf16); drift says which, and
+    --exec-precision f32 pins it (then the fp32 IR matches PyTorch closely)."""
+    import openvino as ov
+
+    artifact = digits_artifacts[("openvino", "fp32")]
+    default = drift(DriftOptions(artifacts=[artifact], data=digits / "test", limit=40))["results"][0]
+    assert default["exec_precision"] == ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    pinned = drift(DriftOptions(artifacts=[artifact], data=digits / "test", limit=40, exec_precision="f32"))
+    assert pinned["results"][0]["exec_precision"] == "f32" and pinned["results"][0]["sqnr_db"] > 80
+
+
+def test_limit_draws_across_classes(digits):
+    """--limit 30 of ten class folders: three images of each class, not the first classes in sort order."""
+    data = eval_data(digits / "test", limit=30)
+    assert len(data) == 30 and sorted(np.bincount(data.labels).tolist()) == [3] * 10
+    assert eval_data(digits / "test", limit=30).paths == data.paths  # seeded: the same images every run
+
+
+def test_nan_output_is_a_failed_row_and_identical_logits_are_exact():
+    from bbdeploy.report import plots, result_rows
+
+    reference = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    broken = DriftAccumulator()
+    broken.add(reference, np.array([[np.nan, 1.0, 0.0], [0.0, 2.0, 1.0]]), None)
+    figures = broken.result()
+    assert figures["nonfinite_outputs"] == 1 and figures["max_abs_diff"] is None and figures["cosine"] is None
+    exact = DriftAccumulator()
+    exact.add(reference, reference.copy(), None)
+    assert exact.result()["sqnr_db"] is None and exact.result()["nonfinite_outputs"] == 0
+    nan_error = "1 of the artifact's logits are NaN or infinite"
+    rows = [{"artifact": name, "status": status, "error": error, "target": "onnx", "precision": "int8",
+             "exec_precision": None, **result}
+            for name, status, error, result in (("a.onnx", "failed", nan_error, figures),
+                                                ("b.onnx", "ok", None, exact.result()))]
+    report = {"results": rows}
+    table = result_rows(report)
+    assert table[0][0] == "❌" and table[0][-2:] == ["n/a", "-"]
+    assert table[1][0] == "✅" and table[1][-2:] == ["exact", "0"]
+    assert len(plots(report)) == 1
+    # a failed row fails the run even without gates; the exact one passes any agreement gate
+    assert gate_failures(report, None, None) == [f"a.onnx: {nan_error}"]
+    assert gate_failures(report, None, 1.0) == [f"a.onnx: {nan_error}"]
 
 
 def test_drift_metrics_by_hand():
