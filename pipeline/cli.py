@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -340,9 +339,9 @@ def _weights_status(imagenet: dict | None) -> str:
 
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line on stderr."""
-    # JAX (imported by litert-torch) warns on every os.fork() that multithreaded code may deadlock;
-    # our forks (subprocess) exec at once, so the warning is noise on the user's terminal
-    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+    from .quiet import silence_known_noise
+
+    silence_known_noise()
     try:
         app()
     except BBDeployError as exc:

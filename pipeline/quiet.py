@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -45,3 +46,10 @@ def stderr_console():
 
     stream = private_stderr()
     return Console(file=stream, width=None if stream.isatty() else 120)
+
+
+def silence_known_noise() -> None:
+    """Warnings that only alarm users: JAX (imported by litert-torch) warns on every os.fork() that
+    multithreaded code may deadlock, but the forks here (subprocesses, converter helpers) exec or
+    exit at once."""
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)

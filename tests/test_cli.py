@@ -84,3 +84,18 @@ def test_bad_input_is_one_line_and_exit_code_2(case, tmp_path):
 def test_unknown_option_is_a_usage_error():
     result = run_cli("models", "--frobnicate")
     assert result.returncode == 2 and "No such option: --frobnicate" in result.stderr
+
+
+@pytest.mark.parametrize("silenced", [False, True])
+def test_the_jax_fork_warning_does_not_reach_the_terminal(silenced):
+    """JAX (litert-torch imports it) warns on os.fork(); the CLI silences that one warning only."""
+    script = ("import os, jax.numpy as jnp\n"
+              "from bbdeploy.quiet import silence_known_noise\n"
+              f"{'silence_known_noise()' if silenced else ''}\n"
+              "jnp.ones(1).block_until_ready()\n"
+              "pid = os.fork()\n"
+              "if pid == 0:\n    os._exit(0)\n"
+              "os.waitpid(pid, 0)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ("os.fork() was called" in done.stderr) is not silenced, done.stderr
