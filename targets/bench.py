@@ -85,6 +85,7 @@ def result_row(entry: dict, measured: dict) -> dict:
             "warmup": measured["warmup"], "batch": entry["batch"], "latency_ms": latency,
             "throughput_per_s": 1000 * entry["batch"] / latency["mean"], "size_bytes": entry["size_bytes"],
             "peak_rss_bytes": measured["peak_rss_bytes"], "load_rss_bytes": measured["load_rss_bytes"],
+            "device_file_bytes": measured.get("file_bytes"),  # the size of the file the device ran
             "runtime": measured["runtime"],
             "runtime_version": measured["runtime_version"], "xnnpack": measured.get("xnnpack"), "warnings": []}
 

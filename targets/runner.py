@@ -211,7 +211,8 @@ def measure(paths: list[str | Path], *, threads: int = 1, warmup: int = 10, runs
             "runtime": runner.runtime, "runtime_version": runner.runtime_version,
             "exec_precision": runner.exec_precision, "threads": threads, "warmup": warmup, "load_s": load_s,
             "times_ns": [], "input": runner.input.as_dict(), "xnnpack": getattr(runner, "xnnpack", None),
-            "load_rss_bytes": None if before is None or after is None else after - before}}
+            "load_rss_bytes": None if before is None or after is None else after - before,
+            "file_bytes": os.path.getsize(path)}}
         active.append((index, runner, sample))
     block = max(1, -(-runs // ROUNDS))
     deadline = time.perf_counter_ns() + int(min_time * 1e9)

@@ -94,9 +94,13 @@ def test_one_artifact_that_cannot_run_is_a_failed_row_and_the_others_are_measure
     assert "❌ broken.onnx: " in result.stderr and "✅" in result.stderr
 
 
-def test_artifacts_are_timed_interleaved_in_rounds(monkeypatch):
+def test_artifacts_are_timed_interleaved_in_rounds(monkeypatch, tmp_path):
     """Rounds of A, B, A, B ...: both artifacts see the device in the same states."""
     from bbdeploy.targets import runner as runner_module
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("A", "B"):
+        Path(name).write_bytes(b"stand-in artifact")
 
     calls = []
 
@@ -246,14 +250,24 @@ def test_ssh_bench_of_every_target_leaves_nothing_on_the_device(sshd, small_arti
     manifest = json.loads(Path(str(source) + ".json").read_text())
     manifest["files"] = [{**manifest["files"][0], "path": odd.name}]
     Path(str(odd) + ".json").write_text(json.dumps(manifest))
-    artifacts = [str(odd), *map(str, small_artifacts[4:])]
+    # the fp32 ONNX artifact renamed to the int8 one's name in another folder: equal names must not collide
+    twin = tmp_path / "twin" / small_artifacts[3].name
+    twin.parent.mkdir()
+    twin.write_bytes(small_artifacts[0].read_bytes())
+    manifest = json.loads(Path(str(small_artifacts[0]) + ".json").read_text())
+    manifest["files"] = [{**manifest["files"][0], "path": twin.name}]
+    Path(str(twin) + ".json").write_text(json.dumps(manifest))
+    artifacts = [str(odd), *map(str, small_artifacts[4:]), str(twin), str(small_artifacts[3])]
     result = run_cli("bench", *artifacts, "--device", sshd["device"], *sshd["options"], "--remote-python",
                      sys.executable, "--runs", "5", "--warmup", "1", "--min-time", "0", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["device"]["name"] == sshd["device"] and report["device"]["cores"] >= 1
-    assert [(r["target"], r["runs"], r["status"]) for r in report["results"]] == [
-        ("onnx", 5, "measured"), ("tflite", 5, "measured"), ("openvino", 5, "measured")]
+    assert [(r["target"], r["precision"], r["runs"], r["status"]) for r in report["results"]] == [
+        ("onnx", "int8", 5, "measured"), ("tflite", "int8", 5, "measured"), ("openvino", "int8", 5, "measured"),
+        ("onnx", "fp32", 5, "measured"), ("onnx", "int8", 5, "measured")]
+    # each row timed its own file on the device (the twins' sizes differ by 3x)
+    assert [r["device_file_bytes"] for r in report["results"]] == [Path(a).stat().st_size for a in artifacts]
     assert all(r["latency_ms"]["p50"] > 0 and r["peak_rss_bytes"] > 20e6 for r in report["results"])
     assert _remote_temp_folders() == before
     assert not (Path(tempfile.gettempdir()) / "PWNED").exists()

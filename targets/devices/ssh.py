@@ -2,7 +2,8 @@
 user's ~/.ssh/config aliases, keys, agent and jump hosts work as they do in a terminal.
 
 The artifacts go with the runner script into a fresh temp folder on the device (one `tar` stream
-over ssh), run there in one runner process (interleaved), and the folder is removed afterwards, also when the run fails or is
+over ssh, each artifact in a subfolder of its own so that equal names do not collide), run there in
+one runner process (interleaved), and the folder is removed afterwards, also when the run fails or is
 interrupted. Local commands are argument lists; the one command line the remote shell sees is built
 with every piece quoted.
 """
@@ -82,9 +83,9 @@ class SSHDevice:
         if not folder.startswith("/"):
             raise BBDeployError(f"{self.spec} gave no temp folder (mktemp printed {folder!r})", EXIT_FAILED)
         try:
-            files = [path for entry in entries for path in entry["files"]]
-            self._ssh(f"tar -x -f - -C {shlex.quote(folder)}", stdin=_bundle(files), timeout=600)
-            arguments = runner_arguments([Path(entry["artifact"]).name for entry in entries], options)
+            self._ssh(f"tar -x -f - -C {shlex.quote(folder)}", stdin=_bundle([e["files"] for e in entries]),
+                      timeout=600)
+            arguments = runner_arguments([f"{i}/{Path(e['artifact']).name}" for i, e in enumerate(entries)], options)
             line = f"cd {shlex.quote(folder)} && {shlex.join([self.python, RUNNER.name, *arguments])}"
             return parse_runner_output(self._ssh(line, timeout=self.timeout), self.spec)
         finally:
@@ -98,11 +99,12 @@ class SSHDevice:
             pass
 
 
-def _bundle(files: list[Path]) -> bytes:
-    """A tar archive of the artifact's files and the runner script, flat."""
+def _bundle(artifacts: list[list[Path]]) -> bytes:
+    """A tar archive of the runner script and, in subfolder i, the files of artifact i."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for path in [*files, RUNNER]:
-            archive.add(str(path), arcname=Path(path).name)
+        archive.add(str(RUNNER), arcname=RUNNER.name)
+        for index, files in enumerate(artifacts):
+            for path in files:
+                archive.add(str(path), arcname=f"{index}/{Path(path).name}")
     return buffer.getvalue()
-
