@@ -307,7 +307,7 @@ def _print_bench_table(console, result: dict) -> None:
         table.add_column(column, no_wrap=column == "artifact")
     for row in result["results"]:
         if row["status"] == "failed":
-            table.add_row("❌", Path(row["artifact"]).name, row["precision"], *[""] * 8, f"{row['size_bytes'] / 1e6:.1f}", "")
+            table.add_row("❌", Path(row["artifact"]).name, row["precision"], *[""] * 7, f"{row['size_bytes'] / 1e6:.1f}", "")
             continue
         latency = row["latency_ms"]
         rss = row["load_rss_bytes"]
