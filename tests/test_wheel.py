@@ -38,7 +38,8 @@ def test_the_installed_wheel_exports_drifts_and_benches(tmp_path, photos):
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], tmp_path)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    # --no-compile: byte-compiling torch and the converters costs a minute of CPU and tests nothing
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile"]
     _run([*pip, TORCH], tmp_path)
     _run([*pip, str(wheel)], tmp_path)
 
