@@ -278,7 +278,8 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
                 quantization = None
             convert_s = time.perf_counter() - started
             started = time.perf_counter()
-            runner = load_runner(staged, exec_precision="f32")  # parity: the model as converted, no bf16
+            # parity: the model as converted (no bf16), on as many threads as torch may use here
+            runner = load_runner(staged, threads=torch.get_num_threads(), exec_precision="f32")
             logits = run_batched(runner, built.images, layout, batch)
             parity_s = time.perf_counter() - started
             ops = module.op_histogram(staged)

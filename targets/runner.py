@@ -215,9 +215,13 @@ def measure(paths: list[str | Path], *, threads: int = 1, warmup: int = 10, runs
             "file_bytes": os.path.getsize(path)}}
         active.append((index, runner, sample))
     block = max(1, -(-runs // ROUNDS))
-    deadline = time.perf_counter_ns() + int(min_time * 1e9)
-    while active and (any(len(outcomes[i]["result"]["times_ns"]) < runs for i, _, _ in active)
-                      or time.perf_counter_ns() < deadline):
+    min_ns = int(min_time * 1e9)
+
+    def wanting(index: int) -> bool:  # fewer runs than asked, or less timed time
+        times_ns = outcomes[index]["result"]["times_ns"]
+        return len(times_ns) < runs or sum(times_ns) < min_ns
+
+    while active and any(wanting(index) for index, _, _ in active):
         for entry in list(active):
             index, runner, sample = entry
             times_ns = outcomes[index]["result"]["times_ns"]

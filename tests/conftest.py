@@ -30,9 +30,13 @@ PLUMBING_MIN_COSINE = 0.5
 
 
 def pytest_collection_modifyitems(items):
-    """Tests marked `long` first (a stable sort): started last, a two-minute Lite0 export keeps one
-    worker busy while the other idles."""
-    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+    """Longest first (`@pytest.mark.long(seconds=...)`, measured in the suite; a stable sort): a
+    two-minute Lite0 export started last keeps one xdist worker busy while the other idles."""
+    def seconds(item) -> float:
+        marker = item.get_closest_marker("long")
+        return marker.kwargs["seconds"] if marker else 0.0
+
+    items.sort(key=seconds, reverse=True)
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ from tests.conftest import TINY, calibrated_checkpoint, run_cli
 ALL = bbdeploy.list_backbones()
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=20)
 @pytest.mark.parametrize("name", ALL)
 def test_every_backbone_exports_to_every_target_with_parity(name, photos, tmp_path):
     weights = calibrated_checkpoint(name, photos, tmp_path)
@@ -42,7 +42,7 @@ def test_every_backbone_exports_to_every_target_with_parity(name, photos, tmp_pa
          f"{stem}.xml", f"{stem}.bin", f"{stem}.xml.json"])
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=25)
 def test_real_efficientnet_lite0_matches_pytorch_on_every_target(tmp_path):
     rows = export(ExportOptions("efficientnet_lite0", weights="imagenet", output=tmp_path))
     for row in rows:

@@ -19,7 +19,7 @@ from tests.conftest import PLUMBING_MIN_COSINE, TINY, calibrated_checkpoint, run
 ALL = bbdeploy.list_backbones()
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=35)
 @pytest.mark.parametrize("name", ALL)
 def test_every_backbone_quantizes_for_every_target(name, photos, tmp_path):
     weights = calibrated_checkpoint(name, photos, tmp_path)
@@ -57,7 +57,7 @@ LITE0_INT8_MEASURED = {
 }
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=130)
 @pytest.mark.parametrize("target", LITE0_INT8_MEASURED)
 def test_real_efficientnet_lite0_int8_agreement(target, tmp_path):
     """Each target holds its measured figures within five images of agreement (0.045, near-ties

@@ -26,7 +26,7 @@ def _run(command: list[str], cwd: Path, env: dict | None = None, timeout: float 
     return done.stdout
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=90)
 def test_the_installed_wheel_exports_drifts_and_benches(tmp_path, photos):
     dist = tmp_path / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(dist), str(ROOT)], tmp_path)
