@@ -79,3 +79,55 @@ def test_error_aware_rounding_lowers_the_network_output_error():
             errors = [((gptq_rounded(model, lambda: batches, levels=7, error_aware=aware)(x) - model(x)) ** 2).mean()
                       for aware in (False, True)]
         assert errors[1] < 0.9 * errors[0], (groups, errors)
+
+
+def test_the_stepped_error_aware_pass_equals_rounding_layer_after_layer_with_full_passes():
+    """The error-aware pass steps both models through one forward pass each (linear in depth). The
+    plain way, for comparison: before each layer, run the float model and the partly rounded model
+    from the input again and take that layer's two inputs. Both must give the same weights."""
+    from bbdeploy.quantization import rounding
+    from bbdeploy.quantization.bias_correction import fold_batchnorm
+
+    torch.manual_seed(0)
+
+    class Residual(nn.Module):  # a shortcut, so that execution order is not module order
+        def __init__(self):
+            super().__init__()
+            self.expand, self.depthwise = nn.Conv2d(8, 16, 1), nn.Conv2d(16, 16, 3, padding=1, groups=16)
+            self.project = nn.Conv2d(16, 8, 1)
+
+        def forward(self, x):
+            return x + self.project(torch.relu(self.depthwise(torch.relu(self.expand(x)))))
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(), Residual(), Residual(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    batches = [np.random.default_rng(i).random((8, 3, 12, 12), dtype=np.float32) for i in range(5)]
+    stepped = gptq_rounded(model, lambda: batches, levels=7)
+
+    folded = fold_batchnorm(model)
+    layers = rounding.roundable_layers(folded)
+    expected = fold_batchnorm(model)
+    hessians = input_correlations(folded, batches, layers)
+    images = torch.from_numpy(np.concatenate(batches)[:rounding.ERROR_AWARE_IMAGES])
+    with torch.no_grad():
+        for name, (hessian, columns) in hessians.items():
+            seen = {}
+            for key, m in (("exact", folded), ("shifted", expected)):
+                hook = m.get_submodule(name).register_forward_pre_hook(lambda _m, i, key=key: seen.setdefault(key, i[0]))
+                m(images)
+                hook.remove()
+            weight = layers[name].weight
+            flat = weight.reshape(weight.shape[0], -1).double()
+            h, count = rounding._correlate(layers[name], seen["shifted"], seen["shifted"])
+            c, _ = rounding._correlate(layers[name], seen["exact"], seen["shifted"])
+            if columns >= rounding.MIN_COLUMNS_PER_INPUT * flat.shape[1] <= count:
+                flat, hessian, columns = flat + rounding._error_correction(flat, h, c), h, count
+            target = flat.reshape(weight.shape).to(weight.dtype)
+            expected.get_submodule(name).weight.copy_(rounding.rounded_weight(target, hessian, columns, 7))
+    for name in hessians:
+        torch.testing.assert_close(stepped.get_submodule(name).weight, expected.get_submodule(name).weight)
+    assert len(hessians) == 8  # stem, 2 x (expand, depthwise, project), classifier
