@@ -57,7 +57,7 @@ LITE0_INT8_MEASURED = {
 }
 
 
-@pytest.mark.long(seconds=130)
+@pytest.mark.long(seconds=65)
 @pytest.mark.parametrize("target", LITE0_INT8_MEASURED)
 def test_real_efficientnet_lite0_int8_agreement(target, tmp_path):
     """Each target holds its measured figures within five images of agreement (0.045, near-ties
