@@ -18,9 +18,8 @@ from . import __version__
 from .errors import EXIT_FAILED, BBDeployError
 from .exporters.registry import TARGETS
 from .parity import DEFAULT_MIN_COSINE
-from .targets.runner import EXEC_PRECISIONS
+from .targets.bench import EXEC_PRECISION_CHOICES
 
-EXEC_PRECISION_CHOICES = ("default", *EXEC_PRECISIONS)
 EXEC_PRECISION_HELP = ("Precision of float compute where the runtime has the setting (OpenVINO: bf16 by default on "
                        "CPUs with native bf16): default (what an application gets) | f32 | bf16 | f16.")
 
