@@ -18,7 +18,7 @@ from . import __version__
 from .errors import EXIT_FAILED, BBDeployError
 from .exporters.registry import TARGETS
 from .parity import DEFAULT_MIN_COSINE
-from .targets.bench import EXEC_PRECISION_CHOICES
+from .targets.bench import check_exec_precision
 
 EXEC_PRECISION_HELP = ("Precision of float compute where the runtime has the setting (OpenVINO: bf16 by default on "
                        "CPUs with native bf16): default (what an application gets) | f32 | bf16 | f16.")
@@ -212,8 +212,7 @@ def drift(
 
     if min_agreement is not None and not 0 <= min_agreement <= 1:
         raise BBDeployError(f"--min-agreement {min_agreement:g} is a fraction; pass a number from 0 to 1, e.g. 0.99")
-    if exec_precision not in EXEC_PRECISION_CHOICES:
-        raise BBDeployError(f"unknown --exec-precision {exec_precision!r}; pass one of {', '.join(EXEC_PRECISION_CHOICES)}")
+    check_exec_precision(exec_precision)
     console = stderr_console()
     options = DriftOptions(artifacts=list(artifacts), data=data, labels_csv=labels, class_names=class_names,
                            limit=limit, layers=layers, layer_samples=layer_samples, max_drop=max_drop,

@@ -65,17 +65,18 @@ _MATPLOTLIB_FILES = {"grace_hopper": "grace_hopper.jpg", "minduka_present": "Min
 
 def calibration_photos() -> dict[str, np.ndarray]:
     """The built-in calibration photos as RGB uint8 arrays, by name."""
-    return {name: _builtin_photo(name) for name in CALIBRATION_PHOTOS}
+    return {name: builtin_photo(name) for name in CALIBRATION_PHOTOS}
 
 
 def evaluation_photos() -> dict[str, np.ndarray]:
     """The built-in evaluation photos (none of them a calibration photo) as RGB uint8 arrays, by name."""
-    return {name: _builtin_photo(name) for name in EVALUATION_PHOTOS}
+    return {name: builtin_photo(name) for name in EVALUATION_PHOTOS}
 
 
 @lru_cache(maxsize=None)
-def _builtin_photo(name: str) -> np.ndarray:
-    """One built-in photo, decoded once per process (callers must not modify it)."""
+def builtin_photo(name: str) -> np.ndarray:
+    """One built-in photo by name (of CALIBRATION_PHOTOS or EVALUATION_PHOTOS), decoded once per
+    process (callers must not modify it)."""
     if name in ("china", "flower"):
         from sklearn.datasets import load_sample_image
 

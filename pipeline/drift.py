@@ -23,7 +23,7 @@ from .errors import BBDeployError
 from .export import float_model, weights_digest
 from .manifest import files_intact, read_manifest
 from .metrics import DriftAccumulator
-from .parity import run_batched
+from .parity import nonfinite_failure, run_batched
 
 DECODE_BATCH = 32  # images decoded at a time
 
@@ -149,8 +149,7 @@ def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None
                      "samples": len(data), **accumulator.reference_accuracy()}
         seen_references.setdefault(artifact.reference_key, reference)
         figures = accumulator.result()
-        failure = (f"{figures['nonfinite_outputs']} of the artifact's logits are NaN or infinite"
-                   if figures["nonfinite_outputs"] else None)
+        failure = nonfinite_failure(figures["nonfinite_outputs"])
         results.append({"artifact": str(artifact.path), "status": "failed" if failure else "ok", "error": failure,
                         "target": artifact.manifest["target"], "precision": artifact.manifest["precision"],
                         "exec_precision": runner.exec_precision, "backbone": backbone["name"],

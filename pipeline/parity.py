@@ -51,6 +51,11 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
     }
 
 
+def nonfinite_failure(count: int) -> str | None:
+    """Why logits with `count` NaN or infinite values fail, in export and drift alike."""
+    return f"{count} of the artifact's logits are NaN or infinite" if count else None
+
+
 def parity_failure(parity: dict, precision: str, min_cosine: float = DEFAULT_MIN_COSINE) -> str | None:
     """Why an artifact with these parity figures must not be shipped, or None when it may.
 
@@ -58,7 +63,7 @@ def parity_failure(parity: dict, precision: str, min_cosine: float = DEFAULT_MIN
     at least `min_cosine`. NaN or infinite logits fail at any precision.
     """
     if parity["nonfinite_outputs"]:
-        return f"{parity['nonfinite_outputs']} of the artifact's logits are NaN or infinite"
+        return nonfinite_failure(parity["nonfinite_outputs"])
     if precision in FLOAT_TOLERANCE:
         if parity["max_abs_diff"] > FLOAT_TOLERANCE[precision]:
             return (f"max |logit diff| {parity['max_abs_diff']:.3g} vs PyTorch exceeds {FLOAT_TOLERANCE[precision]:g} "

@@ -23,8 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from bbdeploy.backbones.registry import Preprocess
-from bbdeploy.data import (CALIBRATION_PHOTOS, EVALUATION_PHOTOS, IMAGE_SUFFIXES, calibration_photos,
-                           evaluation_photos, preprocess_image)
+from bbdeploy.data import CALIBRATION_PHOTOS, EVALUATION_PHOTOS, IMAGE_SUFFIXES, builtin_photo, preprocess_image
 from bbdeploy.errors import BBDeployError
 
 DEFAULT_SIZE = 300  # images; what NNCF and onnxruntime examples use, and enough for min/max ranges
@@ -74,7 +73,7 @@ class CalibrationSet:
             return _from_array(self._array[item], self.preprocess, self.input_size)
         if self.kind == "builtin":
             name, box = item
-            return preprocess_image(Image.fromarray(_photos()[name]).crop(box), self.preprocess, self.input_size)
+            return preprocess_image(Image.fromarray(builtin_photo(name)).crop(box), self.preprocess, self.input_size)
         try:
             with Image.open(item) as image:
                 return preprocess_image(image.convert("RGB"), self.preprocess, self.input_size)
@@ -159,27 +158,15 @@ def _from_array(row: np.ndarray, preprocess: Preprocess, input_size: int) -> np.
     return np.asarray(row, dtype=np.float32)
 
 
-_PHOTOS: dict[str, np.ndarray] = {}
-
-
-def _photos() -> dict[str, np.ndarray]:
-    """Both built-in photo sets, decoded once per process."""
-    if not _PHOTOS:
-        _PHOTOS.update(calibration_photos())
-        _PHOTOS.update(evaluation_photos())
-    return _PHOTOS
-
-
 def photo_crops(size: int, seed: int = SAMPLE_SEED, names: tuple[str, ...] = CALIBRATION_PHOTOS
                 ) -> list[tuple[str, tuple[int, int, int, int]]]:
     """`size` seeded crops (35-100% of the short side, anywhere) spread over the photos `names`."""
     rng = random.Random(seed)
-    photos = _photos()
     names = sorted(names)
     crops = []
     for i in range(size):
         name = names[i % len(names)]
-        height, width = photos[name].shape[:2]
+        height, width = builtin_photo(name).shape[:2]
         side = int(min(height, width) * rng.uniform(0.35, 1.0))
         left, top = rng.randint(0, width - side), rng.randint(0, height - side)
         crops.append((name, (left, top, left + side, top + side)))

@@ -43,10 +43,15 @@ class BenchOptions:
             raise BBDeployError(f"--min-time {self.min_time} must be a number of seconds >= 0")
         if not self.timeout > 0:
             raise BBDeployError(f"--timeout {self.timeout} must be a number of seconds > 0")
-        if self.exec_precision not in EXEC_PRECISION_CHOICES:
-            raise BBDeployError(f"unknown --exec-precision {self.exec_precision!r}; pass one of "
-                                f"{', '.join(EXEC_PRECISION_CHOICES)}")
+        check_exec_precision(self.exec_precision)
         return self
+
+
+def check_exec_precision(value: str) -> str:
+    """`--exec-precision` as drift and bench take it: one line naming the choices when unknown."""
+    if value not in EXEC_PRECISION_CHOICES:
+        raise BBDeployError(f"unknown --exec-precision {value!r}; pass one of {', '.join(EXEC_PRECISION_CHOICES)}")
+    return value
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
