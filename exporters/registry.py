@@ -1,9 +1,16 @@
-"""The one table of export targets, read by the CLI, the export stage, validation and benchmarks."""
+"""The one table of export targets. The CLI, export, int8, drift, bench (local, ssh, adb), the
+benchmarks and the tests read it; what differs between targets is a field here or lives in the
+target's own modules (its exporter, its quantizer, its runner class in `targets/runner.py`).
+
+Adding a target is one record here plus those modules: every parametrized test then covers it.
+The record is plain data (no heavy imports), so `bbdeploy --help` can list it instantly.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import import_module
+from types import ModuleType
 
 from bbdeploy.errors import BBDeployError, did_you_mean
 
@@ -15,10 +22,19 @@ class Target:
     companions: tuple[str, ...]  # other files that belong to the artifact (OpenVINO's weights .bin)
     precisions: tuple[str, ...]
     layouts: tuple[str, ...]  # input layouts it can produce; the first is the default
-    module: str  # exporter module with convert(model, sample, path, **options) and op_histogram(path)
-    packages: tuple[str, ...]  # import names the converter and runtime need
+    # module with convert(model, sample, path, *, precision, layout) and op_histogram(path)
+    exporter: str
+    # module with quantize(model, calibration, *, subset_size, ...) (see quantization/ptq.py),
+    # WEIGHT_LEVELS and OWN_BIAS_CORRECTION
+    quantizer: str
+    calib_methods: tuple[str, ...]  # --calib-method choices, the first the measured default
+    weight_roundings: tuple[str, ...]  # --weight-rounding choices, the first the measured default
+    io_types: tuple[str, ...]  # int8 input/output types (--io), the first the default
+    runner: str  # the class in targets/runner.py (self-contained: it ships to boards alone)
+    packages: tuple[str, ...]  # import names the converter, quantizer and runtime need here
     distributions: tuple[str, ...]  # their PyPI names: pip install hint, versions in manifests
-    runtime: str
+    device_distributions: tuple[str, ...]  # what a board needs for runner.py to run the artifact
+    adb_tool: str | None  # the Android binary that times it over adb; None: adb cannot
 
     @property
     def install(self) -> str:
@@ -27,12 +43,26 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     t.name: t for t in (
-        Target("onnx", ".onnx", (), ("fp32", "fp16", "int8"), ("nchw",), "bbdeploy.exporters.onnx",
-               ("onnx", "onnxscript", "onnxruntime"), ("onnx", "onnxscript", "onnxruntime"), "onnxruntime"),
-        Target("tflite", ".tflite", (), ("fp32", "fp16", "int8"), ("nhwc", "nchw"), "bbdeploy.exporters.tflite",
-               ("litert_torch", "ai_edge_litert"), ("litert-torch", "ai-edge-litert"), "ai_edge_litert"),
-        Target("openvino", ".xml", (".bin",), ("fp32", "fp16", "int8"), ("nchw",), "bbdeploy.exporters.openvino",
-               ("openvino",), ("openvino",), "openvino"),
+        Target("onnx", ".onnx", (), ("fp32", "fp16", "int8"), ("nchw",),
+               exporter="bbdeploy.exporters.onnx", quantizer="bbdeploy.quantization.onnx",
+               calib_methods=("minmax", "percentile", "entropy"), weight_roundings=("gptq", "nearest"),
+               io_types=("float",), runner="OnnxRunner",
+               packages=("onnx", "onnxscript", "onnxruntime"), distributions=("onnx", "onnxscript", "onnxruntime"),
+               device_distributions=("onnxruntime",), adb_tool=None),
+        Target("tflite", ".tflite", (), ("fp32", "fp16", "int8"), ("nhwc", "nchw"),
+               exporter="bbdeploy.exporters.tflite", quantizer="bbdeploy.quantization.tflite",
+               # mse: Lite0 cosine 0.9967 vs 0.9958 with minmax; GPTQ is not offered (quantization/tflite.py)
+               calib_methods=("mse", "minmax"), weight_roundings=("nearest",),
+               io_types=("float", "int8", "uint8"), runner="LiteRTRunner",
+               packages=("litert_torch", "ai_edge_litert", "torchao"),
+               distributions=("litert-torch", "ai-edge-litert", "torchao"),
+               device_distributions=("ai-edge-litert",), adb_tool="benchmark_model"),
+        Target("openvino", ".xml", (".bin",), ("fp32", "fp16", "int8"), ("nchw",),
+               exporter="bbdeploy.exporters.openvino", quantizer="bbdeploy.quantization.openvino",
+               calib_methods=("minmax",), weight_roundings=("gptq", "nearest"),
+               io_types=("float",), runner="OpenVINORunner",
+               packages=("openvino", "nncf"), distributions=("openvino", "nncf"),
+               device_distributions=("openvino",), adb_tool=None),
     )
 }
 
@@ -51,12 +81,36 @@ def resolve_targets(spec: str) -> list[Target]:
     return targets
 
 
-def exporter(target: Target):
-    """The exporter module of `target`, or a one-line error naming the packages to install."""
+def target_of(artifact_suffix: str) -> Target:
+    """The target whose artifacts end in `artifact_suffix` (e.g. ".xml")."""
+    for target in TARGETS.values():
+        if target.suffix == artifact_suffix:
+            return target
+    raise BBDeployError(f"no target writes {artifact_suffix!r} files; artifacts end in "
+                        f"{', '.join(t.suffix for t in TARGETS.values())}")
+
+
+def _check_installed(target: Target) -> None:
     for package in target.packages:
         try:
             import_module(package)
         except ImportError:
             raise BBDeployError(f"target {target.name} needs the Python package {package!r}; "
                                 f"pip install {target.install}") from None
-    return import_module(target.module)
+
+
+def exporter(target: Target) -> ModuleType:
+    """The exporter module of `target`, or a one-line error naming the packages to install."""
+    _check_installed(target)
+    return import_module(target.exporter)
+
+
+def quantizer(target: Target) -> ModuleType:
+    """The quantizer module of `target`, or a one-line error naming the packages to install."""
+    _check_installed(target)
+    return import_module(target.quantizer)
+
+
+def choices_help(field: str) -> str:
+    """`tflite: mse | minmax; onnx: ...` for a CLI help text, from the records' `field`."""
+    return "; ".join(f"{t.name}: {' | '.join(getattr(t, field))}" for t in TARGETS.values())

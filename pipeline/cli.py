@@ -16,7 +16,7 @@ import typer
 
 from . import __version__
 from .errors import EXIT_FAILED, BBDeployError
-from .exporters.registry import TARGETS
+from .exporters.registry import TARGETS, choices_help
 from .parity import DEFAULT_MIN_COSINE
 from .targets.bench import check_exec_precision
 
@@ -25,7 +25,7 @@ EXEC_PRECISION_HELP = ("Precision of float compute where the runtime has the set
 
 app = typer.Typer(
     name="bbdeploy",
-    help="Quantize lightweight image backbones to int8, export them to ONNX, TFLite and OpenVINO, "
+    help=f"Quantize lightweight image backbones to int8, export them ({', '.join(TARGETS)}), "
          "and measure drift and on-device latency.\n\n"
          "Exit codes: 0 success, 1 a run finished but something failed, 2 bad input.",
     no_args_is_help=True,
@@ -116,17 +116,17 @@ def export(
     input_size: Annotated[Optional[int], typer.Option(help="Square input side; default: the backbone's.")] = None,
     batch: Annotated[int, typer.Option(help="Static batch size of the artifact.")] = 1,
     output: Annotated[Optional[Path], typer.Option(help="Folder for artifacts [default: ./bbdeploy-out/MODEL].")] = None,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Half-precision weights (TFLite, OpenVINO) or graph (ONNX).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Half precision, in each target's own fp16 form (see README).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Post-training int8 quantization with each target's toolchain.")] = False,
     calib_data: Annotated[Optional[str], typer.Option(help="int8 calibration: image folder or .npy [default: built-in photo crops, with a warning].")] = None,
     calib_size: Annotated[Optional[int], typer.Option(help="int8 calibration: number of images (deterministic sample) [default: 300].")] = None,
-    calib_method: Annotated[Optional[str], typer.Option(help="int8 calibration: minmax | mse (tflite) | percentile | entropy (onnx) [default: each target's measured best].")] = None,
-    weight_rounding: Annotated[Optional[str], typer.Option(help="int8 weights: gptq (onnx, openvino; default there) | nearest (tflite: the only choice).")] = None,
+    calib_method: Annotated[Optional[str], typer.Option(help=f"int8 activation ranges, per target ({choices_help('calib_methods')}) [default: the first, each target's measured best].")] = None,
+    weight_rounding: Annotated[Optional[str], typer.Option(help=f"int8 weights, per target ({choices_help('weight_roundings')}) [default: the first].")] = None,
     bias_correction: Annotated[Optional[bool], typer.Option("--bias-correction/--no-bias-correction", help="int8 with nearest rounding: correct each layer's bias for its rounding error [default: on].")] = None,
-    io: Annotated[Optional[str], typer.Option(help="TFLite int8 input/output: float | int8 | uint8 [default: float].")] = None,
+    io: Annotated[Optional[str], typer.Option(help=f"int8 input/output type, per target ({choices_help('io_types')}) [default: float].")] = None,
     keep_float: Annotated[Optional[str], typer.Option(help="int8: comma list of layers or blocks to leave in float, e.g. conv_stem,classifier.")] = None,
     min_cosine: Annotated[Optional[float], typer.Option(help=f"int8: fail a row whose mean logit cosine with PyTorch is below this [default: {DEFAULT_MIN_COSINE}, chosen by measurement, see README].")] = None,
-    layout: Annotated[Optional[str], typer.Option(help="Input layout: nhwc (TFLite default) or nchw.")] = None,
+    layout: Annotated[Optional[str], typer.Option(help=f"Input layout, per target ({choices_help('layouts')}) [default: the first].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Export again even if an identical artifact exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per artifact, on stdout.")] = False,
 ) -> None:
@@ -190,7 +190,7 @@ def _print_export_table(console, rows: list[dict]) -> None:
 
 @app.command()
 def drift(
-    artifacts: Annotated[list[Path], typer.Argument(help="Artifacts written by `bbdeploy export` (.onnx, .tflite, .xml).")],
+    artifacts: Annotated[list[Path], typer.Argument(help=f"Artifacts written by `bbdeploy export` ({', '.join(t.suffix for t in TARGETS.values())}).")],
     data: Annotated[Path, typer.Option(help="Folder of images; class subfolders (index or name) give labels.")],
     labels: Annotated[Optional[Path], typer.Option(help="CSV of path,label rows (paths relative to --data).")] = None,
     class_names: Annotated[Optional[Path], typer.Option(help="Text file, one class name per line in output order.")] = None,

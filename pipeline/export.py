@@ -103,7 +103,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: N
     if options.precision == "int8":
         options.quant.validate()
         for target in targets:
-            ptq.target_choices(target.name, options.quant)  # e.g. --calib-method mse with onnx: exit 2 now
+            ptq.target_choices(target, options.quant)  # e.g. --calib-method mse with onnx: exit 2 now
         calibration = calibration_set(options.quant.calib_data, spec.preprocess, size, options.quant.calib_size)
     out_dir = options.output or Path("bbdeploy-out") / spec.name
     _check_writable(out_dir)
@@ -258,7 +258,6 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
         tools = {**tool_versions(target.distributions), "bbdeploy_code_sha256": code_digest()}
         if calibration is not None:
             config["quantization"] = {**options.quant.as_config(), "calibration": calibration.fingerprint()}
-            tools.update(tool_versions(("nncf", "torchao")))
         export_id = stage_id(built.record["id"], "export", config, tools)
         existing = manifest_path(artifact)
         if not options.force:
@@ -271,8 +270,8 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
         with captured_output(log):
             started = time.perf_counter()
             if calibration is not None:
-                quantization = ptq.quantize(target.name, module, built.deploy_model, sample, staged,
-                                            calibration, options.quant, layout=layout)
+                quantization = ptq.quantize(target, built.deploy_model, sample, staged, calibration, options.quant,
+                                            layout=layout)
             else:
                 module.convert(built.deploy_model, sample, staged, precision=precision, layout=layout)
                 quantization = None

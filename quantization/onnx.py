@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-METHODS = ("minmax", "percentile", "entropy")  # the first is the default
 # onnxruntime rounds 7-bit (reduce_range) per-channel symmetric weights to nearest; given weights
 # already on that grid (GPTQ) it keeps them. Lite0: nearest 0.714 agreement / cosine 0.960,
 # nearest + bias correction 0.848 / 0.9886, error-aware GPTQ 0.911 / 0.9960.
 WEIGHT_LEVELS = 64
-ROUNDINGS = ("gptq", "nearest")
 OWN_BIAS_CORRECTION = False  # bbdeploy's applies with nearest rounding
 
 
@@ -29,14 +27,21 @@ def nodes_of_layers(model_path: Path, layers: list[str]) -> list[str]:
     return [node.name for node in graph.node if len(node.input) > 1 and node.input[1] in weights]
 
 
-def quantize(fp32_path: Path, out_path: Path, inputs, *, method: str = "minmax",
-             keep_float: list[str] = ()) -> dict:
-    """Calibrate on `inputs` (an iterable of float32 NCHW arrays of the artifact's batch size) and
-    write the int8 QDQ model; returns the settings used, for the manifest."""
+def quantize(model, calibration, *, subset_size: int, sample, out_path: Path, layout: str, method: str,
+             io: str, keep_float: list[str], bias_correction: bool) -> dict:
+    """Export `model` to float ONNX next to `out_path`, calibrate it on `subset_size` batches of
+    `calibration` and write the int8 QDQ model; returns the settings used, for the manifest.
+    (`bias_correction` was applied to `model` already: onnxruntime has none of its own.)"""
+    from itertools import islice
+
+    from bbdeploy.exporters.onnx import convert
+
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    fp32_path = out_path.with_name(f"float_{out_path.name}")
+    convert(model, sample, fp32_path, precision="fp32", layout=layout)
     prepared = out_path.with_name(out_path.stem + ".pre.onnx")
     quant_pre_process(str(fp32_path), str(prepared))
     excluded = nodes_of_layers(prepared, list(keep_float))
@@ -45,7 +50,7 @@ def quantize(fp32_path: Path, out_path: Path, inputs, *, method: str = "minmax",
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.samples = ({"input": array} for array in inputs)
+            self.samples = ({"input": array} for array in islice(calibration, subset_size))
 
         def get_next(self):
             return next(self.samples, None)

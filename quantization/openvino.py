@@ -12,46 +12,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-METHODS = ("minmax",)
 # NNCF's overflow fix quantizes weights over twice their range with 255 levels: a per-channel grid
 # of max|w| / 63.5 on which the extreme weight itself falls half-way between two levels. GPTQ on
 # that grid (Lite0: 0.92 agreement / cosine 0.9960, from 0.81 / 0.9801 with nearest rounding)
 # keeps every weight but that one exact.
 WEIGHT_LEVELS = 63.5
-ROUNDINGS = ("gptq", "nearest")
 OWN_BIAS_CORRECTION = True  # with nearest rounding, NNCF's fast bias correction (bbdeploy's measured worse)
 
 
-class _Samples:
-    """A re-iterable view of the calibration inputs: NNCF walks the data more than once."""
-
-    def __init__(self, inputs_factory, count: int):
-        self.inputs_factory, self.count = inputs_factory, count
-
-    def __iter__(self):
-        return iter(self.inputs_factory())
-
-    def __len__(self) -> int:
-        return self.count
-
-
-def quantize(fp32_path: Path, out_path: Path, inputs_factory, count: int, *, method: str = "minmax",
-             bias_correction: bool = True, keep_float: list[str] = ()) -> dict:
-    """Quantize the fp32 IR at `fp32_path` on `count` calibration inputs and save it at `out_path`."""
+def quantize(model, calibration, *, subset_size: int, sample, out_path: Path, layout: str, method: str,
+             io: str, keep_float: list[str], bias_correction: bool) -> dict:
+    """Export `model` to a float IR next to `out_path`, quantize it with NNCF on `subset_size`
+    batches of `calibration` (with NNCF's own bias correction when `bias_correction`) and save it."""
     import re
+
+    from bbdeploy.exporters.openvino import convert
 
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-    model = ov.Core().read_model(str(fp32_path))
+    fp32_path = out_path.with_name(f"float_{out_path.name}")
+    convert(model, sample, fp32_path, precision="fp32", layout=layout)
     quantized = nncf.quantize(
-        model, nncf.Dataset(_Samples(inputs_factory, count)), subset_size=count,
+        ov.Core().read_model(str(fp32_path)), nncf.Dataset(calibration), subset_size=subset_size,
         fast_bias_correction=True,
         # ops are named after their module ("__module.blocks.0.0.conv_dw/aten::_convolution/...")
         ignored_scope=nncf.IgnoredScope(patterns=[rf"^__module\.{re.escape(layer)}/" for layer in keep_float]),
         advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE,
                                                            disable_bias_correction=not bias_correction))
     ov.save_model(quantized, str(out_path), compress_to_fp16=False)
-    return {"tool": "nncf.quantize", "preset": "performance", "overflow_fix": "enable", "subset_size": count,
+    return {"tool": "nncf.quantize", "preset": "performance", "overflow_fix": "enable", "subset_size": subset_size,
             "bias_correction": "nncf fast" if bias_correction else "off"}

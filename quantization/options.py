@@ -5,10 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bbdeploy.errors import BBDeployError
+from bbdeploy.exporters.registry import TARGETS
 
-CALIB_METHODS = ("minmax", "mse", "percentile", "entropy")  # each target supports a subset (its METHODS)
-IO_TYPES = ("float", "int8", "uint8")
-WEIGHT_ROUNDINGS = ("gptq", "nearest")  # each target supports a subset (its ROUNDINGS)
+
+def _every(field: str) -> tuple[str, ...]:
+    """Every choice some target offers for `field` (each target checks its own subset later)."""
+    return tuple(dict.fromkeys(choice for target in TARGETS.values() for choice in getattr(target, field)))
+
+
+CALIB_METHODS = _every("calib_methods")
+IO_TYPES = _every("io_types")
+WEIGHT_ROUNDINGS = _every("weight_roundings")
 
 
 @dataclass
@@ -18,7 +25,7 @@ class QuantOptions:
     calib_method: str | None = None  # None: the target's measured default
     weight_rounding: str | None = None  # None: the target's measured default
     bias_correction: bool = True  # with nearest rounding
-    io: str = "float"  # TFLite int8 input/output type
+    io: str = "float"  # int8 input/output type, where the target offers others (TFLite)
     keep_float: tuple[str, ...] = ()  # module names (of the converted model) left in float
 
     def validate(self) -> "QuantOptions":

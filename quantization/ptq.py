@@ -1,26 +1,46 @@
-"""Post-training int8 quantization per target, over one backend-agnostic calibration source.
+"""Post-training int8 quantization for any target, over one backend-agnostic calibration source.
 
-ONNX and OpenVINO quantize their own fp32 artifact (exported first into the same staging folder);
-TFLite quantizes the PyTorch graph with PT2E and converts it. All three see the same calibration
-inputs, regrouped to the artifact's static batch size.
+bbdeploy's own steps come first and are the same for every target: batch norm folded, weights put on
+the target's grid by GPTQ (or rounded to nearest with bias correction). Then the target's quantizer
+(the module its record names) calibrates activations and writes the artifact. Every quantizer has one
+signature, shaped like `nncf.quantize`:
+
+    quantize(model, calibration, *, subset_size, sample, out_path, layout, method, io, keep_float,
+             bias_correction) -> dict of settings for the manifest
+
+with `calibration` a re-iterable of float32 NCHW arrays of the artifact's batch size (`CalibrationData`).
+A quantizer that works on its own float file (ONNX, OpenVINO) exports it first, next to `out_path`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from importlib import import_module
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import torch
 
 from bbdeploy.errors import BBDeployError
+from bbdeploy.exporters.registry import Target, quantizer as quantizer_module
 
 from .bias_correction import LAYERS, correct_biases, fold_batchnorm
 from .calibration import CalibrationSet
 from .options import QuantOptions
 from .rounding import gptq_rounded
+
+
+class CalibrationData:
+    """The calibration inputs a quantizer gets: iterable more than once (NNCF and MNN walk them
+    several times), `len()` batches, each a float32 NCHW array of the artifact's batch size."""
+
+    def __init__(self, batches: Callable[[], Iterator[np.ndarray]], count: int):
+        self._batches, self._count = batches, count
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return self._count
 
 
 def calibration_inputs(calibration: CalibrationSet, batch: int) -> Iterator[np.ndarray]:
@@ -35,11 +55,6 @@ def calibration_inputs(calibration: CalibrationSet, batch: int) -> Iterator[np.n
             pending, produced = pending[batch:], True
     if pending and not produced:
         yield np.stack(pending + [pending[-1]] * (batch - len(pending)))
-
-
-def quantizer_module(target_name: str) -> ModuleType:
-    """The module that quantizes for `target_name` (`bbdeploy.quantization.<target>`)."""
-    return import_module(f"bbdeploy.quantization.{target_name}")
 
 
 def float_layers(model: torch.nn.Module, names: tuple[str, ...]) -> list[str]:
@@ -58,15 +73,11 @@ def float_layers(model: torch.nn.Module, names: tuple[str, ...]) -> list[str]:
     return chosen
 
 
-def quantize(target_name: str, exporter: ModuleType, model: torch.nn.Module, sample: torch.Tensor,
-             out_path: Path, calibration: CalibrationSet, options: QuantOptions, *, layout: str) -> dict:
-    """Write the int8 artifact of `target_name` at `out_path`; returns the settings for the manifest.
-
-    `exporter` is the target's fp32 exporter module, used where quantization works on the fp32 file.
-    """
-    batch = sample.shape[0]
-    quantizer = quantizer_module(target_name)
-    method, rounding = target_choices(target_name, options)
+def quantize(target: Target, model: torch.nn.Module, sample: torch.Tensor, out_path: Path,
+             calibration: CalibrationSet, options: QuantOptions, *, layout: str) -> dict:
+    """Write the int8 artifact of `target` at `out_path`; returns the settings for the manifest."""
+    quantizer = quantizer_module(target)
+    method, rounding, io = target_choices(target, options)
     keep_float = float_layers(model, options.keep_float)
     # GPTQ's weights already carry no mean output error; correcting biases on top of them measured
     # worse (OpenVINO, Lite0: 0.893 agreement with NNCF's correction, 0.920 without)
@@ -79,28 +90,20 @@ def quantize(target_name: str, exporter: ModuleType, model: torch.nn.Module, sam
         model = gptq_rounded(model, lambda: calibration.batches(16), levels=quantizer.WEIGHT_LEVELS, skip=keep_float)
     elif bias_correction and not quantizer.OWN_BIAS_CORRECTION:
         model = correct_biases(model, calibration.batches(16), levels=quantizer.WEIGHT_LEVELS, skip=keep_float)
-    if target_name == "tflite":
-        settings = quantizer.quantize(model, sample, out_path, calibration_inputs(calibration, batch),
-                                      layout=layout, method=method, io=options.io, keep_float=keep_float)
-    else:
-        fp32_path = out_path.with_name(f"float_{out_path.name}")
-        exporter.convert(model, sample, fp32_path, precision="fp32", layout=layout)
-        if target_name == "onnx":
-            settings = quantizer.quantize(fp32_path, out_path, calibration_inputs(calibration, batch),
-                                          method=method, keep_float=keep_float)
-        else:
-            settings = quantizer.quantize(fp32_path, out_path, lambda: calibration_inputs(calibration, batch),
-                                          max(1, len(calibration) // batch), method=method,
-                                          bias_correction=bias_correction, keep_float=keep_float)
+    batch = sample.shape[0]
+    data = CalibrationData(lambda: calibration_inputs(calibration, batch), max(1, len(calibration) // batch))
+    settings = quantizer.quantize(model, data, subset_size=len(data), sample=sample, out_path=out_path,
+                                  layout=layout, method=method, io=io, keep_float=keep_float,
+                                  bias_correction=bias_correction)
     return {"bias_correction": bias_correction, **settings, "calib_method": method, "weight_rounding": rounding,
             "keep_float": keep_float}
 
 
-def target_choices(target_name: str, options: QuantOptions) -> tuple[str, str]:
-    """(calibration method, weight rounding) for `target_name`: the user's, or the target's defaults."""
-    quantizer = quantizer_module(target_name)
-    return (_choice("--calib-method", options.calib_method, quantizer.METHODS, target_name),
-            _choice("--weight-rounding", options.weight_rounding, quantizer.ROUNDINGS, target_name))
+def target_choices(target: Target, options: QuantOptions) -> tuple[str, str, str]:
+    """(calibration method, weight rounding, I/O type) for `target`: the user's, or the target's defaults."""
+    return (_choice("--calib-method", options.calib_method, target.calib_methods, target.name),
+            _choice("--weight-rounding", options.weight_rounding, target.weight_roundings, target.name),
+            _choice("--io", options.io, target.io_types, target.name))
 
 
 def _choice(flag: str, requested: str | None, available: tuple[str, ...], target_name: str) -> str:

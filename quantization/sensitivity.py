@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from bbdeploy.data import load_image, preprocess_image, recorded_preprocess
+from bbdeploy.exporters.registry import TARGETS, quantizer
 from bbdeploy.parity import compare_logits
 
 from .bias_correction import LAYERS, fold_batchnorm, forward_with_hooks
-from .ptq import quantizer_module
 from .rounding import input_correlations, roundable_layers, rounded_weight
 
 SUGGESTED = 3  # layers named in the --keep-float suggestion
@@ -30,7 +30,7 @@ def layer_sensitivity(model: nn.Module, manifest: dict, data, samples: int = 64)
     folded = fold_batchnorm(deploy)
     images = torch.from_numpy(_images(data, manifest["preprocess"], samples))
     quantization = manifest.get("quantization") or {}
-    levels = quantizer_module(manifest["target"]).WEIGHT_LEVELS
+    levels = quantizer(TARGETS[manifest["target"]]).WEIGHT_LEVELS
     layers = {name: layer for name, layer in folded.named_modules() if isinstance(layer, LAYERS)}
     ranges = _input_ranges(folded, images, layers)
     hessians = (input_correlations(folded, [images.numpy()], roundable_layers(folded))

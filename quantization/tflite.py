@@ -15,19 +15,18 @@ DEPTHWISE_CONV_2D, ADD, MEAN and FULLY_CONNECTED (the PADs fold into the convolu
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 import torch
 
 from .tflite_io import set_io_type
 
-METHODS = ("mse", "minmax")  # activation range observers, the first the default (Lite0 cosine 0.9967 vs 0.9958)
 # PT2E rounds per-channel symmetric int8 weights (+-127) to nearest; bbdeploy's bias correction
 # then gives Lite0 0.929 agreement / cosine 0.9967. GPTQ-rounded weights measured 0.920 / 0.9975 on
 # Lite0 but broke MobileNetV3-Small's int8 TFLite (cosine 0.37, while the same weights in PyTorch
 # keep 0.998 and ONNX/OpenVINO take them fine): not offered here until that is understood.
 WEIGHT_LEVELS = 127
-ROUNDINGS = ("nearest",)
 OWN_BIAS_CORRECTION = False  # bbdeploy's applies with nearest rounding
 CONVOLUTIONS = (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
 ADDS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
@@ -200,9 +199,10 @@ def edge_quantizer(method: str = "mse", keep_float: list[str] = ()):
     return EdgeQuantizer().set_global(quantization_config(method))
 
 
-def quantize(model: torch.nn.Module, sample: torch.Tensor, out_path: Path, inputs, *, layout: str = "nhwc",
-             method: str = "mse", io: str = "float", keep_float: list[str] = ()) -> dict:
-    """Calibrate `model` on `inputs` (float32 NCHW arrays) and write a static int8 .tflite.
+def quantize(model: torch.nn.Module, calibration, *, subset_size: int, sample: torch.Tensor, out_path: Path,
+             layout: str, method: str, io: str, keep_float: list[str], bias_correction: bool) -> dict:
+    """Calibrate `model` on `subset_size` batches of `calibration` (float32 NCHW arrays) and write a
+    static int8 .tflite (`bias_correction` was applied to `model` already).
 
     Weights are per-channel symmetric int8, activations per-tensor int8; I/O is `io` (float, int8
     or uint8; the manifest records the dtype, scale and zero point the runner reads back).
@@ -220,7 +220,7 @@ def quantize(model: torch.nn.Module, sample: torch.Tensor, out_path: Path, input
     graph = torch.export.export(model.eval(), (sample,)).module()
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
-        for array in inputs:
+        for array in islice(calibration, subset_size):
             prepared(to_layout(torch.from_numpy(array)))
     converted = convert_pt2e(prepared, fold_quantize=False)
     edge = litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))

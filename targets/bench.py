@@ -120,7 +120,7 @@ def add_warnings(rows: list[dict], entries: list[dict]) -> None:
             if ratio >= 1.0:
                 row["warnings"].append(f"int8 is not faster than fp32 here ({statistic} {ratio:.2f}x of "
                                        f"{Path(sibling['artifact']).name})")
-        if entry["target"] == "tflite" and row["xnnpack"] is not None and not row["xnnpack"]["applied"]:
+        if row["xnnpack"] is not None and not row["xnnpack"]["applied"]:  # set by runtimes that use XNNPACK
             row["warnings"].append("the XNNPACK delegate was not applied: the reference CPU kernels are slow")
         if latency["p50"] is not None and latency["p99"] > NOISY_SPREAD * latency["p50"]:
             row["warnings"].append(f"noisy device: p99/p50 = {latency['p99'] / latency['p50']:.2f} "

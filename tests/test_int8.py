@@ -10,10 +10,11 @@ from PIL import Image
 
 import bbdeploy
 from bbdeploy.export import ExportOptions, export
+from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.exporters.tflite import float_ops
 from bbdeploy.manifest import read_manifest
 from bbdeploy.quantization.calibration import BUILTIN_WARNING
-from bbdeploy.quantization.options import QuantOptions
+from bbdeploy.quantization.options import CALIB_METHODS, IO_TYPES, WEIGHT_ROUNDINGS, QuantOptions
 from tests.conftest import PLUMBING_MIN_COSINE, TINY, calibrated_checkpoint, run_cli
 
 ALL = bbdeploy.list_backbones()
@@ -25,8 +26,7 @@ def test_every_backbone_quantizes_for_every_target(name, photos, tmp_path):
     weights = calibrated_checkpoint(name, photos, tmp_path)
     rows = export(ExportOptions(name, weights=str(weights), input_size=TINY, output=tmp_path / "out",
                                 precision="int8", quant=QuantOptions(calib_size=16), min_cosine=PLUMBING_MIN_COSINE))
-    assert [(r["target"], r["status"], r["error"]) for r in rows] == [
-        ("onnx", "exported", None), ("tflite", "exported", None), ("openvino", "exported", None)]
+    assert [(r["target"], r["status"], r["error"]) for r in rows] == [(t, "exported", None) for t in TARGETS]
     for row in rows:
         manifest = read_manifest(Path(row["manifest"]))
         assert manifest["calibration"]["samples"] == 16 and manifest["calibration"]["warning"] == BUILTIN_WARNING
@@ -34,15 +34,16 @@ def test_every_backbone_quantizes_for_every_target(name, photos, tmp_path):
         assert manifest["parity"]["cosine"] >= PLUMBING_MIN_COSINE, (row["target"], manifest["parity"])
         # int8 weights: under 2 bytes per parameter (an fp32 artifact needs 4)
         assert row["bytes"] < 2 * manifest["backbone"]["params"], (row["target"], row["bytes"])
-    onnx, tflite, openvino = (r["ops"] for r in rows)
-    assert onnx["QuantizeLinear"] > 0 and openvino["FakeQuantize"] > 0
+    by_target = {r["target"]: r for r in rows}
+    assert by_target["onnx"]["ops"]["QuantizeLinear"] > 0 and by_target["openvino"]["ops"]["FakeQuantize"] > 0
+    tflite = by_target["tflite"]["ops"]
     # one int8 graph inside: no layout shuffles, and float only at the two ends (the float input's
     # QUANTIZE and the float output's DEQUANTIZE); ShuffleNet's concatenations add int8 -> int8
     # QUANTIZE (requantize) ops, as TFLite's int8 CONCATENATION takes one scale for all inputs
     assert tflite["CONV_2D"] > 0 and "TRANSPOSE" not in tflite, tflite
-    assert float_ops(Path(rows[1]["artifact"])) == ["QUANTIZE", "DEQUANTIZE"], tflite
+    assert float_ops(Path(by_target["tflite"]["artifact"])) == ["QUANTIZE", "DEQUANTIZE"], tflite
     assert tflite["DEQUANTIZE"] == 1 and (tflite["QUANTIZE"] == 1 or name.startswith("shufflenet")), tflite
-    assert rows[1]["input"]["dtype"] == "float32" and rows[1]["output"]["dtype"] == "float32"
+    assert by_target["tflite"]["input"]["dtype"] == "float32" and by_target["tflite"]["output"]["dtype"] == "float32"
 
 
 # EfficientNet-Lite0, ImageNet weights, 100 built-in calibration crops, judged on the 112 built-in
@@ -81,10 +82,14 @@ def test_keep_float_leaves_the_named_layers_in_float_on_every_target(photos, tmp
     rows = export(ExportOptions("mobilenet_v2", weights=str(weights), input_size=TINY, output=tmp_path / "out",
                                 precision="int8",
                                 quant=QuantOptions(calib_size=8, keep_float=("features.0", "classifier.1")), min_cosine=PLUMBING_MIN_COSINE))
-    assert [r["status"] for r in rows] == ["exported"] * 3
+    assert [(r["target"], r["status"]) for r in rows] == [(t, "exported") for t in TARGETS]
+    # every target: the classifier's 1.28 M weights stay float32, 4 bytes each (int8 would be 1.3 MB)
     for row in rows:
-        assert read_manifest(Path(row["manifest"]))["quantization"]["keep_float"] == ["features.0.0", "classifier.1"]
-    onnx_path, tflite_path, openvino_path = (Path(r["artifact"]) for r in rows)
+        manifest = read_manifest(Path(row["manifest"]))
+        assert manifest["quantization"]["keep_float"] == ["features.0.0", "classifier.1"]
+        assert row["bytes"] > 4 * 1280 * 1000, (row["target"], row["bytes"])
+    onnx_path, tflite_path, openvino_path = (Path(r["artifact"]) for target in ("onnx", "tflite", "openvino")
+                                             for r in rows if r["target"] == target)
     # ONNX: those two layers keep their float32 weight initializers, the next conv reads a dequantized one
     graph = onnx.load(str(onnx_path)).graph
     float_weights = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
@@ -142,12 +147,13 @@ def test_cli_int8_without_calibration_data_warns_loudly(tmp_path):
 
 @pytest.mark.parametrize("args, expected", [
     (["--calib-data", "/no/such/dir"], "error: calibration data '/no/such/dir' is neither a folder of images nor a .npy file"),
-    (["--calib-method", "kl"], "error: unknown --calib-method 'kl'; pass one of minmax, mse, percentile, entropy"),
+    (["--calib-method", "kl"], f"error: unknown --calib-method 'kl'; pass one of {', '.join(CALIB_METHODS)}"),
     (["--fp16"], "error: --fp16 and --int8 exclude each other"),
     (["--keep-float", "features.1,nope"], "error: --keep-float 'nope' is not a layer or block of this model; "
                                           "pass module names such as features.0.0, features.1.conv.0.0,"),
-    (["--io", "int16"], "error: unknown --io 'int16'; pass one of float, int8, uint8"),
-    (["--weight-rounding", "adaround"], "error: unknown --weight-rounding 'adaround'; pass one of gptq, nearest"),
+    (["--io", "int16"], f"error: unknown --io 'int16'; pass one of {', '.join(IO_TYPES)}"),
+    (["--weight-rounding", "adaround"], f"error: unknown --weight-rounding 'adaround'; pass one of "
+                                        f"{', '.join(WEIGHT_ROUNDINGS)}"),
     (["--calib-method", "mse", "--target", "all"], "error: --calib-method mse is not available for onnx; "
                                                    "pass one of minmax, percentile, entropy"),
 ])

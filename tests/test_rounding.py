@@ -35,7 +35,6 @@ def test_onnxruntime_keeps_gptq_weights_exactly(tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from bbdeploy.exporters import onnx as onnx_exporter
     from bbdeploy.quantization import onnx as onnx_quantizer
 
     torch.manual_seed(0)
@@ -44,9 +43,10 @@ def test_onnxruntime_keeps_gptq_weights_exactly(tmp_path):
     batches = [np.random.default_rng(i).random((2, 3, 12, 12), dtype=np.float32) for i in range(3)]
     prepared = gptq_rounded(model, lambda: batches, levels=onnx_quantizer.WEIGHT_LEVELS)
     assert not torch.allclose(prepared[4].weight, rounded(model[4].weight, onnx_quantizer.WEIGHT_LEVELS))
-    fp32, int8 = tmp_path / "m.onnx", tmp_path / "m_int8.onnx"
-    onnx_exporter.convert(prepared, torch.from_numpy(batches[0][:1]), fp32, precision="fp32", layout="nchw")
-    onnx_quantizer.quantize(fp32, int8, (b[:1] for b in batches))
+    int8 = tmp_path / "m_int8.onnx"
+    onnx_quantizer.quantize(prepared, [b[:1] for b in batches], subset_size=len(batches),
+                            sample=torch.from_numpy(batches[0][:1]), out_path=int8, layout="nchw", method="minmax",
+                            io="float", keep_float=[], bias_correction=False)
     initializers = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(int8)).graph.initializer}
     for index in (0, 2, 4):
         name = f"{index}.weight"

@@ -1,4 +1,5 @@
-"""An Android phone over adb, timed by LiteRT's own `benchmark_model` binary (TFLite artifacts only).
+"""An Android phone over adb, timed by LiteRT's own `benchmark_model` binary (the artifacts of targets
+whose record names it as their `adb_tool`: TFLite).
 
 The artifact and the binary are pushed into a fresh folder under /data/local/tmp, run with the thread
 and delegate options, and the folder is removed afterwards, also when the run fails. adb is called
@@ -17,8 +18,10 @@ import subprocess
 from pathlib import Path
 
 from bbdeploy.errors import EXIT_FAILED, BBDeployError
+from bbdeploy.exporters.registry import TARGETS
 
 REMOTE_ROOT = "/data/local/tmp"
+TOOL = "benchmark_model"  # targets whose record names this `adb_tool` run here
 DELEGATE_FLAGS = {"xnnpack": ["--use_xnnpack=true"], "gpu": ["--use_gpu=true"], "nnapi": ["--use_nnapi=true"],
                   "none": ["--use_xnnpack=false"]}
 STAT_LINE = re.compile(r"count=(?P<count>\d+) first=\S+ curr=\S+ min=(?P<min>\S+) max=\S+ avg=(?P<avg>\S+) std=(?P<std>\S+)")
@@ -56,9 +59,10 @@ class ADBDevice:
         self.binary, self.delegate = Path(binary), delegate
 
     def check(self, entry: dict) -> None:
-        if entry["target"] != "tflite":
+        if TARGETS[entry["target"]].adb_tool != TOOL:
+            runnable = ", ".join(t.name for t in TARGETS.values() if t.adb_tool == TOOL)
             raise BBDeployError(f"{Path(entry['artifact']).name} is a {entry['target']} artifact; adb devices run "
-                                "TFLite artifacts only (with benchmark_model); bench it locally or over ssh://")
+                                f"{runnable} artifacts only (with {TOOL}); bench it locally or over ssh://")
 
     def _adb(self, *arguments: str, timeout: float = 120) -> str:
         try:
@@ -94,7 +98,7 @@ class ADBDevice:
 
     def _run_one(self, entry: dict, options) -> tuple[dict, dict]:
         folder = f"{REMOTE_ROOT}/bbdeploy-{secrets.token_hex(4)}"
-        graph, tool = f"{folder}/model.tflite", f"{folder}/benchmark_model"
+        graph, tool = f"{folder}/model{Path(entry['artifact']).suffix}", f"{folder}/{TOOL}"
         try:
             self._adb("shell", shlex.join(["mkdir", "-p", folder]))
             self._adb("push", entry["artifact"], graph, timeout=600)

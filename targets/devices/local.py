@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from bbdeploy.errors import EXIT_FAILED, BBDeployError
+from bbdeploy.exporters.registry import TARGETS
 
 RUNNER = Path(__file__).resolve().parent.parent / "runner.py"
-RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tflite_runtime": "ai-edge-litert"}
 
 
 def runner_arguments(artifacts: list[str], options) -> list[str]:
@@ -23,19 +23,19 @@ def runner_arguments(artifacts: list[str], options) -> list[str]:
     return arguments
 
 
-def parse_runner_output(stdout: str, where: str) -> tuple[list[dict], dict]:
-    """(one outcome per artifact, device facts) from the runner's JSON line. An outcome is
-    {"result": {...}} or {"error": "one line"}; a missing runtime names the pip command to run."""
+def parse_runner_output(stdout: str, where: str, entries: list[dict]) -> tuple[list[dict], dict]:
+    """(one outcome per artifact of `entries`, device facts) from the runner's JSON line. An outcome
+    is {"result": {...}} or {"error": "one line"}; a missing runtime names the pip command to run."""
     try:
         answer = json.loads(stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         raise BBDeployError(f"the benchmark runner on {where} printed no result", EXIT_FAILED) from None
     outcomes = []
-    for outcome in answer["outcomes"]:
+    for outcome, entry in zip(answer["outcomes"], entries):
         if "module" in outcome:
-            module = outcome["module"]
-            outcome = {"error": f"{where} lacks the runtime module {module!r}; install it there: python3 -m pip "
-                                f"install {RUNTIME_PACKAGES.get(module, module)}"}
+            install = " ".join(TARGETS[entry["target"]].device_distributions)
+            outcome = {"error": f"{where} lacks the runtime module {outcome['module']!r}; install it there: "
+                                f"python3 -m pip install {install}"}
         elif "result" in outcome:
             outcome["result"]["peak_rss_bytes"] = answer.get("peak_rss_bytes")
         outcomes.append(outcome)
@@ -59,4 +59,4 @@ class LocalDevice:
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
             raise BBDeployError(f"the benchmark runner failed: {last}", EXIT_FAILED)
-        return parse_runner_output(done.stdout, "this machine")
+        return parse_runner_output(done.stdout, "this machine", entries)

@@ -87,7 +87,7 @@ class SSHDevice:
                       timeout=600)
             arguments = runner_arguments([f"{i}/{Path(e['artifact']).name}" for i, e in enumerate(entries)], options)
             line = f"cd {shlex.quote(folder)} && {shlex.join([self.python, RUNNER.name, *arguments])}"
-            return parse_runner_output(self._ssh(line, timeout=self.timeout), self.spec)
+            return parse_runner_output(self._ssh(line, timeout=self.timeout), self.spec, entries)
         finally:
             self._cleanup(folder)
 
