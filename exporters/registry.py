@@ -63,6 +63,13 @@ TARGETS: dict[str, Target] = {
                io_types=("float",), runner="OpenVINORunner",
                packages=("openvino", "nncf"), distributions=("openvino", "nncf"),
                device_distributions=("openvino",), adb_tool=None),
+        Target("mnn", ".mnn", (), ("fp32", "fp16", "int8"), ("nchw",),
+               exporter="bbdeploy.exporters.mnn", quantizer="bbdeploy.quantization.mnn",
+               # KL crashes MNN 3.6.1's quantizer; ADMM measured worse than EMA (quantization/mnn.py)
+               calib_methods=("ema", "admm"), weight_roundings=("gptq", "nearest"),
+               io_types=("float",), runner="MNNRunner",
+               packages=("MNN", "onnx", "onnxscript"), distributions=("MNN", "onnx", "onnxscript"),
+               device_distributions=("MNN",), adb_tool=None),
     )
 }
 

@@ -164,9 +164,71 @@ def _ov_spec(port, fallback_name: str) -> TensorSpec:
     return TensorSpec(name, shape, port.get_element_type().to_dtype().name)
 
 
+class MNNRunner(Runner):
+    """MNN's Module API on the CPU backend. MNN's precision modes: "high" computes in f32 (what
+    `exec_precision` "f32" pins), "low" in fp16 or bf16 where the CPU has them ("f16" / "bf16" ask for
+    it; MNN picks which, so "low" is reported), and the default "normal" is f32 on CPUs without fp16
+    arithmetic and may use fp16 on ARMv8.2 (reported as None: not read back)."""
+
+    SUFFIX = ".mnn"
+    MODES = {None: "normal", "f32": "high", "bf16": "low", "f16": "low"}
+
+    def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None):
+        mnn = quiet_import_mnn()
+        mode = self.MODES[exec_precision]
+        with _stdout_to_stderr():  # MNN announces its precision mode on stdout
+            manager = mnn.nn.create_runtime_manager(({"backend": "CPU", "precision": mode,
+                                                      "numThread": threads or 1},))
+            self.module = mnn.nn.load_module_from_file(str(path), [], [], runtime_manager=manager)
+        self.expr = mnn.expr
+        info = self.module.get_info()
+        (inp,), (out_name,) = info["inputs"], info["outputNames"]
+        self.runtime, self.runtime_version = "MNN", info.get("version") or mnn.version()
+        self.exec_precision = {"normal": None, "high": "f32", "low": "low"}[mode]
+        self.input = TensorSpec(info["inputNames"][0], list(inp.shape), "float32")
+        probe = self._invoke(np.zeros(self.input.shape, np.float32))
+        self.output = TensorSpec(out_name, list(probe.shape), "float32")
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)  # MNN reads this memory: keep it alive
+        (output,) = self.module.forward([self.expr.const(batch, list(batch.shape), self.expr.NCHW)])
+        return np.array(output.read(), dtype=np.float32, copy=True)  # read() is a view MNN reuses
+
+
+def quiet_import_mnn():
+    """`import MNN`: its engine prints the CPU's features on stdout when loaded, which would spoil
+    the JSON a command prints there; sent to stderr instead."""
+    with _stdout_to_stderr():
+        import MNN
+        import MNN.expr
+        import MNN.nn
+    return MNN
+
+
+class _stdout_to_stderr:
+    """File descriptor 1 points at stderr for the duration (native code's prints included: the C
+    library's buffer is flushed before fd 1 is restored)."""
+
+    def __enter__(self):
+        sys.stdout.flush()
+        self.saved = os.dup(1)
+        os.dup2(2, 1)
+
+    def __exit__(self, *exc):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).fflush(None)
+        except (OSError, AttributeError):  # pragma: no cover - no C library to flush
+            pass
+        sys.stdout.flush()
+        os.dup2(self.saved, 1)
+        os.close(self.saved)
+
+
 # by artifact suffix: on a board there is no target table, only the file (the table names each
 # target's runner class, and a test checks that the two agree)
-RUNNERS = {runner.SUFFIX: runner for runner in (OnnxRunner, LiteRTRunner, OpenVINORunner)}
+RUNNERS = {runner.SUFFIX: runner for runner in (OnnxRunner, LiteRTRunner, OpenVINORunner, MNNRunner)}
 
 
 EXEC_PRECISIONS = ("f32", "bf16", "f16")  # what `exec_precision` may pin, where a runtime has the setting
