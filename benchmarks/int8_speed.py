@@ -7,6 +7,7 @@ and times them interleaved (fp32, int8, fp32, int8, ...) so both see the same ma
 the median latency of each and the ratio int8/fp32. Issue 4's target: ratio <= 0.6 on every target.
 
     .venv/bin/python benchmarks/int8_speed.py [--runs 100] [--models efficientnet_lite0,mobilenet_v3_large]
+                                              [--targets all]
 
 The CPU's int8 instructions decide much of the answer: the script prints whether the CPU has
 AVX-512 VNNI / AVX-VNNI (x86 int8 dot products) next to the figures.
@@ -55,12 +56,12 @@ def interleaved_medians(runners: dict, batch: np.ndarray, runs: int, warmup: int
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def artifacts(model: str, folder: Path, calib_size: int) -> dict[tuple[str, str], dict]:
+def artifacts(model: str, targets: str, folder: Path, calib_size: int) -> dict[tuple[str, str], dict]:
     """(target, precision) -> export row, for fp32 and int8 on every target."""
     weights = "imagenet" if find_offline(resolve(model)) else "random"
     rows = {}
     for precision in ("fp32", "int8"):
-        options = ExportOptions(model, targets=",".join(TARGETS), weights=weights, output=folder,
+        options = ExportOptions(model, targets=targets, weights=weights, output=folder,
                                 precision=precision, quant=QuantOptions(calib_size=calib_size),
                                 min_cosine=0.0)  # speed only: random networks' int8 fidelity is not judged here
         for row in export(options):
@@ -75,13 +76,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--models", default="efficientnet_lite0,mobilenet_v3_large")
     parser.add_argument("--calib-size", type=int, default=100)
+    parser.add_argument("--targets", default="all", help=f"comma list of {', '.join(TARGETS)}, or all")
     args = parser.parse_args()
     print(f"CPU int8 features: {cpu_int8_features()}; 1 thread; {args.runs} interleaved runs per artifact")
     print(f"{'model':22s} {'target':9s} {'exec':>5s} {'fp32 ms':>8s} {'int8 ms':>8s} {'int8/fp32':>9s}")
     with tempfile.TemporaryDirectory() as folder:
         for model in args.models.split(","):
-            rows = artifacts(model, Path(folder) / model, args.calib_size)
-            for target in TARGETS:
+            rows = artifacts(model, args.targets, Path(folder) / model, args.calib_size)
+            for target in dict.fromkeys(target for target, _ in rows):
                 fp32, int8 = rows[(target, "fp32")], rows[(target, "int8")]
                 shape = fp32["input"]["shape"]
                 batch = np.random.default_rng(0).standard_normal(shape).astype(np.float32)

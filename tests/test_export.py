@@ -165,17 +165,22 @@ def test_cli_unwritable_output_folder(tmp_path):
     assert blocker.read_text() == "a file where a folder should be"
 
 
-def test_a_missing_converter_package_names_what_to_install():
+@pytest.mark.parametrize("target", TARGETS.values(), ids=list(TARGETS))
+def test_a_missing_converter_package_names_what_to_install(target, tmp_path, monkeypatch):
+    """`--target X` without X's packages installed: one line naming the pip command, nothing written."""
     import dataclasses
 
-    from bbdeploy.errors import BBDeployError
-    from bbdeploy.exporters.registry import exporter
+    import bbdeploy.exporters.registry as registry
 
-    broken = dataclasses.replace(TARGETS["openvino"], packages=("openvino", "no_such_converter_pkg"),
-                                 distributions=("openvino", "no-such-converter"))
-    with pytest.raises(BBDeployError, match="target openvino needs the Python package 'no_such_converter_pkg'; "
-                                            "pip install openvino no-such-converter"):
-        exporter(broken)
+    missing = dataclasses.replace(target, packages=(*target.packages, "no_such_converter_pkg"),
+                                  distributions=(*target.distributions, "no-such-converter"))
+    monkeypatch.setitem(registry.TARGETS, target.name, missing)
+    (row,) = export(ExportOptions("mobilenet_v2", weights="random", targets=target.name, input_size=TINY,
+                                  output=tmp_path))
+    assert row["status"] == "failed"
+    assert row["error"].startswith(f"target {target.name} needs the Python package 'no_such_converter_pkg'; "
+                                   f"pip install {' '.join(target.distributions)} no-such-converter"), row["error"]
+    assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".log")]
 
 
 def test_the_headline_command_without_weights_is_one_line_naming_what_to_pass(tmp_path):
