@@ -35,6 +35,8 @@ class Target:
     distributions: tuple[str, ...]  # their PyPI names: pip install hint, versions in manifests
     device_distributions: tuple[str, ...]  # what a board needs for runner.py to run the artifact
     adb_tool: str | None  # the Android binary that times it over adb; None: adb cannot
+    # the calib methods whose quantizer can leave layers in float (--keep-float); None: all of them
+    keep_float_methods: tuple[str, ...] | None = None
 
     @property
     def install(self) -> str:
@@ -69,7 +71,9 @@ TARGETS: dict[str, Target] = {
                calib_methods=("ema", "admm"), weight_roundings=("gptq", "nearest"),
                io_types=("float",), runner="MNNRunner",
                packages=("MNN", "onnx", "onnxscript"), distributions=("MNN", "onnx", "onnxscript"),
-               device_distributions=("MNN",), adb_tool=None),
+               device_distributions=("MNN",), adb_tool=None,
+               # MNN's EMA quantizer quantizes every layer; its ADMM one honours skip_quant_op_names
+               keep_float_methods=("admm",)),
     )
 }
 

@@ -100,8 +100,15 @@ def quantize(target: Target, model: torch.nn.Module, sample: torch.Tensor, out_p
 
 
 def target_choices(target: Target, options: QuantOptions) -> tuple[str, str, str]:
-    """(calibration method, weight rounding, I/O type) for `target`: the user's, or the target's defaults."""
-    return (_choice("--calib-method", options.calib_method, target.calib_methods, target.name),
+    """(calibration method, weight rounding, I/O type) for `target`: the user's, or the target's defaults
+    (with --keep-float, the first method whose quantizer can leave layers in float)."""
+    methods = target.calib_methods
+    if options.keep_float and target.keep_float_methods is not None:
+        methods = target.keep_float_methods
+        if options.calib_method and options.calib_method not in methods:
+            raise BBDeployError(f"--keep-float needs --calib-method {' or '.join(methods)} on {target.name} (its "
+                                f"{options.calib_method} quantizer quantizes every layer); pass one of them")
+    return (_choice("--calib-method", options.calib_method, methods, target.name),
             _choice("--weight-rounding", options.weight_rounding, target.weight_roundings, target.name),
             _choice("--io", options.io, target.io_types, target.name))
 

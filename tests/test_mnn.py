@@ -114,3 +114,17 @@ def test_real_efficientnet_lite0_int8_mnn_is_as_good_as_the_best_other_target(tm
     assert parity["sqnr_db"] >= max(figures[3] for figures in others), parity
     assert parity["cosine"] >= cosine - 0.002 and parity["sqnr_db"] >= sqnr - 1, parity
     assert parity["top1_agreement"] >= agreement - 0.045 and parity["confident_top1_agreement"] >= confident - 0.02
+
+
+def test_keep_float_on_mnn_takes_the_quantizer_that_honours_it(tmp_path):
+    """MNN's EMA quantizer quantizes every layer (skip_quant_op_names is read by its KL/ADMM path
+    only): --keep-float defaults to admm there (test_int8's keep-float test checks the kept layers on
+    every target), and asking for ema with it is one clear error before anything is built."""
+    from bbdeploy.errors import BBDeployError
+
+    options = ExportOptions("mobilenet_v2", weights="random", targets="mnn", input_size=TINY, output=tmp_path,
+                            precision="int8", quant=QuantOptions(calib_method="ema", keep_float=("classifier.1",)))
+    with pytest.raises(BBDeployError, match=r"^--keep-float needs --calib-method admm on mnn \(its ema quantizer "
+                                            r"quantizes every layer\); pass one of them$"):
+        export(options)
+    assert not tmp_path.exists() or not list(tmp_path.iterdir())
