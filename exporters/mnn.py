@@ -47,9 +47,9 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, path: Path, *, precisi
     CPUs without fp16 arithmetic, as LiteRT's fp16 scheme does.
     """
     source = path.with_name(path.stem + ".source.onnx")
-    # MNN's converter optimizes the graph itself: the exporter's own pass only cost time (Lite4 at
-    # 64 px: 4.3-5.2 s export without it, 6.8-9.4 s with it)
-    onnx_exporter.convert(model, sample, source, precision="fp32", layout=layout, optimize=False)
+    # with the exporter's optimizer: without it weights and biases reach MNN as computed values, which
+    # its converter refuses ("Conv's bias input should be Constant!", then a crash)
+    onnx_exporter.convert(model, sample, source, precision="fp32", layout=layout)
     arguments = ["-f", "ONNX", "--modelFile", str(source), "--MNNModel", str(path), "--bizCode", "bbdeploy"]
     if precision == "fp16":
         arguments.append("--fp16")
