@@ -9,7 +9,7 @@ CONFIDENT_MARGIN = 0.1  # top-1 minus top-2 softmax probability above which a pr
 FLOAT_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-1}  # max |logit diff| a float export may show, per precision
 # The int8 floor on mean logit cosine with PyTorch (`--min-cosine`). Measured: EfficientNet-Lite0
 # with ImageNet weights 0.996 on every target; every backbone of the zoo at 64 px with random
-# weights >= 0.97 (tests/test_int8.py); a broken int8 TFLite of MobileNetV3-Small 0.37.
+# weights >= 0.97 (tests/test_export.py); a broken int8 TFLite of MobileNetV3-Small 0.37.
 DEFAULT_MIN_COSINE = 0.95
 
 

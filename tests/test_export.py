@@ -13,16 +13,21 @@ import bbdeploy
 from bbdeploy.download import sha256_of
 from bbdeploy.export import ExportOptions, export
 from bbdeploy.exporters.registry import TARGETS
+from bbdeploy.exporters.tflite import float_ops
 from bbdeploy.manifest import read_manifest
-from tests.conftest import TINY, calibrated_checkpoint, run_cli
+from bbdeploy.quantization.calibration import BUILTIN_WARNING
+from bbdeploy.quantization.options import QuantOptions
+from tests.conftest import PLUMBING_MIN_COSINE, TINY, calibrated_checkpoint, run_cli
 
 
 ALL = bbdeploy.list_backbones()
 
 
-@pytest.mark.long(seconds=20)
+@pytest.mark.long(seconds=55)
 @pytest.mark.parametrize("name", ALL)
-def test_every_backbone_exports_to_every_target_with_parity(name, photos, tmp_path):
+def test_every_backbone_exports_float_and_int8_to_every_target(name, photos, tmp_path):
+    """The whole zoo at 64 px on every target, fp32 then int8 (one test per backbone, so the two share
+    the calibrated checkpoint and the worker)."""
     weights = calibrated_checkpoint(name, photos, tmp_path)
     out = tmp_path / "out"
     rows = export(ExportOptions(name, targets="all", weights=str(weights), input_size=TINY, output=out))
@@ -41,6 +46,30 @@ def test_every_backbone_exports_to_every_target_with_parity(name, photos, tmp_pa
     assert sorted(p.name for p in out.iterdir()) == sorted(
         name for t in TARGETS.values() for name in (stem + t.suffix, stem + t.suffix + ".json",
                                                     *(stem + companion for companion in t.companions)))
+    _check_int8_of_every_target(name, weights, tmp_path / "int8")
+
+
+def _check_int8_of_every_target(name: str, weights: Path, out: Path) -> None:
+    rows = export(ExportOptions(name, weights=str(weights), input_size=TINY, output=out,
+                                precision="int8", quant=QuantOptions(calib_size=8), min_cosine=PLUMBING_MIN_COSINE))
+    assert [(r["target"], r["status"], r["error"]) for r in rows] == [(t, "exported", None) for t in TARGETS]
+    for row in rows:
+        manifest = read_manifest(Path(row["manifest"]))
+        assert manifest["calibration"]["samples"] == 8 and manifest["calibration"]["warning"] == BUILTIN_WARNING
+        assert manifest["parity"]["samples"] == 112 and manifest["parity"]["passed"] is True
+        assert manifest["parity"]["cosine"] >= PLUMBING_MIN_COSINE, (row["target"], manifest["parity"])
+        # int8 weights: under 2 bytes per parameter (an fp32 artifact needs 4)
+        assert row["bytes"] < 2 * manifest["backbone"]["params"], (row["target"], row["bytes"])
+    by_target = {r["target"]: r for r in rows}
+    assert by_target["onnx"]["ops"]["QuantizeLinear"] > 0 and by_target["openvino"]["ops"]["FakeQuantize"] > 0
+    tflite = by_target["tflite"]["ops"]
+    # one int8 graph inside: no layout shuffles, and float only at the two ends (the float input's
+    # QUANTIZE and the float output's DEQUANTIZE); ShuffleNet's concatenations add int8 -> int8
+    # QUANTIZE (requantize) ops, as TFLite's int8 CONCATENATION takes one scale for all inputs
+    assert tflite["CONV_2D"] > 0 and "TRANSPOSE" not in tflite, tflite
+    assert float_ops(Path(by_target["tflite"]["artifact"])) == ["QUANTIZE", "DEQUANTIZE"], tflite
+    assert tflite["DEQUANTIZE"] == 1 and (tflite["QUANTIZE"] == 1 or name.startswith("shufflenet")), tflite
+    assert by_target["tflite"]["input"]["dtype"] == "float32" and by_target["tflite"]["output"]["dtype"] == "float32"
 
 
 def _row_of(target: str, rows: list[dict]) -> dict:
