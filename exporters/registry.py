@@ -92,15 +92,6 @@ def resolve_targets(spec: str) -> list[Target]:
     return targets
 
 
-def target_of(artifact_suffix: str) -> Target:
-    """The target whose artifacts end in `artifact_suffix` (e.g. ".xml")."""
-    for target in TARGETS.values():
-        if target.suffix == artifact_suffix:
-            return target
-    raise BBDeployError(f"no target writes {artifact_suffix!r} files; artifacts end in "
-                        f"{', '.join(t.suffix for t in TARGETS.values())}")
-
-
 def _check_installed(target: Target) -> None:
     for package in target.packages:
         try:
