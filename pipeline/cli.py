@@ -135,6 +135,7 @@ def export(
 
     from .export import ExportOptions
     from .export import export as run_export
+    from .progress import BarProgress
     from .quiet import stderr_console
 
     if fp16 and int8:
@@ -156,8 +157,8 @@ def export(
                             input_size=input_size, batch=batch, output=output,
                             precision="int8" if int8 else "fp16" if fp16 else "fp32", layout=layout, force=force,
                             quant=quant, min_cosine=DEFAULT_MIN_COSINE if min_cosine is None else min_cosine)
-    with console.status("exporting") as status:
-        rows = run_export(options, progress=lambda message: status.update(message),
+    with BarProgress(console) as progress:
+        rows = run_export(options, progress=progress,
                           warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}"))
     _print_export_table(console, rows)
     if as_json:

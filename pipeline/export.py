@@ -4,6 +4,12 @@ runtime, compared with PyTorch on real photos, and described by a manifest.
 Each target is converted in a private staging folder and published by renames, artifact files first
 and the manifest last: a manifest on disk always describes complete files, and a failed or
 interrupted export leaves the previous artifact (if any) as it was.
+
+The cache is asked first: an artifact's id is computed from the request, the weights' digest and
+the fingerprints of its images (file contents or crop boxes, never decoded pixels), so a request
+whose artifacts all exist costs a model build. Everything else is done once per request and shared
+by its targets: the parity images and the float model's logits on them, and the int8 work
+(`ptq.SharedWork`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +35,12 @@ from bbdeploy.targets.runner import load as load_runner
 
 from .backbones import resolve
 from .backbones.registry import BackboneSpec
-from .data import evaluation_photos, preprocess_image
+from .data import EVALUATION_PHOTOS, evaluation_photos, preprocess_image
 from .errors import EXIT_FAILED, BBDeployError
 from .manifest import (SCHEMA, code_digest, file_entry, files_intact, manifest_path, now, read_manifest, stage_id,
                        tool_versions, write_json_atomic)
 from .parity import DEFAULT_MIN_COSINE, FLOAT_TOLERANCE, compare_logits, parity_failure, run_batched
+from .progress import Progress
 from .random_weights import RANDOM_WEIGHTS_NOTE
 from .quiet import captured_output
 from .zoo import backbone_info, create_backbone
@@ -65,20 +73,70 @@ class ExportOptions:
 PARITY_SAMPLES = {"fp32": 12, "fp16": 12, "int8": 112}
 
 
+class ParityImages:
+    """The images parity is measured on, and the float model's logits for them: decoded and run on
+    first use, so that a request answered from the cache does neither. `fingerprint` names them
+    without decoding anything."""
+
+    def __init__(self, spec: BackboneSpec, size: int, samples: int, calibration: CalibrationSet | None,
+                 model: torch.nn.Module):
+        self._spec, self._size, self._model = spec, size, model
+        self._held_out = calibration.held_out_set(samples) if calibration is not None else None
+        if self._held_out is not None:
+            self._whole_photos, self._crops = (), self._held_out
+        else:  # the whole evaluation photos first, then crops of them
+            self._whole_photos = EVALUATION_PHOTOS[:samples]
+            self._crops = evaluation_crops(spec.preprocess, size, samples - len(self._whole_photos))
+        digest = hashlib.sha256(repr((self._whole_photos, size, spec.preprocess.as_dict())).encode())
+        digest.update(self._crops.fingerprint().encode())
+        self.fingerprint = digest.hexdigest()
+
+    @cached_property
+    def images(self) -> np.ndarray:
+        """NCHW float32, preprocessed."""
+        photos = evaluation_photos() if self._whole_photos else {}
+        whole = [preprocess_image(photos[name], self._spec.preprocess, self._size) for name in self._whole_photos]
+        return np.concatenate([np.stack(whole)] * bool(whole) + list(self._crops.batches(32)))
+
+    @cached_property
+    def reference(self) -> np.ndarray:
+        """The float model's logits for `images`."""
+        with torch.no_grad():
+            return self._model(torch.from_numpy(self.images)).numpy()
+
+    @property
+    def note(self) -> str:
+        """What the images are, for the manifest."""
+        if self._held_out is not None:
+            return f"{len(self.images)} images of {self._held_out.source} that calibration did not sample"
+        return ("the built-in evaluation photos (scikit-image, scikit-learn, matplotlib) and crops of them; none is "
+                "a calibration photo")
+
+
 @dataclass
 class Built:
-    """The build stage's result: the float model, its manifest record and the parity reference."""
+    """The build stage's result: the float model, its manifest record and the parity images."""
 
     spec: BackboneSpec
     model: torch.nn.Module  # as built: the reference for parity
     deploy_model: torch.nn.Module  # what converters get: the same function in a converter-friendly form
     record: dict
-    images: np.ndarray  # NCHW float32, preprocessed real photos
-    reference: np.ndarray  # the float model's logits for `images`
-    images_note: str  # what `images` are, for the manifest
+    parity: ParityImages
 
 
-def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: None,
+@dataclass
+class Plan:
+    """One target's artifact of a request, and the id that says whether it exists already."""
+
+    target: Target
+    layout: str
+    artifact: Path
+    export_id: str
+    config: dict
+    tools: dict
+
+
+def export(options: ExportOptions, progress: Progress = Progress(),
            warn: Callable[[str], None] = lambda _: None) -> list[dict]:
     """Export to every requested target; one result row per target, failures included.
 
@@ -107,7 +165,7 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: N
         calibration = calibration_set(options.quant.calib_data, spec.preprocess, size, options.quant.calib_size)
     out_dir = options.output or Path("bbdeploy-out") / spec.name
     _check_writable(out_dir)
-    progress(f"building {spec.name} (weights: {options.weights})")
+    progress.say(f"building {spec.name} (weights: {options.weights})")
     built = build(spec, options, size, calibration)
     if calibration is not None:
         ptq.float_layers(built.deploy_model, options.quant.keep_float)  # unknown names: one line, nothing written
@@ -116,11 +174,19 @@ def export(options: ExportOptions, progress: Callable[[str], None] = lambda _: N
         if note:
             warn(note)
     out_dir = _writable_folder(out_dir)
+    calibration_fingerprint = calibration.fingerprint() if calibration is not None else None
+    work = (ptq.SharedWork(built.deploy_model, calibration, options.quant.keep_float, progress)
+            if calibration is not None else None)
     rows = []
     for target in targets:
-        progress(f"exporting {target.name} {options.precision} ({layouts[target.name].upper()})")
+        plan = plan_target(built, target, options, layouts[target.name], out_dir, calibration_fingerprint)
+        cached = None if options.force else _cached(manifest_path(plan.artifact), plan.export_id, out_dir)
+        if cached:
+            rows.append(_judged_row(cached, plan.artifact, "cached", options.min_cosine))
+            continue
+        progress.say(f"exporting {target.name} {options.precision} ({plan.layout.upper()})")
         try:
-            rows.append(export_target(built, target, options, layouts[target.name], out_dir, calibration))
+            rows.append(export_target(built, plan, options, out_dir, work))
         except BBDeployError as exc:  # conversion, parity or a crash of the converter: this row fails
             rows.append(_failed_row(target, options, str(exc)))
     return rows
@@ -166,28 +232,19 @@ def _writable_folder(folder: Path) -> Path:
 
 
 def build(spec: BackboneSpec, options: ExportOptions, size: int, calibration: CalibrationSet | None = None) -> Built:
-    """Create the float model and the reference logits on images calibration never saw."""
+    """Create the float model and its record; the parity images and logits come when first used."""
     started = time.perf_counter()
     model = float_model(spec.name, options.weights, options.width, options.num_classes)
     info = backbone_info(spec.name, width=options.width)
     preprocess = {**spec.preprocess.as_dict(), "size": size, "resize": round(size / spec.preprocess.crop_pct)}
-    samples = PARITY_SAMPLES[options.precision]
-    held_out = calibration.held_out_set(samples) if calibration is not None else None
-    if held_out is not None:
-        images = np.concatenate(list(held_out.batches(32)))
-        images_note = f"{len(images)} images of {held_out.source} that calibration did not sample"
-    else:
-        images = parity_images(spec, size, samples)
-        images_note = ("the built-in evaluation photos (scikit-image, scikit-learn, matplotlib) and crops of "
-                       "them; none is a calibration photo")
-    with torch.no_grad():
-        reference = model(torch.from_numpy(images)).numpy()
     # a converter-friendly form of the same function, e.g. ShuffleNetV2 without channel-shuffle ops
     deploy_model = model.deploy_form() if hasattr(model, "deploy_form") else model
+    with torch.no_grad():
+        num_classes = model(torch.zeros(1, 3, size, size)).shape[1]
     record = {
         "name": spec.name, "family": spec.family, "width": options.width,
         "deploy_form": type(deploy_model).__name__ if deploy_model is not model else None,
-        "num_classes": int(reference.shape[1]), "weights": model.weights_source,
+        "num_classes": int(num_classes), "weights": model.weights_source,
         "weights_arg": weights_argument(options.weights), "weights_sha256": weights_digest(model),
         "params": info["params"], "macs_at_default_size": info["macs"], "preprocess": preprocess,
         "note": RANDOM_WEIGHTS_NOTE if options.weights == "random" else None,
@@ -195,14 +252,8 @@ def build(spec: BackboneSpec, options: ExportOptions, size: int, calibration: Ca
     }
     record["id"] = stage_id(None, "build", {k: record[k] for k in ("name", "width", "num_classes",
                                                                    "weights_sha256", "preprocess")}, {})
-    return Built(spec, model, deploy_model, record, images, reference, images_note)
-
-
-def parity_images(spec: BackboneSpec, size: int, samples: int) -> np.ndarray:
-    """`samples` preprocessed evaluation images (NCHW float32): the whole photos, then crops of them."""
-    images = np.stack([preprocess_image(image, spec.preprocess, size) for image in evaluation_photos().values()])
-    crops = evaluation_crops(spec.preprocess, size, samples - len(images))
-    return np.concatenate([images, *crops.batches(32)])[:samples]
+    parity = ParityImages(spec, size, PARITY_SAMPLES[options.precision], calibration, model)
+    return Built(spec, model, deploy_model, record, parity)
 
 
 def float_model(name: str, weights: str, width: float | None, num_classes: int | None) -> torch.nn.Module:
@@ -242,36 +293,36 @@ def artifact_name(built: Built, target: Target, options: ExportOptions, layout: 
     return "_".join(tags) + target.suffix
 
 
-def export_target(built: Built, target: Target, options: ExportOptions, layout: str, out_dir: Path,
-                  calibration: CalibrationSet | None = None) -> dict:
-    """Convert (or quantize), check parity, describe and publish one artifact (or reuse an identical one)."""
+def plan_target(built: Built, target: Target, options: ExportOptions, layout: str, out_dir: Path,
+                calibration_fingerprint: str | None) -> Plan:
+    """The artifact's path and id, from what is known without decoding an image or converting."""
+    config = {"target": target.name, "precision": options.precision, "layout": layout, "batch": options.batch,
+              "input_size": built.record["preprocess"]["size"], "parity_images": built.parity.fingerprint}
+    if calibration_fingerprint is not None:
+        config["quantization"] = {**options.quant.as_config(), "calibration": calibration_fingerprint}
+    tools = {**tool_versions(target.distributions), "bbdeploy_code_sha256": code_digest()}
+    return Plan(target, layout, out_dir / artifact_name(built, target, options, layout),
+                stage_id(built.record["id"], "export", config, tools), config, tools)
+
+
+def export_target(built: Built, plan: Plan, options: ExportOptions, out_dir: Path,
+                  work: ptq.SharedWork | None = None) -> dict:
+    """Convert (or quantize with `work`), check parity, describe and publish one artifact."""
+    target, layout, artifact = plan.target, plan.layout, plan.artifact
     precision, batch = options.precision, options.batch
-    artifact = out_dir / artifact_name(built, target, options, layout)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".staging-"))
     log = staging / "convert.log"
     try:
         with captured_output(log):
             module = exporter(target)
-        config = {"target": target.name, "precision": precision, "layout": layout, "batch": batch,
-                  "input_size": built.record["preprocess"]["size"],
-                  "parity_images_sha256": hashlib.sha256(built.images.tobytes()).hexdigest()}
-        tools = {**tool_versions(target.distributions), "bbdeploy_code_sha256": code_digest()}
-        if calibration is not None:
-            config["quantization"] = {**options.quant.as_config(), "calibration": calibration.fingerprint()}
-        export_id = stage_id(built.record["id"], "export", config, tools)
-        existing = manifest_path(artifact)
-        if not options.force:
-            cached = _cached(existing, export_id, out_dir)
-            if cached:
-                return _judged_row(cached, artifact, "cached", options.min_cosine)
-
+        images = built.parity.images
         staged = staging / artifact.name
-        sample = torch.from_numpy(np.resize(built.images, (batch, *built.images.shape[1:])))
+        sample = torch.from_numpy(np.resize(images, (batch, *images.shape[1:])))
+        shared_before = work.seconds if work is not None else 0.0
         with captured_output(log):
             started = time.perf_counter()
-            if calibration is not None:
-                quantization = ptq.quantize(target, built.deploy_model, sample, staged, calibration, options.quant,
-                                            layout=layout)
+            if work is not None:
+                quantization = ptq.quantize(target, work, sample, staged, options.quant, layout=layout)
             else:
                 module.convert(built.deploy_model, sample, staged, precision=precision, layout=layout)
                 quantization = None
@@ -279,36 +330,39 @@ def export_target(built: Built, target: Target, options: ExportOptions, layout: 
             started = time.perf_counter()
             # parity: the model as converted (no bf16), on as many threads as torch may use here
             runner = load_runner(staged, threads=torch.get_num_threads(), exec_precision="f32")
-            logits = run_batched(runner, built.images, layout, batch)
+            logits = run_batched(runner, images, layout, batch)
             parity_s = time.perf_counter() - started
             ops = module.op_histogram(staged)
-        parity = compare_logits(built.reference, logits)
-        parity["images"] = built.images_note
+        parity = compare_logits(built.parity.reference, logits)
+        parity["images"] = built.parity.note
         parity["tolerance"] = FLOAT_TOLERANCE.get(precision)
         parity["exec_precision"] = runner.exec_precision  # pinned to f32 where the runtime could pick bf16
         parity.update(_verdict(parity, precision, options.min_cosine))
 
         files = [staged, *(staged.with_suffix(suffix) for suffix in target.companions)]
         manifest = {
-            "schema": SCHEMA, "id": export_id, "parent": built.record["id"], "stage": "export",
-            "created": now(), "config": config,
+            "schema": SCHEMA, "id": plan.export_id, "parent": built.record["id"], "stage": "export",
+            "created": now(), "config": plan.config,
             "artifact": artifact.name, "target": target.name, "precision": precision,
             "files": [file_entry(f) for f in files],
             "input": {**runner.input.as_dict(), "layout": layout.upper()},
             "output": runner.output.as_dict(),
             "preprocess": built.record["preprocess"],
             "backbone": {k: v for k, v in built.record.items() if k not in ("id", "preprocess", "build_s")},
-            "calibration": calibration.record() if calibration else None,
+            "calibration": work.calibration.record() if work is not None else None,
             "quantization": quantization,
             "runtime": {"name": runner.runtime, "version": runner.runtime_version},
             "parity": parity,
             "ops": ops,
-            "tools": tools,
+            "tools": plan.tools,
+            # convert_s includes shared_s: the int8 work this target was the first to need (decoding the
+            # calibration images, GPTQ on a grid), which later targets reuse
             "timings": {"build_s": built.record["build_s"], "convert_s": round(convert_s, 3),
+                        "shared_s": round((work.seconds if work is not None else 0.0) - shared_before, 3),
                         "parity_s": round(parity_s, 3)},
         }
         del runner
-        _publish(files, out_dir, manifest, existing)
+        _publish(files, out_dir, manifest, manifest_path(artifact))
         return _judged_row(manifest, artifact, "exported", options.min_cosine)
     except Exception as exc:  # any failure of this target becomes its row's error, with the log kept
         kept = _keep_log(log, artifact)

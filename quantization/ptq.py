@@ -10,10 +10,16 @@ signature, shaped like `nncf.quantize`:
 
 with `calibration` a re-iterable of float32 NCHW arrays of the artifact's batch size (`CalibrationData`).
 A quantizer that works on its own float file (ONNX, OpenVINO) exports it first, next to `out_path`.
+
+The targets of one export share `SharedWork`: the calibration images decoded once, the float model's
+measurements, and one rounded model per grid (ONNX's 7-bit grid, NNCF's, the 8-bit one of MNN).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,21 +29,28 @@ import torch
 from bbdeploy.errors import BBDeployError
 from bbdeploy.exporters.registry import Target, quantizer as quantizer_module
 
+from bbdeploy.progress import Progress, Step
+
 from .bias_correction import LAYERS, correct_biases, fold_batchnorm
 from .calibration import CalibrationSet
 from .options import QuantOptions
-from .rounding import gptq_rounded
+from .rounding import FloatMeasurements, measure_float, round_onto_grid
+
+BATCH = 16  # images per forward pass of bbdeploy's own calibration passes
 
 
 class CalibrationData:
     """The calibration inputs a quantizer gets: iterable more than once (NNCF and MNN walk them
     several times), `len()` batches, each a float32 NCHW array of the artifact's batch size."""
 
-    def __init__(self, batches: Callable[[], Iterator[np.ndarray]], count: int):
-        self._batches, self._count = batches, count
+    def __init__(self, batches: Callable[[], Iterator[np.ndarray]], count: int, step: Step = Step()):
+        self._batches, self._count, self._step = batches, count, step
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        return iter(self._batches())
+        self._step.restart()
+        for batch in self._batches():
+            yield batch
+            self._step.advance()
 
     def __len__(self) -> int:
         return self._count
@@ -73,30 +86,93 @@ def float_layers(model: torch.nn.Module, names: tuple[str, ...]) -> list[str]:
     return chosen
 
 
-def quantize(target: Target, model: torch.nn.Module, sample: torch.Tensor, out_path: Path,
-             calibration: CalibrationSet, options: QuantOptions, *, layout: str) -> dict:
+class SharedWork:
+    """The int8 work that the targets of one export share, each piece done when a target first
+    needs it: the calibration images decoded (and kept, see `CalibrationSet.load`), the float
+    model's GPTQ measurements, and the model on each grid, rounded once per grid and setting."""
+
+    def __init__(self, model: torch.nn.Module, calibration: CalibrationSet, keep_float: tuple[str, ...],
+                 progress: Progress = Progress()):
+        self.model, self.calibration, self.progress = model, calibration, progress
+        self.keep_float = float_layers(model, keep_float)
+        self._measured: FloatMeasurements | None = None
+        self._models: dict[tuple, torch.nn.Module] = {}
+        self.seconds = 0.0  # spent on the shared work so far
+
+    def batches(self) -> Iterator[np.ndarray]:
+        """The calibration images, BATCH at a time (decoded on the first call)."""
+        if not self.calibration.in_memory:
+            with self._timed(), self.progress.step(f"decoding {len(self.calibration)} calibration images",
+                                                   len(self.calibration)) as step:
+                self.calibration.load(step.advance)
+        return self.calibration.batches(BATCH)
+
+    def model_for(self, rounding: str, levels: float, correct_biases_here: bool) -> torch.nn.Module:
+        """A private copy of the BN-folded model with weights ready for a toolchain that rounds to
+        nearest on a `levels` grid: GPTQ-rounded onto it, or bias-corrected for it, or as they are."""
+        key = (rounding, levels if rounding == "gptq" or correct_biases_here else None, correct_biases_here)
+        if key not in self._models:
+            self.batches()  # decoded before any timed step below
+            with self._timed():
+                self._models[key] = self._prepare(rounding, levels, correct_biases_here)
+        return copy.deepcopy(self._models[key])
+
+    @contextlib.contextmanager
+    def _timed(self):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _prepare(self, rounding: str, levels: float, correct_biases_here: bool) -> torch.nn.Module:
+        # every toolchain rounds weights to nearest on a per-channel grid of WEIGHT_LEVELS steps; GPTQ
+        # puts them on that grid first, minimising each layer's output error instead (the default)
+        if rounding == "gptq":
+            measured = self._float_measurements()
+            with self.progress.step(f"GPTQ rounding onto the {levels:g}-level grid", len(measured.layers)) as step:
+                return round_onto_grid(measured, levels, on_layer=lambda _name: step.advance())
+        if correct_biases_here:
+            with self.progress.step("measuring layer inputs for bias correction", self._batch_count()) as step:
+                return correct_biases(self.model, _counted(self.batches(), step), levels=levels, skip=self.keep_float)
+        return fold_batchnorm(self.model)  # batch norm folded here, so that every converter names each layer after its module
+
+    def _float_measurements(self) -> FloatMeasurements:
+        if self._measured is None:
+            with self.progress.step("measuring the float model's layer inputs", None) as step:
+                self._measured = measure_float(self.model, lambda: _counted(self.batches(), step), self.keep_float)
+        return self._measured
+
+    def _batch_count(self) -> int:
+        return -(-len(self.calibration) // BATCH)
+
+
+def _counted(batches: Iterator[np.ndarray], step: Step) -> Iterator[np.ndarray]:
+    for batch in batches:
+        yield batch
+        step.advance()
+
+
+def quantize(target: Target, work: SharedWork, sample: torch.Tensor, out_path: Path, options: QuantOptions,
+             *, layout: str) -> dict:
     """Write the int8 artifact of `target` at `out_path`; returns the settings for the manifest."""
     quantizer = quantizer_module(target)
     method, rounding, io = target_choices(target, options)
-    keep_float = float_layers(model, options.keep_float)
     # GPTQ's weights already carry no mean output error; correcting biases on top of them measured
     # worse (OpenVINO, Lite0: 0.893 agreement with NNCF's correction, 0.920 without)
     bias_correction = options.bias_correction and rounding == "nearest"
-    # batch norm folded here, so that every converter names each layer after its module
-    model = fold_batchnorm(model)
-    # every toolchain rounds weights to nearest on a per-channel grid of WEIGHT_LEVELS steps; GPTQ
-    # puts them on that grid first, minimising each layer's output error instead (the default)
-    if rounding == "gptq":
-        model = gptq_rounded(model, lambda: calibration.batches(16), levels=quantizer.WEIGHT_LEVELS, skip=keep_float)
-    elif bias_correction and not quantizer.OWN_BIAS_CORRECTION:
-        model = correct_biases(model, calibration.batches(16), levels=quantizer.WEIGHT_LEVELS, skip=keep_float)
+    model = work.model_for(rounding, quantizer.WEIGHT_LEVELS, bias_correction and not quantizer.OWN_BIAS_CORRECTION)
     batch = sample.shape[0]
-    data = CalibrationData(lambda: calibration_inputs(calibration, batch), max(1, len(calibration) // batch))
-    settings = quantizer.quantize(model, data, subset_size=len(data), sample=sample, out_path=out_path,
-                                  layout=layout, method=method, io=io, keep_float=keep_float,
-                                  bias_correction=bias_correction)
+    work.batches()
+    with work.progress.step(f"{target.name}: calibrating activations and converting",
+                            max(1, len(work.calibration) // batch)) as step:
+        data = CalibrationData(lambda: calibration_inputs(work.calibration, batch),
+                               max(1, len(work.calibration) // batch), step)
+        settings = quantizer.quantize(model, data, subset_size=len(data), sample=sample, out_path=out_path,
+                                      layout=layout, method=method, io=io, keep_float=work.keep_float,
+                                      bias_correction=bias_correction)
     return {"bias_correction": bias_correction, **settings, "calib_method": method, "weight_rounding": rounding,
-            "keep_float": keep_float}
+            "keep_float": work.keep_float}
 
 
 def target_choices(target: Target, options: QuantOptions) -> tuple[str, str, str]:

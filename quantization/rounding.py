@@ -18,6 +18,7 @@ import math
 import queue
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ DAMPING = 0.01  # fraction of the mean diagonal added to H, as in GPTQ
 # drift elsewhere (MobileNetV3-Small on 8 images: cosine 0.16), so it is rounded to nearest.
 MIN_COLUMNS_PER_INPUT = 4
 GPTQ_BLOCK = 64  # columns rounded per block
-IMAGES_PER_CHUNK = 4  # images unfolded at a time: bounds the memory of 3x3 windows at 112 px
+IMAGES_PER_CHUNK = 2  # images windowed at a time: bounds the memory of 3x3 windows at 112 px
 # Images the error-aware pass runs through (one batch, once per model): Lite0 at 224 px,
 # weights only, logit SQNR 21.6 dB plain GPTQ -> 28.1 dB with 32 images, 29.4 dB with 100.
 ERROR_AWARE_IMAGES = 32
@@ -42,36 +43,71 @@ def _is_depthwise(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels == layer.out_channels
 
 
-def _columns(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The layer's input as float32 columns: (k, M) with k inputs per output, or (C, kk, M) per
-    channel for depthwise; M = samples x positions."""
+def _columns(layer: nn.Module, x: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """The layer's input as float32 columns, (n, G, k, P): per image, G groups of k inputs per output
+    (G = channels for depthwise, 1 otherwise) at P positions; a linear layer's rows are one image.
+
+    Depthwise windows are copied into `buffer` when it has the right shape (the caller keeps it
+    across chunks): a fresh buffer of this size costs more in page faults than the copy itself
+    (Lite0, 32 images: 6.3 s with F.unfold, 1.5 s this way)."""
     x = x.float()
     if isinstance(layer, nn.Linear):
-        return x.reshape(-1, x.shape[-1]).T
+        return x.reshape(-1, x.shape[-1]).T.reshape(1, 1, x.shape[-1], -1)
     if hasattr(layer, "pad_input"):  # convolutions that pad in their forward (TF "same")
         x = layer.pad_input(x)
-    if layer.kernel_size == (1, 1) and layer.stride == (1, 1) and layer.padding in ((0, 0), "valid"):
-        cols = x.flatten(2)
-    else:
-        cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
-    n, k, positions = cols.shape
     if _is_depthwise(layer):
-        return cols.view(n, layer.in_channels, -1, positions).permute(1, 2, 0, 3).reshape(
-            layer.in_channels, k // layer.in_channels, n * positions)
-    return cols.transpose(0, 1).reshape(k, n * positions)
+        return _depthwise_windows(layer, x, buffer)
+    if layer.kernel_size == (1, 1) and layer.stride == (1, 1) and layer.padding in ((0, 0), "valid"):
+        return x.flatten(2).unsqueeze(1)
+    cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+    return cols.unsqueeze(1)
+
+
+def _depthwise_windows(layer: nn.Conv2d, x: torch.Tensor, buffer: torch.Tensor | None) -> torch.Tensor:
+    """(n, C, kh*kw, P): each channel's kh x kw windows, one strided copy per kernel tap."""
+    (pad_h, pad_w), (kh, kw), (sh, sw), (dh, dw) = layer.padding, layer.kernel_size, layer.stride, layer.dilation
+    if pad_h or pad_w:
+        x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
+    n, channels, height, width = x.shape
+    out_h, out_w = (height - dh * (kh - 1) - 1) // sh + 1, (width - dw * (kw - 1) - 1) // sw + 1
+    shape = (n, channels, kh * kw, out_h, out_w)
+    buffer = buffer.view(shape) if buffer is not None and buffer.numel() == math.prod(shape) else torch.empty(shape)
+    for i in range(kh):
+        for j in range(kw):
+            buffer[:, :, i * kw + j].copy_(x[:, :, i * dh:i * dh + sh * (out_h - 1) + 1:sh,
+                                             j * dw:j * dw + sw * (out_w - 1) + 1:sw])
+    return buffer.view(n, channels, kh * kw, out_h * out_w)
 
 
 def _correlate(layer: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(sum of a b^T over the layer's input columns, in float64; how many columns), where `a` and
-    `b` are two inputs of the layer for the same images. Computed a few images at a time, so that
-    3x3 windows at high resolution do not take gigabytes."""
-    total, columns = 0, 0
-    for start in range(0, a.shape[0], IMAGES_PER_CHUNK):
-        left = _columns(layer, a[start:start + IMAGES_PER_CHUNK])
-        right = left if b is a else _columns(layer, b[start:start + IMAGES_PER_CHUNK])
-        total = total + (left @ right.transpose(-1, -2)).double()
-        columns += left.shape[-1]
+    `b` are two inputs of the layer for the same images: (k, k), or (C, kk, kk) for depthwise."""
+    (total,), columns = _correlations(layer, b, [a])
     return total, columns
+
+
+def _correlations(layer: nn.Module, right: torch.Tensor, lefts: list[torch.Tensor]
+                  ) -> tuple[list[torch.Tensor], int]:
+    """[sum of l r^T for each l in `lefts`] over the layer's input columns, and how many columns.
+
+    Summed in float32 a few images at a time (3x3 windows at high resolution would take gigabytes
+    at once), accumulated in float64. A left that is `right` itself is not windowed twice."""
+    totals: list = [0] * len(lefts)
+    buffers: dict[int, torch.Tensor | None] = {}
+    columns = 0
+    for start in range(0, right.shape[0], IMAGES_PER_CHUNK):
+        chunk = slice(start, start + IMAGES_PER_CHUNK)
+        r = _columns(layer, right[chunk], buffers.get(-1))
+        buffers[-1] = r
+        for index, left in enumerate(lefts):
+            if left is right:
+                l = r
+            else:
+                l = buffers[index] = _columns(layer, left[chunk], buffers.get(index))
+            totals[index] = totals[index] + torch.matmul(l, r.transpose(-1, -2)).sum(0).double()
+        columns += r.shape[0] * r.shape[-1]
+    squeeze = not _is_depthwise(layer)
+    return [total.squeeze(0) if squeeze else total for total in totals], columns
 
 
 def input_correlations(model: nn.Module, batches: Iterable[np.ndarray], layers: dict[str, nn.Module]
@@ -91,6 +127,21 @@ def input_correlations(model: nn.Module, batches: Iterable[np.ndarray], layers: 
     forward_with_hooks(model, batches, [layer.register_forward_hook(recorder(name, layer))
                                         for name, layer in layers.items()])
     return sums
+
+
+def columns_per_image(model: nn.Module, image: np.ndarray, layers: dict[str, nn.Module]) -> dict[str, int]:
+    """How many input columns one image gives each layer, in the order the layers run (one pass on
+    one image)."""
+    counts: dict[str, int] = {}
+
+    def recorder(name, layer):
+        def hook(_module, inputs, _output):
+            counts.setdefault(name, _columns(layer, inputs[0][:1]).shape[-1])
+        return hook
+
+    forward_with_hooks(model, [image[None]], [layer.register_forward_hook(recorder(name, layer))
+                                               for name, layer in layers.items()])
+    return counts
 
 
 def gptq_round(weight: torch.Tensor, hessian: torch.Tensor, levels: float) -> torch.Tensor:
@@ -204,50 +255,91 @@ class _Aborted(Exception):
     """Ends a stepped forward pass early."""
 
 
+@dataclass
+class FloatMeasurements:
+    """What GPTQ measures on the float model, the same for every grid: made once per export and
+    shared by the targets whose grids differ (see `gptq_rounded`)."""
+
+    folded: nn.Module  # batch norm folded
+    layers: dict[str, nn.Module]  # the layers to round, of `folded`
+    columns_per_image: dict[str, int]  # in execution order
+    images: np.ndarray  # what the error-aware pass runs on
+    remeasured: set[str]  # layers the error-aware pass measures again on `images`
+    hessians: dict[str, tuple[torch.Tensor, int]]  # (H, columns) on all images, for the other layers
+    skip: tuple[str, ...]
+
+
+def measure_float(model: nn.Module, batches: Callable[[], Iterable[np.ndarray]], skip: Iterable[str] = (),
+                  error_aware: bool = True) -> FloatMeasurements:
+    """Fold batch norm, find the execution order, and measure H on all calibration images for the
+    layers that need it (all of them without `error_aware`). `batches()` yields the calibration
+    inputs, once per pass."""
+    skip = tuple(skip)
+    folded = fold_batchnorm(model)
+    layers = roundable_layers(folded, skip)
+    images = np.concatenate(list(_first_images(batches(), ERROR_AWARE_IMAGES if error_aware else 1)))
+    per_image = columns_per_image(folded, images[0], layers)
+    remeasured = {name for name, count in per_image.items()
+                  if error_aware and len(images) * count >= MIN_COLUMNS_PER_INPUT * _inputs_per_output(layers[name])}
+    hessians = input_correlations(folded, batches(), {name: layers[name] for name in per_image if name not in remeasured})
+    return FloatMeasurements(folded, layers, per_image, images if error_aware else images[:0], remeasured, hessians,
+                             skip)
+
+
 def gptq_rounded(model: nn.Module, batches: Callable[[], Iterable[np.ndarray]], levels: float,
                  skip: Iterable[str] = (), error_aware: bool = True) -> nn.Module:
     """A BN-folded copy of `model` whose conv/linear weights sit on the `levels` grid, GPTQ-rounded
-    (layers in `skip` stay as they are, e.g. those kept in float). `batches()` yields the
-    calibration inputs, once per pass.
+    (layers in `skip` stay as they are, e.g. those kept in float); see `round_onto_grid`."""
+    return round_onto_grid(measure_float(model, batches, skip, error_aware), levels)
 
-    With `error_aware`, layers are rounded one after the other in execution order, each for the
-    inputs x~ it really gets once the layers before it are rounded: it minimises |W x - Q x~|
-    instead of |W x - Q x|, so each layer also absorbs its predecessors' error (the asymmetric
-    calibration of GPTAQ, Li et al. 2025): the target W + W (C - H~) H~^-1 rounded with H~.
-    Rounding several layers on one measurement of x~ double-counts: a later layer corrects an
-    error that an earlier one has corrected already (Lite0 cosine 0.80 that way). The float and the
-    rounding model each run once over the first ERROR_AWARE_IMAGES images, stepped layer by layer.
+
+def round_onto_grid(measured: FloatMeasurements, levels: float,
+                    on_layer: Callable[[str], None] = lambda _name: None) -> nn.Module:
+    """A copy of the measured (folded) model with its layers GPTQ-rounded onto the `levels` grid;
+    `on_layer(name)` is called as each layer is done.
+
+    With error-aware measurements (`measured.images` not empty), layers are rounded one after the
+    other in execution order, each for the inputs x~ it really gets once the layers before it are
+    rounded: it minimises |W x - Q x~| instead of |W x - Q x|, so each layer also absorbs its
+    predecessors' error (the asymmetric calibration of GPTAQ, Li et al. 2025): the target
+    W + W (C - H~) H~^-1 rounded with H~. Rounding several layers on one measurement of x~
+    double-counts: a later layer corrects an error that an earlier one has corrected already (Lite0
+    cosine 0.80 that way). The float and the rounding model each run once over the first
+    ERROR_AWARE_IMAGES images, stepped layer by layer. Only the layers those images show too few
+    times (late, low-resolution ones) take H from the float model on all calibration images.
     """
-    folded = fold_batchnorm(model)
-    layers = roundable_layers(folded, skip)
+    folded, layers = measured.folded, measured.layers
     result = copy.deepcopy(folded)
-    result_layers = roundable_layers(result, skip)
-    hessians = input_correlations(folded, batches(), layers)  # dict order: execution order
+    result_layers = roundable_layers(result, measured.skip)
+    order = list(measured.columns_per_image)
     steps: list[_Lockstep] = []
     try:
-        if error_aware:
-            batch = torch.from_numpy(np.concatenate(list(_first_images(batches(), ERROR_AWARE_IMAGES))))
-            steps = [_Lockstep(m, batch, list(hessians)) for m in (folded, result)]
+        if len(measured.images):
+            steps = [_Lockstep(m, torch.from_numpy(measured.images), order) for m in (folded, result)]
         with torch.no_grad():
-            for name, (hessian, columns) in hessians.items():
-                weight = layers[name].weight
-                flat = weight.reshape(weight.shape[0], -1).double()
-                if steps:
-                    exact, shifted_input = (step.input_of(name) for step in steps)
-                    if columns >= MIN_COLUMNS_PER_INPUT * flat.shape[1]:
-                        shifted, seen = _correlate(layers[name], shifted_input, shifted_input)
-                        cross, _ = _correlate(layers[name], exact, shifted_input)
-                        if seen >= MIN_COLUMNS_PER_INPUT * flat.shape[1]:
-                            flat = flat + _error_correction(flat, shifted, cross)
-                            hessian, columns = shifted, seen
-                target = flat.reshape(weight.shape).to(weight.dtype)
+            for name in order:
+                layer = layers[name]
+                flat = layer.weight.reshape(layer.weight.shape[0], -1).double()
+                inputs = [step.input_of(name) for step in steps]  # float model's, rounding model's
+                if name in measured.remeasured:
+                    exact, shifted_input = inputs
+                    (shifted, cross), columns = _correlations(layer, shifted_input, [shifted_input, exact])
+                    flat, hessian = flat + _error_correction(flat, shifted, cross), shifted
+                else:
+                    hessian, columns = measured.hessians[name]
+                target = flat.reshape(layer.weight.shape).to(layer.weight.dtype)
                 result_layers[name].weight.copy_(rounded_weight(target, hessian, columns, levels))
                 for step in steps:  # the rounding model goes on through the rounded layer
                     step.advance()
+                on_layer(name)
     finally:
         for step in steps:
             step.close()
     return result
+
+
+def _inputs_per_output(layer: nn.Module) -> int:
+    return layer.weight[0].numel()
 
 
 def _error_correction(weight: torch.Tensor, shifted: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
