@@ -34,6 +34,7 @@ from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.targets.runner import load as load_runner
 
 from .backbones import resolve
+from .backbones.complexity import count_macs, count_params
 from .backbones.registry import BackboneSpec
 from .data import EVALUATION_PHOTOS, evaluation_photos, preprocess_image
 from .errors import EXIT_FAILED, BBDeployError
@@ -43,7 +44,7 @@ from .parity import DEFAULT_MIN_COSINE, FLOAT_TOLERANCE, compare_logits, parity_
 from .progress import Progress
 from .random_weights import RANDOM_WEIGHTS_NOTE
 from .quiet import captured_output
-from .zoo import backbone_info, create_backbone
+from .zoo import create_backbone
 
 MAX_INPUT_SIZE = 1024
 MAX_BATCH = 64
@@ -95,8 +96,8 @@ class ParityImages:
     def images(self) -> np.ndarray:
         """NCHW float32, preprocessed."""
         photos = evaluation_photos() if self._whole_photos else {}
-        whole = [preprocess_image(photos[name], self._spec.preprocess, self._size) for name in self._whole_photos]
-        return np.concatenate([np.stack(whole)] * bool(whole) + list(self._crops.batches(32)))
+        whole = [preprocess_image(photos[name], self._spec.preprocess, self._size)[None] for name in self._whole_photos]
+        return np.concatenate(whole + list(self._crops.batches(32)))
 
     @cached_property
     def reference(self) -> np.ndarray:
@@ -235,18 +236,18 @@ def build(spec: BackboneSpec, options: ExportOptions, size: int, calibration: Ca
     """Create the float model and its record; the parity images and logits come when first used."""
     started = time.perf_counter()
     model = float_model(spec.name, options.weights, options.width, options.num_classes)
-    info = backbone_info(spec.name, width=options.width)
     preprocess = {**spec.preprocess.as_dict(), "size": size, "resize": round(size / spec.preprocess.crop_pct)}
     # a converter-friendly form of the same function, e.g. ShuffleNetV2 without channel-shuffle ops
     deploy_model = model.deploy_form() if hasattr(model, "deploy_form") else model
-    with torch.no_grad():
-        num_classes = model(torch.zeros(1, 3, size, size)).shape[1]
+    with torch.no_grad():  # (on the built model: torch's meta device takes seconds to count MACs)
+        num_classes = model(torch.zeros(1, 3, spec.min_input_size, spec.min_input_size)).shape[1]
     record = {
         "name": spec.name, "family": spec.family, "width": options.width,
         "deploy_form": type(deploy_model).__name__ if deploy_model is not model else None,
         "num_classes": int(num_classes), "weights": model.weights_source,
         "weights_arg": weights_argument(options.weights), "weights_sha256": weights_digest(model),
-        "params": info["params"], "macs_at_default_size": info["macs"], "preprocess": preprocess,
+        "params": count_params(model), "macs_at_default_size": count_macs(model, spec.preprocess.input_size),
+        "preprocess": preprocess,
         "note": RANDOM_WEIGHTS_NOTE if options.weights == "random" else None,
         "build_s": round(time.perf_counter() - started, 3),
     }

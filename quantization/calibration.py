@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +28,14 @@ from PIL import Image, UnidentifiedImageError
 from bbdeploy.backbones.registry import Preprocess
 from bbdeploy.data import CALIBRATION_PHOTOS, EVALUATION_PHOTOS, IMAGE_SUFFIXES, builtin_photo, preprocess_image
 from bbdeploy.errors import BBDeployError
+from bbdeploy.manifest import tool_versions
 
 DEFAULT_SIZE = 300  # images; what NNCF and onnxruntime examples use, and enough for min/max ranges
 SAMPLE_SEED = 0
 BUILTIN_WARNING = ("no --calib-data given: calibrating on crops of scikit-image's sample photos, which "
                    "are not your data; pass --calib-data DIR for a faithful int8 model")
 EVALUATION_SEED = 1
+PHOTO_DISTRIBUTIONS = ("scikit-image", "scikit-learn", "matplotlib")  # where the built-in photos come from
 MEMORY_BUDGET_BYTES = 2 * 1024**3  # decoded calibration images kept in memory at most (float32)
 
 
@@ -125,13 +128,13 @@ class CalibrationSet:
         digest = hashlib.sha256()
         digest.update(json.dumps({"kind": self.kind, "size": self.input_size,
                                   "preprocess": self.preprocess.as_dict()}, sort_keys=True).encode())
-        for item in self.items:
+        if self.kind == "builtin":  # how the crops are drawn, and of which photos: no photo decoded
+            digest.update(json.dumps(self.items.description(), sort_keys=True).encode())
+        for item in self.items if self.kind != "builtin" else ():
             if self.kind == "folder":
                 digest.update(Path(item).read_bytes())
-            elif self.kind == "npy":
-                digest.update(np.ascontiguousarray(self._array[item]).tobytes())
             else:
-                digest.update(repr(item).encode())
+                digest.update(np.ascontiguousarray(self._array[item]).tobytes())
         return digest.hexdigest()
 
     def record(self) -> dict:
@@ -147,7 +150,7 @@ def calibration_set(source: str | Path | None, preprocess: Preprocess, input_siz
     if size < 1:
         raise BBDeployError(f"--calib-size {size} must be at least 1")
     if source is None:
-        return CalibrationSet("builtin:scikit-image", preprocess, input_size, photo_crops(size), "builtin",
+        return CalibrationSet("builtin:scikit-image", preprocess, input_size, PhotoCrops(size), "builtin",
                               warning=BUILTIN_WARNING)
     path = Path(source).expanduser()
     if path.is_dir():
@@ -196,22 +199,42 @@ def _from_array(row: np.ndarray, preprocess: Preprocess, input_size: int) -> np.
     return np.asarray(row, dtype=np.float32)
 
 
-def photo_crops(size: int, seed: int = SAMPLE_SEED, names: tuple[str, ...] = CALIBRATION_PHOTOS
-                ) -> list[tuple[str, tuple[int, int, int, int]]]:
-    """`size` seeded crops (35-100% of the short side, anywhere) spread over the photos `names`."""
-    rng = random.Random(seed)
-    names = sorted(names)
-    crops = []
-    for i in range(size):
-        name = names[i % len(names)]
-        height, width = builtin_photo(name).shape[:2]
-        side = int(min(height, width) * rng.uniform(0.35, 1.0))
-        left, top = rng.randint(0, width - side), rng.randint(0, height - side)
-        crops.append((name, (left, top, left + side, top + side)))
-    return crops
+class PhotoCrops(Sequence):
+    """`size` seeded crops (35-100% of the short side, anywhere) spread over the built-in photos
+    `names`, as (photo name, box) pairs. The boxes need the photos' sizes, so they are drawn on first
+    access: a cached export names its images by `description()` without decoding a photo."""
+
+    def __init__(self, size: int, seed: int = SAMPLE_SEED, names: tuple[str, ...] = CALIBRATION_PHOTOS):
+        self._size, self._seed, self._names = max(0, size), seed, tuple(sorted(names))
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, index):
+        return self._boxes[index]
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+    def description(self) -> dict:
+        """What the crops are a function of (the photos come with these packages)."""
+        return {"photos": self._names, "seed": self._seed, "crops": self._size,
+                "packages": tool_versions(PHOTO_DISTRIBUTIONS)}
+
+    @cached_property
+    def _boxes(self) -> list[tuple[str, tuple[int, int, int, int]]]:
+        rng = random.Random(self._seed)
+        crops = []
+        for i in range(self._size):
+            name = self._names[i % len(self._names)]
+            height, width = builtin_photo(name).shape[:2]
+            side = int(min(height, width) * rng.uniform(0.35, 1.0))
+            left, top = rng.randint(0, width - side), rng.randint(0, height - side)
+            crops.append((name, (left, top, left + side, top + side)))
+        return crops
 
 
 def evaluation_crops(preprocess: Preprocess, input_size: int, size: int) -> CalibrationSet:
     """Crops of the built-in evaluation photos, which no built-in calibration crop comes from."""
     return CalibrationSet("builtin:evaluation", preprocess, input_size,
-                          photo_crops(size, EVALUATION_SEED, EVALUATION_PHOTOS), "builtin")
+                          PhotoCrops(size, EVALUATION_SEED, EVALUATION_PHOTOS), "builtin")

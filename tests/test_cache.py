@@ -12,6 +12,7 @@ from PIL import Image
 
 from bbdeploy import manifest as manifest_module
 from bbdeploy.export import ExportOptions, export
+from bbdeploy.exporters.registry import TARGETS, quantizer
 from bbdeploy.quantization.options import QuantOptions
 from tests.conftest import PLUMBING_MIN_COSINE, TINY, calibrated_checkpoint
 
@@ -74,3 +75,59 @@ def test_a_change_gives_a_fresh_export(change, photos, tmp_path, monkeypatch):
     again = export(change(options, tmp_path, monkeypatch))[0]
     assert again["status"] == "exported", again["error"]
     assert export(options)[0]["status"] == "cached"  # and the fresh one is cached in turn
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_an_unchanged_request_is_answered_before_anything_expensive(precision, photos, tmp_path, monkeypatch):
+    """The issue's bar: a cached rerun builds the model and takes digests, nothing more. Decoding an
+    image, running the float model on the parity images or converting anything would fail here."""
+    from bbdeploy import export as export_module
+    from bbdeploy.data import builtin_photo
+    from bbdeploy.quantization import calibration, ptq
+
+    options = ExportOptions(MODEL, targets="onnx,openvino", weights=str(calibrated_checkpoint(MODEL, photos, tmp_path)),
+                            input_size=TINY, output=tmp_path / "out", precision=precision,
+                            quant=QuantOptions(calib_size=4), min_cosine=PLUMBING_MIN_COSINE)
+    assert {row["status"] for row in export(options)} == {"exported"}
+
+    def expensive(*_args, **_kwargs):
+        raise AssertionError("a cached request did expensive work")
+
+    builtin_photo.cache_clear()  # a photo decoded by the first export would be free to ask for again
+    for owner, name in [(calibration.CalibrationSet, "_decode"), (calibration, "builtin_photo"),
+                        (export_module, "evaluation_photos"), (export_module, "preprocess_image"),
+                        (export_module, "export_target"), (ptq, "quantize"), (ptq, "measure_float")]:
+        monkeypatch.setattr(owner, name, expensive)
+    rows = export(options)
+    assert [row["status"] for row in rows] == ["cached", "cached"], [row["error"] for row in rows]
+
+
+def test_an_int8_request_decodes_each_image_once_and_measures_the_float_model_once(photos, tmp_path, monkeypatch):
+    """Shared by every target of the request: the calibration images (decoded once, kept in memory),
+    the parity images and their float logits, and GPTQ's float-model measurements. Three targets
+    with three different grids: three roundings, one measurement."""
+    from bbdeploy.quantization import calibration, ptq
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for index, name in enumerate(list(photos)[:10]):
+        Image.fromarray(photos[name]).save(calib / f"{index:02d}.png")
+    decoded, measured, rounded = [], [], []
+    real_decode, real_measure, real_round = calibration.CalibrationSet._decode, ptq.measure_float, ptq.round_onto_grid
+    monkeypatch.setattr(calibration.CalibrationSet, "_decode",
+                        lambda self, item: decoded.append(item) or real_decode(self, item))
+    monkeypatch.setattr(ptq, "measure_float", lambda *a, **k: measured.append(1) or real_measure(*a, **k))
+    monkeypatch.setattr(ptq, "round_onto_grid", lambda m, levels, **k: rounded.append(levels) or real_round(m, levels, **k))
+    gptq_targets = [name for name, target in TARGETS.items() if target.weight_roundings[0] == "gptq"]
+    options = ExportOptions(MODEL, targets=",".join(gptq_targets),
+                            weights=str(calibrated_checkpoint(MODEL, photos, tmp_path)), input_size=TINY,
+                            output=tmp_path / "out", precision="int8",
+                            quant=QuantOptions(calib_data=str(calib), calib_size=6), min_cosine=PLUMBING_MIN_COSINE)
+    rows = export(options)
+    assert all(row["status"] == "exported" for row in rows), [row["error"] for row in rows]
+    assert sorted(map(str, decoded)) == sorted(str(p) for p in calib.iterdir())  # 6 calibration + 4 parity, once each
+    assert len(measured) == 1
+    grids = {quantizer(TARGETS[name]).WEIGHT_LEVELS for name in gptq_targets}
+    assert sorted(rounded) == sorted(grids)  # one rounding per distinct grid
+    timings = [row["timings"] for row in rows]
+    assert timings[0]["shared_s"] > 0 and all(t["convert_s"] >= t["shared_s"] for t in timings)

@@ -80,6 +80,21 @@ def test_images_are_decoded_one_batch_at_a_time(tmp_path, photos, monkeypatch):
     assert len(opened) == 4
 
 
+def test_a_loaded_set_is_decoded_once_and_a_set_over_the_budget_keeps_streaming(tmp_path, photos, monkeypatch):
+    _write_images(tmp_path, 6, photos)
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(calibration.Image, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    streamed = calibration_set(tmp_path, PRE, SIZE).load(budget_bytes=5 * 3 * SIZE * SIZE * 4)  # room for 5 of 6
+    assert not streamed.in_memory and not opened
+    loaded = calibration_set(tmp_path, PRE, SIZE).load()
+    first = np.concatenate(list(loaded.batches(4)))
+    again = np.concatenate(list(loaded.batches(5)))
+    assert loaded.in_memory and len(opened) == 6 and first.shape == (6, 3, SIZE, SIZE)
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first, np.concatenate(list(streamed.batches(4))))  # the same pixels either way
+
+
 def test_npy_inputs_preprocessed_or_raw_photos(tmp_path, photos):
     floats = np.random.default_rng(0).normal(size=(5, 3, SIZE, SIZE)).astype(np.float32)
     np.save(tmp_path / "pre.npy", floats)

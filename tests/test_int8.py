@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,10 @@ def test_cli_int8_with_a_calibration_folder(tmp_path, photos):
                      "--calib-data", str(folder), "--calib-size", "5", "--output", str(tmp_path / "out"), "--json")
     assert result.returncode == 0, result.stderr
     assert "no --calib-data given" not in result.stderr  # the built-in-photos warning is for built-in photos only
+    # the long steps' progress: bars on a terminal, one line each with its duration elsewhere
+    for step in ("decoding 5 calibration images", "measuring the float model's layer inputs",
+                 "GPTQ rounding onto the 64-level grid", "onnx: calibrating activations and converting"):
+        assert re.search(rf"{re.escape(step)}: \d+\.\d s", result.stderr), (step, result.stderr)
     (row,) = json.loads(result.stdout)
     assert row["precision"] == "int8" and Path(row["artifact"]).name == "mobilenet_v3_small_64px_int8.onnx"
     calibration = read_manifest(Path(row["manifest"]))["calibration"]

@@ -98,13 +98,16 @@ def _reference_correlation(layer: nn.Module, a: torch.Tensor, b: torch.Tensor) -
     return (total if getattr(layer, "groups", 1) > 1 else total[0]), right.shape[-1]
 
 
-def test_the_stepped_error_aware_pass_equals_rounding_layer_after_layer_with_full_passes():
+def test_the_stepped_error_aware_pass_equals_rounding_layer_after_layer_with_full_passes(monkeypatch):
     """The error-aware pass steps both models through one forward pass each (linear in depth). The
     plain way, for comparison: before each layer, run the float model and the partly rounded model
-    from the input again and take that layer's two inputs. Both must give the same weights."""
+    from the input again and take that layer's two inputs, correlate them with F.unfold in float64.
+    Both must give the same weights. With 6 error-aware images the classifier (8 inputs, one column
+    per image) is seen too few times there and takes H from all 40 images, the other branch."""
     from bbdeploy.quantization import rounding
     from bbdeploy.quantization.bias_correction import fold_batchnorm
 
+    monkeypatch.setattr(rounding, "ERROR_AWARE_IMAGES", 6)
     torch.manual_seed(0)
 
     class Residual(nn.Module):  # a shortcut, so that execution order is not module order
@@ -148,3 +151,5 @@ def test_the_stepped_error_aware_pass_equals_rounding_layer_after_layer_with_ful
     for name in hessians:
         torch.testing.assert_close(stepped.get_submodule(name).weight, expected.get_submodule(name).weight)
     assert len(hessians) == 8  # stem, 2 x (expand, depthwise, project), classifier
+    measured = rounding.measure_float(model, lambda: batches)
+    assert set(hessians) - measured.remeasured == {"7"}  # the classifier

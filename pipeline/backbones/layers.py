@@ -98,7 +98,10 @@ def same_conv2d(in_channels: int, out_channels: int, kernel_size: int, stride: i
 
 
 def init_weights(model: nn.Module) -> None:
-    """The initialisation of the reference implementations (Kaiming fan-out convs, unit BN)."""
+    """The initialisation of the reference implementations (Kaiming fan-out convs, unit BN).
+    Nothing to do for a weightless (meta) model: a shape probe, which torch's meta init made slow."""
+    if any(p.is_meta for p in model.parameters()):
+        return
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out")
