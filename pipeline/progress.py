@@ -56,12 +56,14 @@ class BarProgress(Progress):
         self._status = None
 
     def __enter__(self) -> "BarProgress":
-        self._bars.start()
+        if self._console.is_terminal:  # elsewhere a live display would only leave blank lines
+            self._bars.start()
         self._status = self._bars.add_task("", total=None)
         return self
 
     def __exit__(self, *_exc) -> None:
-        self._bars.stop()
+        if self._console.is_terminal:
+            self._bars.stop()
 
     def say(self, message: str) -> None:
         self._bars.update(self._status, description=message)
