@@ -43,21 +43,32 @@ def rounded(weight: torch.Tensor, levels: int) -> torch.Tensor:
     return (weight / scale).round().clamp(-levels, levels) * scale
 
 
-def input_means(model: nn.Module, batches: Iterable[np.ndarray]) -> dict[str, torch.Tensor]:
-    """Per-channel mean of every conv/linear input over the calibration batches."""
-    sums: dict[str, list] = {}
+class InputMeans:
+    """Per-channel mean of every conv/linear input, summed by forward hooks over whatever passes run
+    while they are registered (so another measurement can share the pass)."""
 
-    def recorder(name):
+    def __init__(self, model: nn.Module):
+        self._sums: dict[str, tuple] = {}
+        self.hooks = [m.register_forward_hook(self._recorder(n)) for n, m in model.named_modules()
+                      if isinstance(m, LAYERS)]
+
+    def _recorder(self, name: str):
         def hook(_module, inputs, _output):
             x = inputs[0].double()
             dims = (0, 2, 3) if x.dim() == 4 else tuple(range(x.dim() - 1))
-            total, count = sums.get(name, (0, 0))
-            sums[name] = (total + x.sum(dims), count + x.numel() // x.shape[1 if x.dim() == 4 else -1])
+            total, count = self._sums.get(name, (0, 0))
+            self._sums[name] = (total + x.sum(dims), count + x.numel() // x.shape[1 if x.dim() == 4 else -1])
         return hook
 
-    forward_with_hooks(model, batches, [m.register_forward_hook(recorder(n)) for n, m in model.named_modules()
-                                        if isinstance(m, LAYERS)])
-    return {name: (total / count).float() for name, (total, count) in sums.items()}
+    def result(self) -> dict[str, torch.Tensor]:
+        return {name: (total / count).float() for name, (total, count) in self._sums.items()}
+
+
+def input_means(model: nn.Module, batches: Iterable[np.ndarray]) -> dict[str, torch.Tensor]:
+    """Per-channel mean of every conv/linear input over the calibration batches."""
+    means = InputMeans(model)
+    forward_with_hooks(model, batches, means.hooks)
+    return means.result()
 
 
 def forward_with_hooks(model: nn.Module, batches: Iterable[np.ndarray], hooks: list) -> None:
@@ -82,8 +93,10 @@ def expected_shift(layer: nn.Module, weight_error: torch.Tensor, mean: torch.Ten
 
 
 def correct_biases(model: nn.Module, batches: Iterable[np.ndarray],
-                   levels: int | Callable[[nn.Module], int] = 127, skip: Iterable[str] = ()) -> nn.Module:
-    """A BN-folded copy of `model` whose biases absorb the expected int8 weight-rounding shift.
+                   levels: int | Callable[[nn.Module], int] = 127, skip: Iterable[str] = (),
+                   means: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """A BN-folded copy of `model` whose biases absorb the expected int8 weight-rounding shift
+    (`means`: the layers' input means, when a pass over `batches` measured them already).
 
     `levels` may depend on the layer (a function of it), for toolchains that round layers differently.
     The float model changes slightly (by design: it is the rounded one that must match the original).
@@ -91,7 +104,7 @@ def correct_biases(model: nn.Module, batches: Iterable[np.ndarray],
     """
     skip = set(skip)
     folded = fold_batchnorm(model)
-    means = input_means(folded, batches)
+    means = input_means(folded, batches) if means is None else means
     with torch.no_grad():
         for name, layer in folded.named_modules():
             if not isinstance(layer, LAYERS) or name not in means or name in skip:

@@ -133,8 +133,8 @@ class SharedWork:
             with self.progress.step(f"GPTQ rounding onto the {levels:g}-level grid", len(measured.layers)) as step:
                 return round_onto_grid(measured, levels, on_layer=lambda _name: step.advance())
         if correct_biases_here:
-            with self.progress.step("measuring layer inputs for bias correction", self._batch_count()) as step:
-                return correct_biases(self.model, _counted(self.batches(), step), levels=levels, skip=self.keep_float)
+            return correct_biases(self.model, (), levels=levels, skip=self.keep_float,
+                                  means=self._float_measurements().input_means)
         return fold_batchnorm(self.model)  # batch norm folded here, so that every converter names each layer after its module
 
     def _float_measurements(self) -> FloatMeasurements:
@@ -142,9 +142,6 @@ class SharedWork:
             with self.progress.step("measuring the float model's layer inputs", None) as step:
                 self._measured = measure_float(self.model, lambda: _counted(self.batches(), step), self.keep_float)
         return self._measured
-
-    def _batch_count(self) -> int:
-        return -(-len(self.calibration) // BATCH)
 
 
 def _counted(batches: Iterator[np.ndarray], step: Step) -> Iterator[np.ndarray]:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bias_correction import fold_batchnorm, forward_with_hooks
+from .bias_correction import InputMeans, fold_batchnorm, forward_with_hooks
 
 DAMPING = 0.01  # fraction of the mean diagonal added to H, as in GPTQ
 # A layer seen in fewer input columns than this many times its inputs per output (e.g. a classifier
@@ -33,7 +33,7 @@ DAMPING = 0.01  # fraction of the mean diagonal added to H, as in GPTQ
 # drift elsewhere (MobileNetV3-Small on 8 images: cosine 0.16), so it is rounded to nearest.
 MIN_COLUMNS_PER_INPUT = 4
 GPTQ_BLOCK = 64  # columns rounded per block
-IMAGES_PER_CHUNK = 2  # images windowed at a time: bounds the memory of 3x3 windows at 112 px
+IMAGES_PER_CHUNK = 4  # images windowed at a time: bounds the memory of 3x3 windows at 112 px
 # Images the error-aware pass runs through (one batch, once per model): Lite0 at 224 px,
 # weights only, logit SQNR 21.6 dB plain GPTQ -> 28.1 dB with 32 images, 29.4 dB with 100.
 ERROR_AWARE_IMAGES = 32
@@ -44,39 +44,44 @@ def _is_depthwise(layer: nn.Module) -> bool:
 
 
 def _columns(layer: nn.Module, x: torch.Tensor, buffer: torch.Tensor | None = None) -> torch.Tensor:
-    """The layer's input as float32 columns, (n, G, k, P): per image, G groups of k inputs per output
-    (G = channels for depthwise, 1 otherwise) at P positions; a linear layer's rows are one image.
+    """The layer's input as float32 columns: (k, M) with k inputs per output, or (C, kk, M) per
+    channel for depthwise; M = samples x positions.
 
-    Depthwise windows are copied into `buffer` when it has the right shape (the caller keeps it
-    across chunks): a fresh buffer of this size costs more in page faults than the copy itself
-    (Lite0, 32 images: 6.3 s with F.unfold, 1.5 s this way)."""
+    Where the columns are a copy, it goes into `buffer` when that has the right size (the caller
+    keeps it across chunks): a fresh buffer of this size costs more in page faults than the copy
+    itself (Lite0, depthwise correlations on 32 images: 6.3 s with F.unfold and a permuted copy,
+    1.5 s this way). The layout, and so every float32 sum, is the one F.unfold gave."""
     x = x.float()
     if isinstance(layer, nn.Linear):
-        return x.reshape(-1, x.shape[-1]).T.reshape(1, 1, x.shape[-1], -1)
+        return x.reshape(-1, x.shape[-1]).T
     if hasattr(layer, "pad_input"):  # convolutions that pad in their forward (TF "same")
         x = layer.pad_input(x)
     if _is_depthwise(layer):
         return _depthwise_windows(layer, x, buffer)
     if layer.kernel_size == (1, 1) and layer.stride == (1, 1) and layer.padding in ((0, 0), "valid"):
-        return x.flatten(2).unsqueeze(1)
+        n, channels = x.shape[:2]
+        return _reused(buffer, (channels, n, x[0, 0].numel())).copy_(x.flatten(2).transpose(0, 1)).view(channels, -1)
     cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
-    return cols.unsqueeze(1)
+    return cols.transpose(0, 1).reshape(cols.shape[1], -1)
+
+
+def _reused(buffer: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
+    return buffer.view(shape) if buffer is not None and buffer.numel() == math.prod(shape) else torch.empty(shape)
 
 
 def _depthwise_windows(layer: nn.Conv2d, x: torch.Tensor, buffer: torch.Tensor | None) -> torch.Tensor:
-    """(n, C, kh*kw, P): each channel's kh x kw windows, one strided copy per kernel tap."""
+    """(C, kh*kw, n * P): each channel's kh x kw windows, one strided copy per kernel tap."""
     (pad_h, pad_w), (kh, kw), (sh, sw), (dh, dw) = layer.padding, layer.kernel_size, layer.stride, layer.dilation
     if pad_h or pad_w:
         x = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
     n, channels, height, width = x.shape
     out_h, out_w = (height - dh * (kh - 1) - 1) // sh + 1, (width - dw * (kw - 1) - 1) // sw + 1
-    shape = (n, channels, kh * kw, out_h, out_w)
-    buffer = buffer.view(shape) if buffer is not None and buffer.numel() == math.prod(shape) else torch.empty(shape)
+    windows = _reused(buffer, (channels, kh * kw, n, out_h, out_w))
     for i in range(kh):
         for j in range(kw):
-            buffer[:, :, i * kw + j].copy_(x[:, :, i * dh:i * dh + sh * (out_h - 1) + 1:sh,
-                                             j * dw:j * dw + sw * (out_w - 1) + 1:sw])
-    return buffer.view(n, channels, kh * kw, out_h * out_w)
+            windows[:, i * kw + j].copy_(x[:, :, i * dh:i * dh + sh * (out_h - 1) + 1:sh,
+                                           j * dw:j * dw + sw * (out_w - 1) + 1:sw].transpose(0, 1))
+    return windows.view(channels, kh * kw, n * out_h * out_w)
 
 
 def _correlate(layer: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -93,28 +98,24 @@ def _correlations(layer: nn.Module, right: torch.Tensor, lefts: list[torch.Tenso
     Summed in float32 a few images at a time (3x3 windows at high resolution would take gigabytes
     at once), accumulated in float64. A left that is `right` itself is not windowed twice."""
     totals: list = [0] * len(lefts)
-    buffers: dict[int, torch.Tensor | None] = {}
+    buffers: dict[int, torch.Tensor] = {}
     columns = 0
     for start in range(0, right.shape[0], IMAGES_PER_CHUNK):
         chunk = slice(start, start + IMAGES_PER_CHUNK)
-        r = _columns(layer, right[chunk], buffers.get(-1))
-        buffers[-1] = r
+        r = buffers[-1] = _columns(layer, right[chunk], buffers.get(-1))
         for index, left in enumerate(lefts):
-            if left is right:
-                l = r
-            else:
-                l = buffers[index] = _columns(layer, left[chunk], buffers.get(index))
-            totals[index] = totals[index] + torch.matmul(l, r.transpose(-1, -2)).sum(0).double()
-        columns += r.shape[0] * r.shape[-1]
-    squeeze = not _is_depthwise(layer)
-    return [total.squeeze(0) if squeeze else total for total in totals], columns
+            l = r if left is right else _columns(layer, left[chunk], buffers.get(index))
+            buffers[index] = l
+            totals[index] = totals[index] + (l @ r.transpose(-1, -2)).double()
+        columns += r.shape[-1]
+    return totals, columns
 
 
-def input_correlations(model: nn.Module, batches: Iterable[np.ndarray], layers: dict[str, nn.Module]
-                       ) -> dict[str, tuple[torch.Tensor, int]]:
+def input_correlations(model: nn.Module, batches: Iterable[np.ndarray], layers: dict[str, nn.Module],
+                       other_hooks: list = ()) -> dict[str, tuple[torch.Tensor, int]]:
     """(H, columns): H = sum of x x^T over every input column of each layer, (k, k) or (C, kk, kk)
     for depthwise; columns = how many input columns (samples x positions) it saw. Layers come in
-    the order they run."""
+    the order they run. `other_hooks` record something else in the same pass (removed after it)."""
     sums: dict[str, tuple[torch.Tensor, int]] = {}
 
     def recorder(name, layer):
@@ -125,7 +126,7 @@ def input_correlations(model: nn.Module, batches: Iterable[np.ndarray], layers: 
         return hook
 
     forward_with_hooks(model, batches, [layer.register_forward_hook(recorder(name, layer))
-                                        for name, layer in layers.items()])
+                                        for name, layer in layers.items()] + list(other_hooks))
     return sums
 
 
@@ -267,13 +268,15 @@ class FloatMeasurements:
     remeasured: set[str]  # layers the error-aware pass measures again on `images`
     hessians: dict[str, tuple[torch.Tensor, int]]  # (H, columns) on all images, for the other layers
     skip: tuple[str, ...]
+    input_means: dict[str, torch.Tensor]  # of every conv/linear layer, on all images (for bias correction)
 
 
 def measure_float(model: nn.Module, batches: Callable[[], Iterable[np.ndarray]], skip: Iterable[str] = (),
                   error_aware: bool = True) -> FloatMeasurements:
     """Fold batch norm, find the execution order, and measure H on all calibration images for the
-    layers that need it (all of them without `error_aware`). `batches()` yields the calibration
-    inputs, once per pass."""
+    layers that need it (all of them without `error_aware`), and every layer's input means in the
+    same pass (bias correction needs them, and the forward pass is most of the cost). `batches()`
+    yields the calibration inputs, once per pass."""
     skip = tuple(skip)
     folded = fold_batchnorm(model)
     layers = roundable_layers(folded, skip)
@@ -281,9 +284,11 @@ def measure_float(model: nn.Module, batches: Callable[[], Iterable[np.ndarray]],
     per_image = columns_per_image(folded, images[0], layers)
     remeasured = {name for name, count in per_image.items()
                   if error_aware and len(images) * count >= MIN_COLUMNS_PER_INPUT * _inputs_per_output(layers[name])}
-    hessians = input_correlations(folded, batches(), {name: layers[name] for name in per_image if name not in remeasured})
+    means = InputMeans(folded)
+    hessians = input_correlations(folded, batches(), {name: layers[name] for name in per_image if name not in remeasured},
+                                  other_hooks=means.hooks)
     return FloatMeasurements(folded, layers, per_image, images if error_aware else images[:0], remeasured, hessians,
-                             skip)
+                             skip, means.result())
 
 
 def gptq_rounded(model: nn.Module, batches: Callable[[], Iterable[np.ndarray]], levels: float,
