@@ -6,7 +6,7 @@ and the manifest last: a manifest on disk always describes complete files, and a
 interrupted export leaves the previous artifact (if any) as it was.
 
 The cache is asked first: an artifact's id is computed from the request, the weights' digest and
-the fingerprints of its images (file contents or crop boxes, never decoded pixels), so a request
+the fingerprints of its images (file contents, or how built-in crops are drawn; never pixels), so a request
 whose artifacts all exist costs a model build. Everything else is done once per request and shared
 by its targets: the parity images and the float model's logits on them, and the int8 work
 (`ptq.SharedWork`).

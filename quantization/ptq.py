@@ -28,7 +28,6 @@ import torch
 
 from bbdeploy.errors import BBDeployError
 from bbdeploy.exporters.registry import Target, quantizer as quantizer_module
-
 from bbdeploy.progress import Progress, Step
 
 from .bias_correction import LAYERS, correct_biases, fold_batchnorm
@@ -160,7 +159,6 @@ def quantize(target: Target, work: SharedWork, sample: torch.Tensor, out_path: P
     bias_correction = options.bias_correction and rounding == "nearest"
     model = work.model_for(rounding, quantizer.WEIGHT_LEVELS, bias_correction and not quantizer.OWN_BIAS_CORRECTION)
     batch = sample.shape[0]
-    work.batches()
     with work.progress.step(f"{target.name}: calibrating activations and converting",
                             max(1, len(work.calibration) // batch)) as step:
         data = CalibrationData(lambda: calibration_inputs(work.calibration, batch),
