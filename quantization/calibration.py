@@ -130,10 +130,11 @@ class CalibrationSet:
                                   "preprocess": self.preprocess.as_dict()}, sort_keys=True).encode())
         if self.kind == "builtin":  # how the crops are drawn, and of which photos: no photo decoded
             digest.update(json.dumps(self.items.description(), sort_keys=True).encode())
-        for item in self.items if self.kind != "builtin" else ():
-            if self.kind == "folder":
+        elif self.kind == "folder":
+            for item in self.items:
                 digest.update(Path(item).read_bytes())
-            else:
+        else:
+            for item in self.items:
                 digest.update(np.ascontiguousarray(self._array[item]).tobytes())
         return digest.hexdigest()
 

@@ -259,7 +259,7 @@ class _Aborted(Exception):
 @dataclass
 class FloatMeasurements:
     """What GPTQ measures on the float model, the same for every grid: made once per export and
-    shared by the targets whose grids differ (see `gptq_rounded`)."""
+    shared by the targets whose grids differ (see `round_onto_grid`)."""
 
     folded: nn.Module  # batch norm folded
     layers: dict[str, nn.Module]  # the layers to round, of `folded`
