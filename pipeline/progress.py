@@ -18,12 +18,18 @@ class Step:
     def restart(self) -> None:
         pass
 
+    def note(self, text: str) -> None:
+        """Figures shown next to the bar (e.g. the running loss), replaced by the next note."""
+
 
 class Progress:
     """Silent progress, what `bbdeploy.export` gets unless its caller shows it (`BarProgress`)."""
 
     def say(self, message: str) -> None:
         """What the command does now, between steps."""
+
+    def log(self, message: str) -> None:
+        """A line that stays (e.g. one per training epoch)."""
 
     @contextlib.contextmanager
     def step(self, description: str, total: int | None = None) -> Iterator[Step]:
@@ -32,14 +38,17 @@ class Progress:
 
 
 class _BarStep(Step):
-    def __init__(self, bars, task):
-        self._bars, self._task = bars, task
+    def __init__(self, bars, task, description):
+        self._bars, self._task, self._description = bars, task, description
 
     def advance(self, count: int = 1) -> None:
         self._bars.advance(self._task, count)
 
     def restart(self) -> None:
         self._bars.reset(self._task)
+
+    def note(self, text: str) -> None:
+        self._bars.update(self._task, description=f"{self._description} ({text})")
 
 
 class BarProgress(Progress):
@@ -68,12 +77,15 @@ class BarProgress(Progress):
     def say(self, message: str) -> None:
         self._bars.update(self._status, description=message)
 
+    def log(self, message: str) -> None:
+        self._console.print(message, highlight=False)
+
     @contextlib.contextmanager
     def step(self, description: str, total: int | None = None) -> Iterator[Step]:
         task = self._bars.add_task(description, total=total)
         started = time.perf_counter()
         try:
-            yield _BarStep(self._bars, task)
+            yield _BarStep(self._bars, task, description)
         finally:
             self._bars.remove_task(task)
         if not self._console.is_terminal:

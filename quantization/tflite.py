@@ -28,6 +28,7 @@ from .tflite_io import set_io_type
 # keep 0.998 and ONNX/OpenVINO take them fine): not offered here until that is understood.
 WEIGHT_LEVELS = 127
 OWN_BIAS_CORRECTION = False  # bbdeploy's applies with nearest rounding
+ACTIVATIONS = "asymmetric"  # its int8 activation scheme, which QAT fake-quantizes (fake_quant.py)
 CONVOLUTIONS = (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
 ADDS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
 LINEARS = (torch.ops.aten.linear.default,)
