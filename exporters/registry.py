@@ -25,7 +25,7 @@ class Target:
     # module with convert(model, sample, path, *, precision, layout) and op_histogram(path)
     exporter: str
     # module with quantize(model, calibration, *, subset_size, ...) (see quantization/ptq.py),
-    # WEIGHT_LEVELS and OWN_BIAS_CORRECTION
+    # WEIGHT_LEVELS, OWN_BIAS_CORRECTION and ACTIVATIONS (the scheme QAT trains for)
     quantizer: str
     calib_methods: tuple[str, ...]  # --calib-method choices, the first the measured default
     weight_roundings: tuple[str, ...]  # --weight-rounding choices, the first the measured default

@@ -127,12 +127,23 @@ def export(
     io: Annotated[Optional[str], typer.Option(help=f"int8 input/output type, per target ({choices_help('io_types')}) [default: float].")] = None,
     keep_float: Annotated[Optional[str], typer.Option(help="int8: comma list of layers or blocks to leave in float, e.g. conv_stem,classifier.")] = None,
     min_cosine: Annotated[Optional[float], typer.Option(help=f"int8: fail a row whose mean logit cosine with PyTorch is below this [default: {DEFAULT_MIN_COSINE}, chosen by measurement, see README].")] = None,
+    qat: Annotated[bool, typer.Option("--qat", help="int8: quantization-aware training on --train-data before each target's quantizer (see README).")] = False,
+    train_data: Annotated[Optional[str], typer.Option(help="--qat: folder of in-domain training images; class subfolders (index) give labels, else distillation alone.")] = None,
+    train_labels: Annotated[Optional[str], typer.Option(help="--qat: CSV of path,label rows (paths relative to --train-data).")] = None,
+    train_class_names: Annotated[Optional[str], typer.Option(help="--qat: text file, one class name per line in output order, for subfolders named by class.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="--qat: passes over --train-data [default: 4].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="--qat: Adam learning rate, cosine-decayed to 0 [default: 1e-5].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="--qat: global batch (split over torchrun processes) [default: 32].")] = None,
+    distill: Annotated[Optional[str], typer.Option(help="--qat: distillation loss on logits, kl | mse [default: mse].")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="--qat: continue from a checkpoint (OUTPUT/qat-checkpoints/*/epoch-N.pt) of the same model and settings.")] = None,
+    train_device: Annotated[Optional[str], typer.Option(help="--qat: auto | cpu | cuda [default: auto, a GPU when torch sees one].")] = None,
     layout: Annotated[Optional[str], typer.Option(help=f"Input layout, per target ({choices_help('layouts')}) [default: the first].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Export again even if an identical artifact exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per artifact, on stdout.")] = False,
 ) -> None:
     """Export float or int8 artifacts, check each against PyTorch on real photos, write a manifest next to each."""
     from bbdeploy.quantization.options import QuantOptions
+    from bbdeploy.quantization.qat import QATOptions
 
     from .export import ExportOptions
     from .export import export as run_export
@@ -148,12 +159,27 @@ def export(
     if given and not int8:
         verb = "apply" if len(given) > 1 else "applies"
         raise BBDeployError(f"{', '.join(given)} only {verb} to int8 exports; add --int8 or leave them out")
+    qat_only = {"--train-data": train_data, "--train-labels": train_labels, "--train-class-names": train_class_names,
+                "--epochs": epochs, "--lr": lr, "--batch-size": batch_size, "--distill": distill, "--resume": resume,
+                "--train-device": train_device}
+    given = [flag for flag, value in qat_only.items() if value is not None]
+    if given and not qat:
+        raise BBDeployError(f"{', '.join(given)} only apply with --qat; add --qat (with --int8) or leave them out")
+    if qat and not int8:
+        raise BBDeployError("--qat trains for int8; pass --int8 with it")
+    qat_options = None
+    if qat:
+        qat_options = QATOptions(train_data=train_data, train_labels=train_labels, class_names=train_class_names,
+                                 resume=resume, **{k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size,
+                                                                     "distill": distill, "device": train_device}.items()
+                                                  if v is not None})
     console = stderr_console()
     defaults = QuantOptions()
     quant = QuantOptions(calib_data=calib_data, calib_size=defaults.calib_size if calib_size is None else calib_size,
                          calib_method=calib_method, weight_rounding=weight_rounding,
                          bias_correction=defaults.bias_correction if bias_correction is None else bias_correction,
-                         io=io or defaults.io, keep_float=tuple(n.strip() for n in (keep_float or "").split(",") if n.strip()))
+                         io=io or defaults.io, keep_float=tuple(n.strip() for n in (keep_float or "").split(",") if n.strip()),
+                         qat=qat_options)
     options = ExportOptions(model=model, targets=target, weights=weights, width=width, num_classes=num_classes,
                             input_size=input_size, batch=batch, output=output,
                             precision="int8" if int8 else "fp16" if fp16 else "fp32", layout=layout, force=force,

@@ -31,6 +31,8 @@ from bbdeploy.exporters.registry import Target, exporter, resolve_targets
 from bbdeploy.quantization import ptq
 from bbdeploy.quantization.calibration import CalibrationSet, calibration_set, evaluation_crops
 from bbdeploy.quantization.options import QuantOptions
+from bbdeploy.quantization.qat import QATOptions, QATRun, is_main_process, world_size
+from bbdeploy.quantization.training_data import training_set
 from bbdeploy.targets.runner import load as load_runner
 
 from .backbones import resolve
@@ -159,30 +161,53 @@ def export(options: ExportOptions, progress: Progress = Progress(),
     if not 0 <= options.min_cosine <= 1:
         raise BBDeployError(f"--min-cosine {options.min_cosine:g} is a cosine; pass a number from 0 to 1, "
                             f"e.g. {DEFAULT_MIN_COSINE}")
-    calibration = None
+    calibration = training = None
+    qat_options = options.quant.qat
+    if qat_options is not None and options.precision != "int8":
+        raise BBDeployError("--qat trains for int8; pass --int8 with it")
     if options.precision == "int8":
         options.quant.validate()
         for target in targets:
             ptq.target_choices(target, options.quant)  # e.g. --calib-method mse with onnx: exit 2 now
-        calibration = calibration_set(options.quant.calib_data, spec.preprocess, size, options.quant.calib_size)
+        if qat_options is not None:
+            progress.say(f"decoding the training images of {qat_options.train_data}")
+            training = training_set(qat_options.train_data, spec.preprocess, size,
+                                    labels_csv=qat_options.train_labels, class_names=qat_options.class_names)
+        # with QAT and no --calib-data, the toolchains calibrate on (a sample of) the training images
+        calib_data = options.quant.calib_data or (qat_options.train_data if qat_options else None)
+        calibration = calibration_set(calib_data, spec.preprocess, size, options.quant.calib_size)
     out_dir = options.output or Path("bbdeploy-out") / spec.name
     _check_writable(out_dir)
     progress.say(f"building {spec.name} (weights: {options.weights})")
-    built = build(spec, options, size, calibration)
+    built = build(spec, options, size, _parity_source(calibration, qat_options))
+    qat_run = None
     if calibration is not None:
         ptq.float_layers(built.deploy_model, options.quant.keep_float)  # unknown names: one line, nothing written
+    if training is not None:
+        qat_run = QATRun(qat_options, training, built.record["weights_sha256"],
+                         ptq.float_layers(built.deploy_model, options.quant.keep_float),
+                         Path(out_dir) / "qat-checkpoints", progress)
+        qat_run.check_resume([ptq.target_grid(target) for target in targets])  # a wrong --resume: nothing written
     # the choices that make figures less telling, said once all input is known to be good
     for note in (built.record["note"], calibration.warning if calibration else None):
         if note:
             warn(note)
     out_dir = _writable_folder(out_dir)
     calibration_fingerprint = calibration.fingerprint() if calibration is not None else None
-    work = (ptq.SharedWork(built.deploy_model, calibration, options.quant.keep_float, progress)
+    work = (ptq.SharedWork(built.deploy_model, calibration, options.quant.keep_float, progress, qat_run)
             if calibration is not None else None)
+    plans = [plan_target(built, target, options, layouts[target.name], out_dir, calibration_fingerprint,
+                         training.fingerprint if training is not None else None) for target in targets]
+    cached_manifests = [None if options.force else _cached(manifest_path(plan.artifact), plan.export_id, out_dir)
+                        for plan in plans]
+    if qat_run is not None and world_size() > 1:  # every torchrun process trains; the first one goes on
+        for plan, cached in zip(plans, cached_manifests):
+            if cached is None:
+                ptq.train_ahead(plan.target, work, options.quant)
+        if not is_main_process():
+            return []
     rows = []
-    for target in targets:
-        plan = plan_target(built, target, options, layouts[target.name], out_dir, calibration_fingerprint)
-        cached = None if options.force else _cached(manifest_path(plan.artifact), plan.export_id, out_dir)
+    for target, plan, cached in zip(targets, plans, cached_manifests):
         if cached:
             rows.append(_judged_row(cached, plan.artifact, "cached", options.min_cosine))
             continue
@@ -192,6 +217,15 @@ def export(options: ExportOptions, progress: Progress = Progress(),
         except BBDeployError as exc:  # conversion, parity or a crash of the converter: this row fails
             rows.append(_failed_row(target, options, str(exc)))
     return rows
+
+
+def _parity_source(calibration: CalibrationSet | None, qat: QATOptions | None) -> CalibrationSet | None:
+    """The set whose held-out images parity may use: not one QAT trains on (the training folder is
+    used whole), so then the built-in evaluation photos."""
+    if calibration is None or qat is None or calibration.kind != "folder":
+        return calibration
+    same = Path(calibration.source).resolve() == Path(qat.train_data).expanduser().resolve()
+    return None if same else calibration
 
 
 def layout_for(target: Target, options: ExportOptions) -> str:
@@ -279,7 +313,7 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def artifact_name(built: Built, target: Target, options: ExportOptions, layout: str) -> str:
-    """`<model>[_w<width>][_<size>px][_b<batch>]_<precision>[_<layout>]<suffix>`: every choice that
+    """`<model>[_w<width>][_<size>px][_b<batch>]_<precision>[_qat][_<layout>]<suffix>`: every choice that
     differs from the default is in the name, so different exports never overwrite each other."""
     size = built.record["preprocess"]["size"]
     tags = [built.spec.name]
@@ -290,18 +324,22 @@ def artifact_name(built: Built, target: Target, options: ExportOptions, layout: 
     if options.batch != 1:
         tags.append(f"b{options.batch}")
     tags.append(options.precision)
+    if options.quant.qat is not None and options.precision == "int8":
+        tags.append("qat")
     if layout != target.layouts[0]:
         tags.append(layout)
     return "_".join(tags) + target.suffix
 
 
 def plan_target(built: Built, target: Target, options: ExportOptions, layout: str, out_dir: Path,
-                calibration_fingerprint: str | None) -> Plan:
+                calibration_fingerprint: str | None, training_fingerprint: str | None = None) -> Plan:
     """The artifact's path and id, from what is known without decoding an image or converting."""
     config = {"target": target.name, "precision": options.precision, "layout": layout, "batch": options.batch,
               "input_size": built.record["preprocess"]["size"], "parity_images": built.parity.fingerprint}
     if calibration_fingerprint is not None:
         config["quantization"] = {**options.quant.as_config(), "calibration": calibration_fingerprint}
+    if training_fingerprint is not None:
+        config["quantization"]["qat"]["train_data"] = training_fingerprint
     tools = {**tool_versions(target.distributions), "bbdeploy_code_sha256": code_digest()}
     return Plan(target, layout, out_dir / artifact_name(built, target, options, layout),
                 stage_id(built.record["id"], "export", config, tools), config, tools)

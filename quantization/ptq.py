@@ -13,6 +13,8 @@ A quantizer that works on its own float file (ONNX, OpenVINO) exports it first, 
 
 The targets of one export share `SharedWork`: the calibration images decoded once, the float model's
 measurements, and one rounded model per grid (ONNX's 7-bit grid, NNCF's, the 8-bit one of MNN).
+With QAT (`qat.py`) each target's model is that PTQ model fine-tuned through the target's fake
+quantization, once per grid and activation scheme; the quantizer then gets it as it gets GPTQ's.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from bbdeploy.progress import Progress, Step
 
 from .bias_correction import LAYERS, correct_biases, fold_batchnorm
 from .calibration import CalibrationSet
+from .fake_quant import Grid
 from .options import QuantOptions
 from .rounding import FloatMeasurements, measure_float, round_onto_grid
 
@@ -91,11 +94,13 @@ class SharedWork:
     model's GPTQ measurements, and the model on each grid, rounded once per grid and setting."""
 
     def __init__(self, model: torch.nn.Module, calibration: CalibrationSet, keep_float: tuple[str, ...],
-                 progress: Progress = Progress()):
+                 progress: Progress = Progress(), qat=None):
         self.model, self.calibration, self.progress = model, calibration, progress
         self.keep_float = float_layers(model, keep_float)
+        self.qat = qat  # a qat.QATRun, or None for post-training quantization alone
         self._measured: FloatMeasurements | None = None
         self._models: dict[tuple, torch.nn.Module] = {}
+        self._trained: dict[Grid, tuple[torch.nn.Module, dict]] = {}
         self.seconds = 0.0  # spent on the shared work so far
 
     def batches(self) -> Iterator[np.ndarray]:
@@ -115,6 +120,16 @@ class SharedWork:
             with self._timed():
                 self._models[key] = self._prepare(rounding, levels, correct_biases_here)
         return copy.deepcopy(self._models[key])
+
+    def trained_model_for(self, rounding: str, grid: Grid, correct_biases_here: bool) -> tuple[torch.nn.Module, dict]:
+        """A private copy of the model QAT trained for `grid`, starting from the PTQ model of the same
+        grid and setting, and the record of that training (trained once per grid)."""
+        if grid not in self._trained:
+            start = self.model_for(rounding, grid.weight_levels, correct_biases_here)
+            with self._timed():
+                self._trained[grid] = self.qat.train(fold_batchnorm(self.model), grid, start=start)
+        model, record = self._trained[grid]
+        return copy.deepcopy(model), record
 
     @contextlib.contextmanager
     def _timed(self):
@@ -154,10 +169,13 @@ def quantize(target: Target, work: SharedWork, sample: torch.Tensor, out_path: P
     """Write the int8 artifact of `target` at `out_path`; returns the settings for the manifest."""
     quantizer = quantizer_module(target)
     method, rounding, io = target_choices(target, options)
-    # GPTQ's weights already carry no mean output error; correcting biases on top of them measured
-    # worse (OpenVINO, Lite0: 0.893 agreement with NNCF's correction, 0.920 without)
-    bias_correction = options.bias_correction and rounding == "nearest"
-    model = work.model_for(rounding, quantizer.WEIGHT_LEVELS, bias_correction and not quantizer.OWN_BIAS_CORRECTION)
+    bias_correction, correct_here = _bias_correction(target, options, rounding)
+    training = None
+    if work.qat is not None:  # the trained weights sit on the grid already: no correction on top
+        model, training = work.trained_model_for(rounding, target_grid(target), correct_here)
+        bias_correction = False
+    else:
+        model = work.model_for(rounding, quantizer.WEIGHT_LEVELS, correct_here)
     batch = sample.shape[0]
     with work.progress.step(f"{target.name}: calibrating activations and converting",
                             max(1, len(work.calibration) // batch)) as step:
@@ -166,8 +184,30 @@ def quantize(target: Target, work: SharedWork, sample: torch.Tensor, out_path: P
         settings = quantizer.quantize(model, data, subset_size=len(data), sample=sample, out_path=out_path,
                                       layout=layout, method=method, io=io, keep_float=work.keep_float,
                                       bias_correction=bias_correction)
-    return {"bias_correction": bias_correction, **settings, "calib_method": method, "weight_rounding": rounding,
-            "keep_float": work.keep_float}
+    return {"bias_correction": bias_correction, **settings, "calib_method": method,
+            "weight_rounding": f"qat (from {rounding})" if training else rounding, "keep_float": work.keep_float,
+            "qat": training}
+
+
+def train_ahead(target: Target, work: SharedWork, options: QuantOptions) -> None:
+    """Run `target`'s QAT now (under torchrun every process trains; only the first one goes on to
+    quantize and convert)."""
+    _, rounding, _ = target_choices(target, options)
+    work.trained_model_for(rounding, target_grid(target), _bias_correction(target, options, rounding)[1])
+
+
+def _bias_correction(target: Target, options: QuantOptions, rounding: str) -> tuple[bool, bool]:
+    """(bias correction on, done by bbdeploy rather than the toolchain) for `rounding` on `target`."""
+    # GPTQ's weights already carry no mean output error; correcting biases on top of them measured
+    # worse (OpenVINO, Lite0: 0.893 agreement with NNCF's correction, 0.920 without)
+    corrected = options.bias_correction and rounding == "nearest"
+    return corrected, corrected and not quantizer_module(target).OWN_BIAS_CORRECTION
+
+
+def target_grid(target: Target) -> Grid:
+    """The weight grid and activation scheme of `target`'s int8 model, which QAT trains through."""
+    quantizer = quantizer_module(target)
+    return Grid(quantizer.WEIGHT_LEVELS, quantizer.ACTIVATIONS)
 
 
 def target_choices(target: Target, options: QuantOptions) -> tuple[str, str, str]:

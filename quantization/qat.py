@@ -54,7 +54,7 @@ class QATOptions:
     epochs: int = 4
     lr: float = 1e-5
     batch_size: int = 32  # global: split over the processes of a torchrun
-    distill: str = "kl"
+    distill: str = "mse"  # logit MSE: Lite0 held-out SQNR 21.0 dB after 4 epochs, KL (T=2) 20.4 dB
     temperature: float = 2.0
     resume: str | None = None  # a checkpoint file written by an earlier run
     device: str = "auto"
