@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+from importlib import import_module
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -205,8 +206,9 @@ def _bias_correction(target: Target, options: QuantOptions, rounding: str) -> tu
 
 
 def target_grid(target: Target) -> Grid:
-    """The weight grid and activation scheme of `target`'s int8 model, which QAT trains through."""
-    quantizer = quantizer_module(target)
+    """The weight grid and activation scheme of `target`'s int8 model, which QAT trains through (read
+    without importing the toolchain: MNN's import prints to stdout, where --json goes)."""
+    quantizer = import_module(target.quantizer)
     return Grid(quantizer.WEIGHT_LEVELS, quantizer.ACTIVATIONS)
 
 
