@@ -349,6 +349,73 @@ def _print_bench_table(console, result: dict) -> None:
             console.print(f"[bold yellow]warning:[/] {Path(row['artifact']).name}: {warning}", soft_wrap=True)
 
 
+@app.command()
+def run(
+    pipeline_file: Annotated[Optional[Path], typer.Argument(help="Pipeline YAML (`bbdeploy init` writes one) [default: the built-in pipeline].")] = None,
+    jobs: Annotated[int, typer.Option(help="Jobs at once (exports and drift; benchmarks stay one per device).")] = 1,
+    executor: Annotated[str, typer.Option(help="local (worker processes here) | ray (Ray tasks; devices as Ray resources).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="ray: HOST:PORT of a running cluster [default: start one here].")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="An earlier report.json: mark latency and fidelity regressions.")] = None,
+    fail_on_regression: Annotated[bool, typer.Option("--fail-on-regression", help="With --baseline: exit 1 when a row regressed.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print report.json on stdout.")] = False,
+) -> None:
+    """Every model x target x precision of the pipeline: export, drift, bench on every device, cached;
+    one report (report.json, report.md, report.html) in the output folder. Exit 1 when a row failed or
+    missed a gate."""
+    from .pipeline_file import load_pipeline
+    from .quiet import stderr_console
+    from .run import RunOptions, execute
+    from .run_report import build_report, read_baseline, table_rows, write_run_report
+
+    console = stderr_console()
+    pipeline = load_pipeline(pipeline_file)
+    old = read_baseline(baseline) if baseline is not None else None
+    if fail_on_regression and old is None:
+        raise BBDeployError("--fail-on-regression compares with a baseline; pass --baseline OLD/report.json too")
+    with console.status("running the pipeline") as status:
+        outcomes = execute(RunOptions(pipeline, jobs=jobs, executor=executor, address=address),
+                           say=lambda message: status.update(message))
+    report = build_report(pipeline, outcomes, old)
+    page = write_run_report(report, Path(pipeline.output))
+    from rich.table import Table
+    from .run_report import COLUMNS
+
+    table = Table(title=f"bbdeploy run: {pipeline.source}")
+    for column in COLUMNS:
+        table.add_column(column, overflow="fold")
+    reasons = []
+    for row in table_rows(report):
+        if row[-1]:
+            reasons.append(row[-1])
+            row[-1] = f"[{len(reasons)}]"
+        table.add_row(*row)
+    console.print(table)
+    for number, reason in enumerate(reasons, 1):
+        console.print(f"[{number}] {reason}", markup=False, highlight=False)
+    for device, choice in report["recommended"].items():
+        console.print(f"recommended on {device}: " + (Path(choice["artifact"]).name if choice else "none passed"))
+    console.print(f"report: {page} (and report.md, report.json), {report['wall_s']} s")
+    if as_json:
+        print(json.dumps(report, indent=2))
+    regressed = fail_on_regression and any(row["regressions"] for row in report["rows"])
+    if regressed or any(row["status"] in ("failed", "gated") for row in report["rows"]):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the example pipeline.")] = Path("bbdeploy.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented example pipeline (the built-in default) for `bbdeploy run`."""
+    from .pipeline_file import EXAMPLE
+
+    if path.exists() and not force:
+        raise BBDeployError(f"{path} exists; pass another path or --force to overwrite it")
+    path.write_text(EXAMPLE, encoding="utf-8")
+    print(f"wrote {path}; edit it, then: bbdeploy run {path}", file=sys.stderr)
+
+
 def _figure(value: float | None, spec: str) -> str:
     """A parity figure, or "n/a" where the artifact's outputs were not finite."""
     return "n/a" if value is None else format(value, spec)

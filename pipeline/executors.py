@@ -1,0 +1,71 @@
+"""Where the jobs of `bbdeploy run` execute: worker processes on this machine, or a Ray cluster.
+
+Both give back `concurrent.futures.Future`s, so the driver (run.py) is the same for both. What
+differs is who keeps two benchmarks off one device: here, the driver (it submits one bench job per
+device at a time); on Ray, Ray itself, through a custom resource `device:NAME` of capacity 1 that
+every bench job on that device asks for, so the guarantee holds across every client of the cluster.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from .errors import BBDeployError
+
+EXECUTORS = ("local", "ray")
+
+
+def device_resource(name: str) -> str:
+    return f"device:{name}"
+
+
+class LocalExecutor:
+    """`jobs` worker processes (spawned: no torch or converter state is inherited from the driver)."""
+
+    serializes_devices = False  # the driver must not submit two bench jobs of one device at once
+
+    def __init__(self, jobs: int):
+        self._pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+
+    def submit(self, function, job, device: str | None = None) -> Future:
+        return self._pool.submit(function, job)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor:
+    """Jobs as Ray tasks. Without `address`, starts a Ray instance on this machine whose resources
+    include one `device:NAME` per device; with one, joins that cluster, which must declare them
+    (`ray start --resources='{"device:pi5-a": 1}'` on the node that reaches the board)."""
+
+    serializes_devices = True
+
+    def __init__(self, address: str | None, devices: list[str], jobs: int):
+        try:
+            import ray
+        except ImportError:
+            raise BBDeployError("--executor ray needs Ray; install bbdeploy[ray] (pip install 'bbdeploy[ray]')") from None
+        self._ray = ray
+        resources = {device_resource(name): 1 for name in devices}
+        try:
+            if address is None:
+                ray.init(num_cpus=jobs, resources=resources, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except Exception as error:  # noqa: BLE001 - Ray's own message says what it could not reach
+            raise BBDeployError(f"could not start or join Ray ({type(error).__name__}: "
+                                f"{str(error).splitlines()[0][:200]}); pass --address HOST:PORT of a running "
+                                "cluster, or none to start one here") from None
+        available = ray.cluster_resources()
+        self.missing_devices = [name for name in devices if available.get(device_resource(name), 0) < 1]
+
+    def submit(self, function, job, device: str | None = None) -> Future:
+        resources = {device_resource(device): 1} if device is not None else {}
+        task = self._ray.remote(function).options(num_cpus=1, resources=resources, max_retries=0)
+        return task.remote(job).future()
+
+    def close(self) -> None:
+        self._ray.shutdown()

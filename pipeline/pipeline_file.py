@@ -1,0 +1,397 @@
+"""The pipeline file of `bbdeploy run`: which models, targets, precisions and devices, validated.
+
+A pipeline is YAML (see EXAMPLE, which `bbdeploy init` writes and which equals the built-in default).
+Every mistake is one line naming the file, the line and the key, with a suggestion where a close
+name exists: a typo in a key must never turn into a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import BBDeployError, did_you_mean
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8-qat")
+DEVICE_SCHEMES = ("local", "ssh://", "adb://")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    weights: str = "imagenet"  # imagenet | random | PATH
+    width: float | None = None
+    input_size: int | None = None  # None: the backbone's own
+    num_classes: int | None = None
+    calibration: str | None = None  # this model's calibration folder, instead of calibration.data
+
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    """One precision and its options: for int8, those of `export --int8` (calib_method,
+    weight_rounding, bias_correction, io, keep_float, min_cosine); for int8-qat also the QAT ones
+    (train_data, train_labels, train_class_names, epochs, lr, batch_size, distill)."""
+    name: str
+    options: tuple[tuple[str, object], ...] = ()
+
+    def option(self, key: str, default=None):
+        return dict(self.options).get(key, default)
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    name: str  # what the report calls it; a Ray resource `device:NAME` under --executor ray
+    url: str = "local"  # local | ssh://[user@]host[:port] | adb://SERIAL
+    ssh_options: tuple[str, ...] = ()
+    python: str = "python3"
+    benchmark_binary: str | None = None
+    delegate: str = "xnnpack"
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    data: str | None = None  # None: crops of the built-in calibration photos (loud, recorded)
+    size: int = 300
+
+
+@dataclass(frozen=True)
+class ValidationSpec:
+    data: str | None = None  # None: crops of the built-in evaluation photos (no labels)
+    labels: str | None = None
+    class_names: str | None = None
+    limit: int | None = None
+    max_drop: float | None = None  # accuracy points, needs labels
+    min_agreement: float | None = None  # top-1 agreement with the float model, a fraction
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    threads: int = 1
+    runs: int = 50
+    warmup: int = 10
+    min_time: float = 1.0
+    timeout: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    models: tuple[ModelSpec, ...]
+    targets: tuple[str, ...]
+    precisions: tuple[PrecisionSpec, ...]
+    calibration: CalibrationSpec = CalibrationSpec()
+    validation: ValidationSpec = ValidationSpec()
+    devices: tuple[DeviceSpec, ...] = (DeviceSpec("local"),)
+    bench: BenchSpec = BenchSpec()
+    output: str = "bbdeploy-run"
+    source: str = field(default="built-in default", compare=False)
+
+
+EXAMPLE = """\
+# bbdeploy pipeline: every model x target x precision is exported, checked against the float model on
+# the validation images and benchmarked on every device. `bbdeploy run THIS_FILE`.
+# Stages are cached by content: a second run of an unchanged file executes nothing.
+
+models:                       # names as `bbdeploy models` lists them
+  - name: efficientnet_lite0
+    weights: imagenet         # imagenet | random | PATH to a state_dict
+    # width: 1.0              # width multiplier, where the backbone has one
+    # input_size: 224         # default: the backbone's own
+    # num_classes: 1000
+    # calibration: photos/    # this model's calibration images, instead of calibration.data
+
+targets: all                  # all, or a list: [onnx, tflite, openvino, mnn]
+
+precisions:                   # fp32 | fp16 | int8 | int8-qat, each with its options
+  fp32: {}
+  int8:
+    # calib_method: null      # default: each target's measured best
+    # weight_rounding: null   # default: each target's measured best (gptq | nearest | ...)
+    # keep_float: []          # layer names left in float
+    # min_cosine: 0.95        # fail an artifact whose mean logit cosine with PyTorch is below this
+  # int8-qat:                 # quantization-aware training, then each target's int8 path
+  #   train_data: photos/     # a folder of in-domain images (labels optional)
+  #   epochs: 4
+  #   lr: 1.0e-5
+  #   batch_size: 32
+
+calibration:
+  data: null                  # folder of images or .npy; null: crops of the built-in photos (recorded)
+  size: 300                   # images int8 calibration samples from it
+
+validation:
+  data: null                  # folder of images; null: crops of the built-in evaluation photos
+  # labels: labels.csv        # path,label rows; or a folder per class
+  # limit: 1000               # evaluate this many images, spread over the classes
+  # max_drop: 1.0             # gate: accuracy drop in points (needs labels)
+  # min_agreement: 0.9        # gate: top-1 agreement with the float model
+
+devices:                      # name: {url: ...}; `local` is this machine
+  local: {}
+  # pi5-a:
+  #   url: ssh://pi@192.168.1.20
+  #   ssh_options: [-i, ~/.ssh/id_ed25519]
+  #   python: python3
+  # pixel8:
+  #   url: adb://SERIAL
+  #   benchmark_binary: benchmark_model   # LiteRT's benchmark_model built for the phone
+
+bench:
+  threads: 1
+  runs: 50
+  warmup: 10
+
+output: bbdeploy-run          # artifacts, stage results and report.{json,md,html}
+"""
+
+# key -> accepted types, per section; the dataclass defaults supply the rest
+_MODEL_KEYS = {"name": str, "weights": str, "width": (int, float), "input_size": int, "num_classes": int,
+               "calibration": str}
+_INT8_KEYS = {"calib_method": str, "weight_rounding": str, "bias_correction": bool, "io": str,
+              "keep_float": list, "min_cosine": (int, float)}
+_QAT_KEYS = {**_INT8_KEYS, "train_data": str, "train_labels": str, "train_class_names": str, "epochs": int,
+             "lr": (int, float), "batch_size": int, "distill": str}
+_PRECISION_KEYS = {"fp32": {}, "fp16": {}, "int8": _INT8_KEYS, "int8-qat": _QAT_KEYS}
+_DEVICE_KEYS = {"url": str, "ssh_options": list, "python": str, "benchmark_binary": str, "delegate": str}
+_CALIBRATION_KEYS = {"data": str, "size": int}
+_VALIDATION_KEYS = {"data": str, "labels": str, "class_names": str, "limit": int, "max_drop": (int, float),
+                    "min_agreement": (int, float)}
+_BENCH_KEYS = {"threads": int, "runs": int, "warmup": int, "min_time": (int, float), "timeout": (int, float)}
+_TOP_KEYS = ("models", "targets", "precisions", "calibration", "validation", "devices", "bench", "output")
+
+
+class _Where:
+    """Line numbers of the parsed YAML, by key path, for error messages."""
+
+    def __init__(self, source: str, node: yaml.Node | None):
+        self.source = source
+        self.lines: dict[tuple, int] = {}
+        if node is not None:
+            self._walk(node, ())
+
+    def _walk(self, node: yaml.Node, path: tuple) -> None:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                self.lines[(*path, key.value)] = key.start_mark.line + 1
+                self._walk(value, (*path, key.value))
+                self.lines[(*path, key.value)] = key.start_mark.line + 1  # the key's line, not its value's
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._walk(item, (*path, index))
+
+    def error(self, path: tuple, message: str) -> BBDeployError:
+        for cut in range(len(path), -1, -1):  # the nearest key that has a line
+            if path[:cut] in self.lines:
+                line = self.lines[path[:cut]]
+                break
+        key = ".".join(str(part) for part in path) or "(top level)"
+        return BBDeployError(f"{self.source}:{line}: {key}: {message}")
+
+
+def load_pipeline(path: str | Path | None) -> Pipeline:
+    """The pipeline in `path`, validated; None: the built-in default (EXAMPLE)."""
+    if path is None:
+        return parse_pipeline(EXAMPLE, "built-in default")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise BBDeployError(f"pipeline file {str(path)!r} does not exist; pass a YAML file "
+                            "(`bbdeploy init` writes an example) or none for the built-in default")
+    return parse_pipeline(file.read_text(encoding="utf-8"), str(path), base=file.parent)
+
+
+def parse_pipeline(text: str, source: str, base: Path | None = None) -> Pipeline:
+    """Validate and build; relative paths in the file are taken relative to the file's folder."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise BBDeployError(f"{source}{line}: not valid YAML ({problem}); fix the file or run "
+                            "`bbdeploy init` for an example") from None
+    where = _Where(source, node)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise where.error((), "a pipeline is a mapping of sections (models, targets, precisions, ...)")
+    _unknown_keys(data, _TOP_KEYS, (), where)
+    default = parse_pipeline(EXAMPLE, "built-in default") if source != "built-in default" else None
+    relative = (lambda value: value if value is None or Path(value).expanduser().is_absolute() or base is None
+                else str(base / value))
+    models = tuple(dataclasses.replace(model, calibration=relative(model.calibration),
+                                       weights=model.weights if model.weights in ("imagenet", "random")
+                                       else relative(model.weights))
+                   for model in _models(data, where, default))
+    targets = _targets(data, where)
+    precisions = _precisions(data, where, relative, default)
+    calibration = _section(data, "calibration", _CALIBRATION_KEYS, CalibrationSpec, where)
+    validation = _section(data, "validation", _VALIDATION_KEYS, ValidationSpec, where)
+    calibration = dataclasses.replace(calibration, data=relative(calibration.data))
+    validation = dataclasses.replace(validation, data=relative(validation.data), labels=relative(validation.labels),
+                                     class_names=relative(validation.class_names))
+    _check_ranges(validation, calibration, where)
+    devices = _devices(data, where)
+    bench = _section(data, "bench", _BENCH_KEYS, BenchSpec, where)
+    for key in ("threads", "runs"):
+        if getattr(bench, key) < 1:
+            raise where.error(("bench", key), f"{getattr(bench, key)} must be at least 1")
+    output = data.get("output", "bbdeploy-run")
+    if not isinstance(output, str) or not output:
+        raise where.error(("output",), f"{output!r} is not a folder name; pass a path such as bbdeploy-run")
+    return Pipeline(models, targets, precisions, calibration, validation, devices, bench,
+                    relative(output) if "output" in data else output, source)
+
+
+def _unknown_keys(mapping: dict, allowed, path: tuple, where: _Where) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise where.error((*path, key), f"unknown key{did_you_mean(str(key), allowed)}; "
+                                            f"allowed here: {', '.join(allowed) or 'none'}")
+
+
+def _typed(value, expected, path: tuple, where: _Where):
+    if value is None:
+        return None
+    if isinstance(value, bool) and expected is not bool and bool not in (expected if isinstance(expected, tuple) else (expected,)):
+        raise where.error(path, f"{value!r} is a boolean; pass {_type_name(expected)}")
+    if not isinstance(value, expected):
+        raise where.error(path, f"{value!r} is a {type(value).__name__}; pass {_type_name(expected)}")
+    if expected is list:
+        return tuple(str(item) for item in value)
+    return float(value) if expected == (int, float) else value
+
+
+def _type_name(expected) -> str:
+    names = {str: "a string", int: "an integer", bool: "true or false", list: "a list", (int, float): "a number"}
+    return names.get(expected, str(expected))
+
+
+def _mapping(data: dict, key: str, path: tuple, where: _Where) -> dict:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise where.error((*path, key), f"expected a mapping of keys, got {type(value).__name__}")
+    return value
+
+
+def _section(data: dict, name: str, keys: dict, spec_type, where: _Where):
+    section = _mapping(data, name, (), where)
+    _unknown_keys(section, keys, (name,), where)
+    values = {key: _typed(value, keys[key], (name, key), where) for key, value in section.items()}
+    return spec_type(**{key: value for key, value in values.items() if value is not None})
+
+
+def _models(data: dict, where: _Where, default: Pipeline | None) -> tuple[ModelSpec, ...]:
+    from .backbones import resolve
+
+    if "models" not in data:
+        return default.models if default else ()
+    entries = data["models"]
+    if isinstance(entries, str):
+        entries = [entries]
+    if not isinstance(entries, list) or not entries:
+        raise where.error(("models",), "expected a list of models (names, or {name: ..., weights: ...})")
+    models = []
+    for index, entry in enumerate(entries):
+        path = ("models", index)
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise where.error(path, "each model needs a name (e.g. - name: efficientnet_lite0)")
+        _unknown_keys(entry, _MODEL_KEYS, path, where)
+        values = {key: _typed(value, _MODEL_KEYS[key], (*path, key), where) for key, value in entry.items()}
+        try:
+            values["name"] = resolve(values["name"]).name
+        except BBDeployError as error:
+            raise where.error((*path, "name"), str(error)) from None
+        models.append(ModelSpec(**{key: value for key, value in values.items() if value is not None}))
+    return tuple(models)
+
+
+def _targets(data: dict, where: _Where) -> tuple[str, ...]:
+    from .exporters.registry import TARGETS
+
+    value = data.get("targets", "all")
+    if value == "all":
+        return tuple(TARGETS)
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names:
+        raise where.error(("targets",), f"expected all or a list of targets ({', '.join(TARGETS)})")
+    for index, name in enumerate(names):
+        if name not in TARGETS:
+            raise where.error(("targets", index), f"unknown target {name!r}{did_you_mean(str(name), TARGETS)}; "
+                                                  f"pass all or some of {', '.join(TARGETS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def _precisions(data: dict, where: _Where, relative, default: Pipeline | None) -> tuple[PrecisionSpec, ...]:
+    if "precisions" not in data:
+        return default.precisions if default else ()
+    value = data["precisions"]
+    if isinstance(value, list):  # [fp32, int8]: each with its default options
+        value = {name: {} for name in value} if all(isinstance(v, str) for v in value) else value
+    if not isinstance(value, dict) or not value:
+        raise where.error(("precisions",), f"expected a mapping of precisions ({', '.join(PRECISIONS)}) to options")
+    precisions = []
+    for name, options in value.items():
+        path = ("precisions", name)
+        if name not in _PRECISION_KEYS:
+            raise where.error(path, f"unknown precision{did_you_mean(str(name), PRECISIONS)}; pass some of "
+                                    f"{', '.join(PRECISIONS)}")
+        options = options or {}
+        if not isinstance(options, dict):
+            raise where.error(path, "expected a mapping of options ({} for none)")
+        keys = _PRECISION_KEYS[name]
+        _unknown_keys(options, keys, path, where)
+        typed = {key: _typed(option, keys[key], (*path, key), where) for key, option in options.items()}
+        for key in ("train_data", "train_labels", "train_class_names"):
+            if typed.get(key) is not None:
+                typed[key] = relative(typed[key])
+        if name == "int8-qat" and not typed.get("train_data"):
+            raise where.error(path, "int8-qat needs train_data: a folder of in-domain images (labels optional)")
+        precisions.append(PrecisionSpec(name, tuple(sorted((k, v) for k, v in typed.items() if v is not None))))
+    return tuple(precisions)
+
+
+def _devices(data: dict, where: _Where) -> tuple[DeviceSpec, ...]:
+    if "devices" not in data:
+        return (DeviceSpec("local"),)
+    value = data["devices"]
+    if value is None:
+        return ()
+    if isinstance(value, list):  # [local, ssh://pi@host]: named by their URL
+        if not all(isinstance(item, str) for item in value):
+            raise where.error(("devices",), "a device list holds URLs; use a mapping name: {url: ...} for options")
+        value = {item: {"url": item} for item in value}
+    if not isinstance(value, dict):
+        raise where.error(("devices",), "expected a mapping of device names to {url: ...}")
+    devices = []
+    for name, options in value.items():
+        path = ("devices", name)
+        options = options or {}
+        if not isinstance(options, dict):
+            raise where.error(path, "expected a mapping such as {url: ssh://pi@host}")
+        _unknown_keys(options, _DEVICE_KEYS, path, where)
+        typed = {key: _typed(option, _DEVICE_KEYS[key], (*path, key), where) for key, option in options.items()}
+        url = typed.pop("url", None) or ("local" if name == "local" else None)
+        if url is None or not (url == "local" or url.startswith(DEVICE_SCHEMES[1:])):
+            raise where.error((*path, "url") if url else path,
+                              f"{url!r} is not a device; pass url: local, ssh://[user@]host[:port] or adb://SERIAL")
+        devices.append(DeviceSpec(str(name), url, **{k: v for k, v in typed.items() if v is not None}))
+    return tuple(devices)
+
+
+def _check_ranges(validation: ValidationSpec, calibration: CalibrationSpec, where: _Where) -> None:
+    if validation.min_agreement is not None and not 0 <= validation.min_agreement <= 1:
+        raise where.error(("validation", "min_agreement"), f"{validation.min_agreement} is not a fraction in [0, 1]")
+    if validation.max_drop is not None and validation.max_drop < 0:
+        raise where.error(("validation", "max_drop"), f"{validation.max_drop} must be >= 0 (points of accuracy)")
+    if validation.limit is not None and validation.limit < 1:
+        raise where.error(("validation", "limit"), f"{validation.limit} must be at least 1")
+    if calibration.size < 1:
+        raise where.error(("calibration", "size"), f"{calibration.size} must be at least 1")

@@ -1,0 +1,161 @@
+"""`bbdeploy run`: the whole matrix of a pipeline file, stage by stage, in parallel but fair to devices.
+
+Export jobs (one per model x precision, all targets: they share the build, calibration and float
+measurements) start at once; when one finishes, drift of its artifacts and a bench job per device
+follow. Two bench jobs never share a device, and a bench on `local` runs only while nothing else of
+the pipeline runs (a benchmark beside a conversion measures the conversion). Every outcome becomes
+rows of the report (run_report.py); nothing here raises for a failed row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import BBDeployError
+from .executors import LocalExecutor, RayExecutor
+from .pipeline_file import ModelSpec, Pipeline
+from .run_stages import (BenchJob, DriftJob, ExportJob, run_bench, run_drift, run_export,
+                         write_builtin_validation)
+
+
+@dataclass
+class RunOptions:
+    pipeline: Pipeline
+    jobs: int = 1
+    executor: str = "local"  # local | ray
+    address: str | None = None  # a running Ray cluster; None: start one here
+
+
+def model_key(model: ModelSpec) -> str:
+    """The model's folder name: its name and a digest of its settings (two entries of one backbone,
+    e.g. other weights or widths, never share artifacts)."""
+    settings = repr((model.weights, model.width, model.input_size, model.num_classes))
+    return f"{model.name}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
+
+
+@dataclass
+class Outcomes:
+    """What the jobs returned, keyed for the report."""
+    exports: dict  # (model index, precision name) -> run_export's result
+    drifts: dict  # artifact path -> run_drift's outcome
+    benches: dict  # (artifact path, device name) -> run_bench's outcome for it
+    wall_s: float = 0.0
+
+
+def validation_folder(pipeline: Pipeline, output: Path) -> Path:
+    """The user's validation folder, or the built-in one written under the output folder."""
+    if pipeline.validation.data is None:
+        return write_builtin_validation(output / "data" / "builtin-evaluation")
+    folder = Path(pipeline.validation.data).expanduser()
+    if not folder.is_dir():
+        raise BBDeployError(f"validation.data {pipeline.validation.data!r} is not a folder; pass a folder of images "
+                            "or null for the built-in evaluation photos")
+    return folder
+
+
+def execute(options: RunOptions, say: Callable[[str], None] = lambda message: None) -> Outcomes:
+    pipeline = options.pipeline
+    if options.jobs < 1:
+        raise BBDeployError(f"--jobs {options.jobs} must be at least 1")
+    output = Path(pipeline.output).expanduser()
+    output.mkdir(parents=True, exist_ok=True)
+    results = output / "results"
+    data = validation_folder(pipeline, output)
+    devices = {device.name: device for device in pipeline.devices}
+    if options.executor == "ray":
+        executor = RayExecutor(options.address, list(devices), options.jobs)
+    elif options.executor == "local":
+        executor = LocalExecutor(options.jobs)
+    else:
+        raise BBDeployError(f"unknown --executor {options.executor!r}; pass local or ray")
+    unreachable = set(getattr(executor, "missing_devices", ()))
+    outcomes = Outcomes({}, {}, {})
+    started = time.perf_counter()
+    waiting: list[tuple[str, object, object]] = []  # (kind, job, key)
+    for index, model in enumerate(pipeline.models):
+        for precision in pipeline.precisions:
+            folder = output / "artifacts" / model_key(model)
+            calibration = (dataclasses.replace(pipeline.calibration, data=model.calibration) if model.calibration
+                           else pipeline.calibration)
+            job = ExportJob(model, precision, pipeline.targets, calibration, str(folder))
+            waiting.append(("export", job, (index, precision.name)))
+    in_flight: dict[Future, tuple[str, object, object]] = {}
+    busy_devices: set[str] = set()
+
+    def submittable(kind: str, job) -> bool:
+        if any(k == "bench" and j.device.url == "local" for k, j, _ in in_flight.values()):
+            return False  # a local benchmark has this machine to itself
+        if kind != "bench":
+            return True
+        if job.device.url == "local":
+            return not in_flight
+        return executor.serializes_devices or job.device.name not in busy_devices
+
+    try:
+        while waiting or in_flight:
+            for item in list(waiting):
+                kind, job, key = item
+                if not submittable(kind, job):
+                    continue
+                waiting.remove(item)
+                function = {"export": run_export, "drift": run_drift, "bench": run_bench}[kind]
+                device = job.device.name if kind == "bench" else None
+                in_flight[executor.submit(function, job, device=device)] = item
+                if device is not None:
+                    busy_devices.add(device)
+                    say(f"bench on {device}: {len(job.artifacts)} artifact(s)")
+                elif kind == "export":
+                    say(f"export {job.model.name} {job.precision.name}")
+            if not in_flight:
+                break
+            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+            for future in done:
+                kind, job, key = in_flight.pop(future)
+                result = _result_of(future, kind, job)
+                if kind == "export":
+                    outcomes.exports[key] = result
+                    artifacts = tuple(row["artifact"] for row in result["rows"]
+                                      if row["status"] in ("exported", "cached") and row.get("artifact"))
+                    if artifacts:
+                        waiting.append(("drift", DriftJob(artifacts, pipeline.validation, str(data), str(results)),
+                                        None))
+                        for device in devices.values():
+                            if device.name in unreachable:
+                                for artifact in artifacts:
+                                    outcomes.benches[(artifact, device.name)] = {
+                                        "status": "failed", "error": f"the Ray cluster has no resource "
+                                        f"device:{device.name}; start a node with --resources='{{\"device:"
+                                        f"{device.name}\": 1}}' that reaches {device.url}"}
+                                continue
+                            waiting.append(("bench", BenchJob(artifacts, device, pipeline.bench, str(results)), None))
+                elif kind == "drift":
+                    outcomes.drifts.update(result)
+                else:
+                    busy_devices.discard(job.device.name)
+                    for artifact, outcome in result["outcomes"].items():
+                        outcomes.benches[(artifact, job.device.name)] = outcome
+    finally:
+        executor.close()
+    outcomes.wall_s = time.perf_counter() - started
+    return outcomes
+
+
+def _result_of(future: Future, kind: str, job) -> dict:
+    """The job's result; a worker that died (killed, out of memory) fails the job's rows instead."""
+    try:
+        return future.result()
+    except Exception as error:  # noqa: BLE001
+        reason = f"the {kind} worker died ({type(error).__name__}: {str(error)[:200]})"
+        if kind == "export":
+            return {"rows": [{"status": "failed", "target": t, "error": reason, "artifact": None}
+                             for t in job.targets], "started": None, "finished": None}
+        failed = {"status": "failed", "error": reason}
+        if kind == "drift":
+            return {artifact: failed for artifact in job.artifacts}
+        return {"started": None, "finished": None, "outcomes": {artifact: failed for artifact in job.artifacts}}

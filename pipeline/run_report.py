@@ -1,0 +1,255 @@
+"""The report of `bbdeploy run`: which artifact to ship to which device.
+
+One row per artifact x device (an artifact that never got made is one row per device too, failed at
+its stage). `report.json` holds the data, `report.md` a table for a pull request, `report.html` one
+self-contained page with the table and, per device, latency against drift with the Pareto front.
+With a baseline report, rows slower than the measured spread or less faithful than the baseline's
+bootstrap interval are marked as regressions.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from .manifest import now, write_json_atomic
+from .pipeline_file import Pipeline
+from .report import _png
+from .run import Outcomes, model_key
+
+COLUMNS = ("model", "target", "precision", "device", "status", "size MB", "accuracy", "agreement", "cosine",
+           "p50 ms", "p90 ms", "vs fp32", "note")
+
+
+def build_report(pipeline: Pipeline, outcomes: Outcomes, baseline: dict | None = None) -> dict:
+    rows = []
+    devices = [device.name for device in pipeline.devices] or [None]
+    for index, model in enumerate(pipeline.models):
+        for precision in pipeline.precisions:
+            export = outcomes.exports.get((index, precision.name), {"rows": []})
+            for export_row in export["rows"]:
+                for device in devices:
+                    rows.append(_row(model, precision.name, device, export_row, outcomes, pipeline))
+    _speedups(rows)
+    gates = {"max_drop": pipeline.validation.max_drop, "min_agreement": pipeline.validation.min_agreement}
+    report = {"created": now(), "pipeline": pipeline.source, "output": str(pipeline.output), "gates": gates,
+              "wall_s": round(outcomes.wall_s, 1), "rows": rows,
+              "recommended": {device: _recommended(rows, device) for device in devices if device is not None}}
+    if baseline is not None:
+        mark_regressions(rows, baseline)
+    return report
+
+
+def _row(model, precision: str, device: str | None, export_row: dict, outcomes: Outcomes, pipeline: Pipeline) -> dict:
+    artifact = export_row.get("artifact")
+    row = {"model": model.name, "model_key": model_key(model), "target": export_row["target"], "precision": precision,
+           "device": device, "artifact": artifact, "size_bytes": export_row.get("bytes"), "status": "ok",
+           "stage": None, "reason": None, "drift": None, "latency_ms": None, "speedup_vs_fp32": None,
+           "stages": {"export": "cached" if export_row["status"] == "cached" else
+                      "failed" if export_row["status"] == "failed" else "ran"},
+           "bench_started": None, "bench_finished": None, "regressions": []}
+    if export_row["status"] == "failed":
+        return {**row, "status": "failed", "stage": "export", "reason": export_row["error"]}
+    drift = outcomes.drifts.get(artifact, {"status": "failed", "error": "drift did not run"})
+    row["stages"]["drift"] = drift["status"]
+    if drift["status"] == "failed":
+        return {**row, "status": "failed", "stage": "drift", "reason": drift["error"]}
+    result = drift["result"]
+    row["drift"] = {key: result[key] for key in ("samples", "accuracy_top1", "accuracy_drop", "accuracy_drop_ci95",
+                                                "agreement_top1", "agreement_top1_ci95", "cosine", "sqnr_db")}
+    gate = _gate_failure(row["drift"], pipeline)
+    if device is not None:
+        bench = outcomes.benches.get((artifact, device), {"status": "failed", "error": "bench did not run"})
+        row["stages"]["bench"] = bench["status"]
+        if bench["status"] == "failed":
+            return {**row, "status": "failed", "stage": "bench", "reason": bench["error"],
+                    "bench_started": bench.get("started"), "bench_finished": bench.get("finished")}
+        if bench["status"] == "unsupported":
+            return {**row, "status": "unsupported", "stage": "bench", "reason": bench["error"]}
+        measured = bench["row"]
+        row.update(latency_ms={k: measured["latency_ms"][k] for k in ("p50", "p90", "mean")},
+                   bench_started=bench["started"], bench_finished=bench["finished"],
+                   runtime=measured.get("runtime"), warnings=measured.get("warnings", []))
+    if gate:
+        row.update(status="gated", stage="drift", reason=gate)
+    return row
+
+
+def _gate_failure(drift: dict, pipeline: Pipeline) -> str | None:
+    validation = pipeline.validation
+    if validation.max_drop is not None and drift["accuracy_drop"] is not None and drift["accuracy_drop"] > validation.max_drop:
+        return f"accuracy drop {drift['accuracy_drop']:.2f} points > max_drop {validation.max_drop:g}"
+    if validation.min_agreement is not None and drift["agreement_top1"] < validation.min_agreement:
+        return f"top-1 agreement {drift['agreement_top1']:.4f} < min_agreement {validation.min_agreement:g}"
+    return None
+
+
+def _speedups(rows: list[dict]) -> None:
+    """p50 of the fp32 artifact of the same model and target on the same device over this row's p50."""
+    fp32 = {(r["model_key"], r["target"], r["device"]): r["latency_ms"]["p50"] for r in rows
+            if r["precision"] == "fp32" and r["latency_ms"]}
+    for row in rows:
+        base = fp32.get((row["model_key"], row["target"], row["device"]))
+        if base is not None and row["latency_ms"]:
+            row["speedup_vs_fp32"] = base / row["latency_ms"]["p50"]
+
+
+def pareto_front(rows: list[dict]) -> list[dict]:
+    """Rows no other row beats on both latency (p50, lower) and top-1 agreement (higher)."""
+    points = [r for r in rows if r["status"] == "ok" and r["latency_ms"] and r["drift"]]
+
+    def dominated(a: dict) -> bool:
+        return any(b["latency_ms"]["p50"] <= a["latency_ms"]["p50"] and b["drift"]["agreement_top1"] >=
+                   a["drift"]["agreement_top1"] and (b["latency_ms"]["p50"] < a["latency_ms"]["p50"] or
+                                                     b["drift"]["agreement_top1"] > a["drift"]["agreement_top1"])
+                   for b in points)
+
+    return sorted((a for a in points if not dominated(a)), key=lambda r: r["latency_ms"]["p50"])
+
+
+def _recommended(rows: list[dict], device: str) -> dict | None:
+    """The fastest artifact on the device among the rows that passed every check and gate."""
+    passed = [r for r in rows if r["device"] == device and r["status"] == "ok" and r["latency_ms"]]
+    if not passed:
+        return None
+    best = min(passed, key=lambda r: (r["latency_ms"]["p50"], -r["drift"]["agreement_top1"]))
+    return {"artifact": best["artifact"], "model": best["model"], "target": best["target"],
+            "precision": best["precision"], "p50_ms": best["latency_ms"]["p50"],
+            "agreement_top1": best["drift"]["agreement_top1"]}
+
+
+def _match_key(row: dict) -> tuple:
+    return (row["model"], row["target"], row["precision"], row["device"])
+
+
+def mark_regressions(rows: list[dict], baseline: dict) -> None:
+    """Latency: p50 slower than the baseline's by more than either run's p50-to-p90 spread.
+    Fidelity: top-1 agreement below the baseline's 95% bootstrap interval."""
+    old_rows = {_match_key(r): r for r in baseline.get("rows", [])}
+    for row in rows:
+        old = old_rows.get(_match_key(row))
+        if old is None or row["status"] != "ok":
+            continue
+        if row["latency_ms"] and old.get("latency_ms"):
+            new, before = row["latency_ms"], old["latency_ms"]
+            spread = max(before["p90"] - before["p50"], new["p90"] - new["p50"])
+            if new["p50"] - before["p50"] > spread:
+                row["regressions"].append(f"latency p50 {new['p50']:.2f} ms vs {before['p50']:.2f} ms in the baseline "
+                                          f"(beyond the spread {spread:.2f} ms)")
+        if row["drift"] and old.get("drift") and old["drift"].get("agreement_top1_ci95"):
+            low = old["drift"]["agreement_top1_ci95"][0]
+            if row["drift"]["agreement_top1"] < low:
+                row["regressions"].append(f"top-1 agreement {row['drift']['agreement_top1']:.4f} below the baseline's "
+                                          f"interval [{low:.4f}, {old['drift']['agreement_top1_ci95'][1]:.4f}]")
+
+
+def _figure(value, spec: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, spec)
+
+
+def table_rows(report: dict) -> list[list[str]]:
+    cells = []
+    marks = {"ok": "✅", "failed": "❌", "gated": "⛔", "unsupported": "–"}
+    for r in report["rows"]:
+        drift, latency = r["drift"] or {}, r["latency_ms"] or {}
+        note = r["reason"] or ""
+        if r["regressions"]:
+            note = "REGRESSION: " + "; ".join(r["regressions"]) + (f"; {note}" if note else "")
+        cells.append([r["model"], r["target"], r["precision"], r["device"] or "-",
+                      f"{marks[r['status']]} {r['status']}", _figure(r["size_bytes"], ".2f", 1e-6),
+                      _figure(drift.get("accuracy_top1"), ".2f", 100), _figure(drift.get("agreement_top1"), ".3f"),
+                      _figure(drift.get("cosine"), ".4f"), _figure(latency.get("p50"), ".2f"),
+                      _figure(latency.get("p90"), ".2f"), _figure(r["speedup_vs_fp32"], ".2f") +
+                      ("x" if r["speedup_vs_fp32"] else ""), note])
+    return cells
+
+
+def markdown(report: dict) -> str:
+    lines = ["# bbdeploy run", "", f"Pipeline: {report['pipeline']}; {len(report['rows'])} rows; "
+             f"{report['wall_s']} s.", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table_rows(report)]
+    lines += ["", "## Recommended per device", ""]
+    for device, choice in report["recommended"].items():
+        lines.append(f"- **{device}**: " + (f"`{Path(choice['artifact']).name}` ({choice['p50_ms']:.2f} ms p50, "
+                                           f"agreement {choice['agreement_top1']:.3f})" if choice else
+                                           "none passed every check and gate"))
+    return "\n".join(lines) + "\n"
+
+
+def device_plots(report: dict) -> list[tuple[str, str]]:
+    """(device, base64 PNG): latency p50 against top-1 agreement, the Pareto front joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = []
+    for device in report["recommended"]:
+        rows = [r for r in report["rows"] if r["device"] == device and r["status"] in ("ok", "gated")
+                and r["latency_ms"] and r["drift"]]
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for row in rows:
+            axis.scatter(row["latency_ms"]["p50"], 100 * row["drift"]["agreement_top1"],
+                         marker="o" if row["status"] == "ok" else "x", color="#4c72b0")
+            axis.annotate(f"{row['target']} {row['precision']}", (row["latency_ms"]["p50"],
+                                                                  100 * row["drift"]["agreement_top1"]),
+                          fontsize=7, xytext=(3, 3), textcoords="offset points")
+        front = pareto_front(rows)
+        if front:
+            axis.plot([r["latency_ms"]["p50"] for r in front], [100 * r["drift"]["agreement_top1"] for r in front],
+                      color="#dd8452", label="Pareto front")
+            axis.legend(loc="lower right", fontsize=8)
+        axis.set_xlabel("latency p50 (ms)")
+        axis.set_ylabel("top-1 agreement with float (%)")
+        axis.set_title(device)
+        figure.tight_layout()
+        images.append((device, _png(figure)))
+        plt.close(figure)
+    return images
+
+
+def html_page(report: dict) -> str:
+    escape = html.escape
+    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in table_rows(report))
+    figures = "".join(f"<figure class='device-plot'><img alt='latency against drift on {escape(device)}' "
+                      f"src='data:image/png;base64,{data}'><figcaption>{escape(device)}</figcaption></figure>"
+                      for device, data in device_plots(report))
+    recommended = "".join(f"<li><b>{escape(device)}</b>: " + (escape(Path(c["artifact"]).name) if c else "none")
+                          + "</li>" for device, c in report["recommended"].items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>bbdeploy run</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
+figure{{display:inline-block;margin:1em}}</style></head>
+<body><h1>bbdeploy run</h1><p>{escape(report['pipeline'])}: {len(report['rows'])} rows, {report['wall_s']} s</p>
+<table class="results"><tr>{head}</tr>{body}</table>
+<h2>Recommended per device</h2><ul>{recommended}</ul>
+{figures}
+</body></html>
+"""
+
+
+def write_run_report(report: dict, folder: Path) -> Path:
+    """report.json, report.md and report.html in `folder` (each written atomically)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / "report.json", report)
+    for name, text in (("report.md", markdown(report)), ("report.html", html_page(report))):
+        temp = folder / f".{name}.tmp"
+        temp.write_text(text, encoding="utf-8")
+        temp.replace(folder / name)
+    return folder / "report.html"
+
+
+def read_baseline(path: Path) -> dict:
+    from .errors import BBDeployError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise BBDeployError(f"--baseline {str(path)!r} is not readable JSON ({error}); pass the report.json of an "
+                            "earlier `bbdeploy run`") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise BBDeployError(f"--baseline {str(path)!r} is not a bbdeploy run report; pass OUTPUT/report.json")
+    return data
