@@ -45,6 +45,7 @@ class Outcomes:
     exports: dict  # (model index, precision name) -> run_export's result
     drifts: dict  # artifact path -> run_drift's outcome
     benches: dict  # (artifact path, device name) -> run_bench's outcome for it
+    jobs: list = dataclasses.field(default_factory=list)  # {"kind", "what", "device", "started", "finished"}
     wall_s: float = 0.0
 
 
@@ -118,6 +119,7 @@ def execute(options: RunOptions, say: Callable[[str], None] = lambda message: No
             for future in done:
                 kind, job, key = in_flight.pop(future)
                 result = _result_of(future, kind, job)
+                outcomes.jobs.append(_job_record(kind, job, result))
                 if kind == "export":
                     outcomes.exports[key] = result
                     artifacts = tuple(row["artifact"] for row in result["rows"]
@@ -135,7 +137,7 @@ def execute(options: RunOptions, say: Callable[[str], None] = lambda message: No
                                 continue
                             waiting.append(("bench", BenchJob(artifacts, device, pipeline.bench, str(results)), None))
                 elif kind == "drift":
-                    outcomes.drifts.update(result)
+                    outcomes.drifts.update(result["outcomes"])
                 else:
                     busy_devices.discard(job.device.name)
                     for artifact, outcome in result["outcomes"].items():
@@ -156,6 +158,14 @@ def _result_of(future: Future, kind: str, job) -> dict:
             return {"rows": [{"status": "failed", "target": t, "error": reason, "artifact": None}
                              for t in job.targets], "started": None, "finished": None}
         failed = {"status": "failed", "error": reason}
-        if kind == "drift":
-            return {artifact: failed for artifact in job.artifacts}
         return {"started": None, "finished": None, "outcomes": {artifact: failed for artifact in job.artifacts}}
+
+
+def _job_record(kind: str, job, result: dict) -> dict:
+    """When a job worked (its own clock; None for a job that only read cached results)."""
+    if kind == "export":
+        what = f"{job.model.name} {job.precision.name}"
+    else:
+        what = ", ".join(Path(artifact).name for artifact in job.artifacts)
+    return {"kind": kind, "what": what, "device": job.device.name if kind == "bench" else None,
+            "started": result.get("started"), "finished": result.get("finished")}

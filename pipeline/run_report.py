@@ -34,7 +34,7 @@ def build_report(pipeline: Pipeline, outcomes: Outcomes, baseline: dict | None =
     _speedups(rows)
     gates = {"max_drop": pipeline.validation.max_drop, "min_agreement": pipeline.validation.min_agreement}
     report = {"created": now(), "pipeline": pipeline.source, "output": str(pipeline.output), "gates": gates,
-              "wall_s": round(outcomes.wall_s, 1), "rows": rows,
+              "wall_s": round(outcomes.wall_s, 1), "rows": rows, "jobs": outcomes.jobs,
               "recommended": {device: _recommended(rows, device) for device in devices if device is not None}}
     if baseline is not None:
         mark_regressions(rows, baseline)

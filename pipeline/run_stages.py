@@ -100,8 +100,14 @@ def data_fingerprint(paths: list[Path], root: Path, labels: list[int] | None) ->
 
 
 def run_drift(job: DriftJob) -> dict:
-    """{artifact path: {"status": ran|cached|failed, "result": drift's result row, "reference": ...,
-    "error"}}: one drift pass over the artifacts whose result is not cached yet."""
+    """{"started", "finished", "outcomes": {artifact path: {"status": ran|cached|failed, "result": drift's
+    result row, "reference": ..., "error"}}}: one drift pass over the artifacts not cached yet."""
+    started = time.time()
+    outcomes = _drift_outcomes(job)
+    return {"started": started, "finished": time.time(), "outcomes": outcomes}
+
+
+def _drift_outcomes(job: DriftJob) -> dict:
     from .dataset import eval_data
     from .drift import DriftOptions, drift
 

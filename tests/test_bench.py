@@ -193,50 +193,6 @@ def test_an_artifact_without_a_manifest_is_refused(tmp_path):
     assert result.stderr.strip() == f"error: no manifest {artifact}.json: pass an artifact written by `bbdeploy export`"
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory):
-    """A real OpenSSH server on a free loopback port with throwaway host and user keys, playing the board.
-
-    Yields the `bench` arguments that reach it (device string and client options)."""
-    import getpass
-    import os
-    import shutil
-    import socket
-    import subprocess
-    import time
-
-    folder = tmp_path_factory.mktemp("sshd")
-    for name in ("host_key", "user_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)], check=True)
-    shutil.copy(folder / "user_key.pub", folder / "authorized_keys")
-    os.chmod(folder / "authorized_keys", 0o600)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    (folder / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\nPidFile {folder / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n")
-    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory, when run as root
-    server = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(folder / "sshd_config")],
-                              stdout=subprocess.DEVNULL, stderr=open(folder / "sshd.log", "w"))
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as client:
-            if client.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    else:
-        server.kill()
-        pytest.fail("sshd did not start: " + (folder / "sshd.log").read_text())
-    client = ["--ssh-option", "UserKnownHostsFile=/dev/null", "--ssh-option", "StrictHostKeyChecking=no",
-              "--ssh-option", "LogLevel=ERROR", "--ssh-option", "IdentitiesOnly=yes"]
-    yield {"device": f"ssh://{getpass.getuser()}@127.0.0.1:{port}", "client": client,
-           "options": [*client, "--ssh-option", f"IdentityFile={folder / 'user_key'}"]}
-    server.terminate()
-    server.wait(timeout=10)
-
-
 def _remote_temp_folders() -> set[str]:
     import glob
     import tempfile

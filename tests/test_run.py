@@ -1,0 +1,222 @@
+"""`bbdeploy run` and `bbdeploy init`: the pipeline file, cached stages, fairness to devices, the report."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bbdeploy.exporters.registry import TARGETS
+from bbdeploy.pipeline_file import EXAMPLE, load_pipeline, parse_pipeline
+from tests.conftest import run_cli
+
+SMALL_MODEL = {"name": "mobilenet_v1", "weights": "random", "width": 0.25, "input_size": 32}
+QUICK_BENCH = {"runs": 3, "warmup": 1, "min_time": 0}
+
+
+def _write(folder: Path, pipeline: dict) -> Path:
+    path = folder / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    return path
+
+
+def _run(pipeline_file: Path, *args: str) -> tuple[int, dict | None, str, float]:
+    started = time.perf_counter()
+    done = run_cli("run", str(pipeline_file), "--jobs", "2", "--json", *args, timeout=900)
+    seconds = time.perf_counter() - started
+    report = json.loads(done.stdout) if done.stdout.strip() else None
+    return done.returncode, report, done.stderr, seconds
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")
+            if p.is_file() and not p.name.startswith("report.")}
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return a["started"] < b["finished"] and b["started"] < a["finished"]
+
+
+def test_init_writes_the_builtin_default(tmp_path):
+    done = run_cli("init", str(tmp_path / "bbdeploy.yaml"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "bbdeploy.yaml").read_text() == EXAMPLE
+    written, builtin = load_pipeline(tmp_path / "bbdeploy.yaml"), load_pipeline(None)
+    assert written.output == str(tmp_path / "bbdeploy-run")  # relative to the file's folder
+    assert (written.models, written.targets, written.precisions, written.devices) == (
+        builtin.models, builtin.targets, builtin.precisions, builtin.devices)
+    assert builtin.targets == tuple(TARGETS) and [p.name for p in builtin.precisions] == ["fp32", "int8"]
+    again = run_cli("init", str(tmp_path / "bbdeploy.yaml"))
+    assert again.returncode == 2 and again.stderr.strip().endswith("exists; pass another path or --force to overwrite it")
+
+
+BAD_PIPELINES = {
+    "malformed yaml": ("models:\n  - name: mobilenet_v2\n targets: [onnx\n", r"^error: FILE:3: not valid YAML \("),
+    "unknown key": ("models: [mobilenet_v2]\nprecisions:\n  int8:\n    calib_metod: minmax\n",
+                    r"^error: FILE:4: precisions\.int8\.calib_metod: unknown key \(did you mean 'calib_method'\?\)"),
+    "wrong type": ("models: [mobilenet_v2]\nbench:\n  runs: many\n",
+                   r"^error: FILE:3: bench\.runs: 'many' is a str; pass an integer$"),
+    "unknown model": ("models:\n  - name: mobilenet_v9\n",
+                      r"^error: FILE:2: models\.0\.name: unknown backbone 'mobilenet_v9' \(did you mean "),
+    "unknown target": ("models: [mobilenet_v2]\ntargets: [onnx, tflight]\n",
+                       r"^error: FILE:2: targets\.1: unknown target 'tflight' \(did you mean 'tflite'\?\)"),
+    "unknown top-level key": ("model: [mobilenet_v2]\n", r"^error: FILE:1: model: unknown key \(did you mean 'models'\?\)"),
+    "bad device": ("models: [mobilenet_v2]\ndevices:\n  pi:\n    url: telnet://pi\n",
+                   r"^error: FILE:4: devices\.pi\.url: 'telnet://pi' is not a device; pass url: local, "),
+}
+
+
+@pytest.mark.parametrize("case", BAD_PIPELINES)
+def test_bad_pipeline_is_one_line_naming_line_and_key(case, tmp_path):
+    import re
+
+    text, expected = BAD_PIPELINES[case]
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text + f"output: {tmp_path / 'out'}\n")
+    done = run_cli("run", str(path))
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert re.search(expected.replace("FILE", re.escape(str(path))), done.stderr.strip()), done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_parse_reads_lists_and_mappings_alike():
+    """The short forms (a model by name, precisions and devices as lists) mean their long forms."""
+    short = parse_pipeline("models: [mobilenet_v2]\nprecisions: [fp32, int8]\ndevices: [local]\n", "short")
+    long = parse_pipeline("models:\n  - name: mobilenet_v2\nprecisions:\n  fp32: {}\n  int8: {}\ndevices:\n  local: {}\n",
+                          "long")
+    assert short == long
+
+
+@pytest.fixture(scope="module")
+def two_device_pipeline(sshd, tmp_path_factory) -> tuple[Path, dict]:
+    """A small model on every target, fp32 and int8, on this machine and on a second device (the
+    loopback sshd), with one cold and one warm run of it."""
+    folder = tmp_path_factory.mktemp("run")
+    options = sshd["options"]
+    pipeline = {"models": [SMALL_MODEL], "targets": "all",
+                "precisions": {"fp32": {}, "int8": {"min_cosine": 0.0}},
+                "calibration": {"size": 8}, "validation": {"limit": 32},
+                "devices": {"local": {}, "board": {"url": sshd["device"], "python": sys.executable,
+                                                   "ssh_options": options[1::2]}},
+                "bench": QUICK_BENCH, "output": str(folder / "out")}
+    path = _write(folder, pipeline)
+    code, first, stderr, first_s = _run(path)
+    assert code == 0, stderr
+    before = _files(folder / "out")
+    code, second, stderr, second_s = _run(path)
+    assert code == 0, stderr
+    return path, {"pipeline": pipeline, "first": first, "second": second, "first_s": first_s,
+                  "second_s": second_s, "unchanged": before == _files(folder / "out")}
+
+
+@pytest.mark.long(seconds=150)
+def test_a_second_run_executes_nothing_and_one_changed_precision_reruns_only_its_branch(two_device_pipeline):
+    path, runs = two_device_pipeline
+    first, second = runs["first"], runs["second"]
+    rows = first["rows"]
+    assert {(r["target"], r["precision"], r["device"]) for r in rows} == {
+        (t, p, d) for t in TARGETS for p in ("fp32", "int8") for d in ("local", "board")}
+    assert all(r["status"] == "ok" and r["latency_ms"]["p50"] > 0 and r["drift"]["samples"] == 32 for r in rows), rows
+    assert all(set(r["stages"].values()) == {"ran"} for r in rows), [r["stages"] for r in rows]
+    # the warm run: every stage answered from its cached result, no file rewritten, in < 10% of the time
+    assert all(set(r["stages"].values()) == {"cached"} for r in second["rows"]), [r["stages"] for r in second["rows"]]
+    assert runs["unchanged"]
+    assert runs["second_s"] < 0.1 * runs["first_s"], (runs["second_s"], runs["first_s"])
+    # one precision's options change: only its branch runs again
+    pipeline = runs["pipeline"]
+    pipeline["precisions"]["int8"]["bias_correction"] = False
+    code, third, stderr, _ = _run(_write(path.parent, pipeline))
+    assert code == 0, stderr
+    for row in third["rows"]:
+        expected = "ran" if row["precision"] == "int8" else "cached"
+        assert set(row["stages"].values()) == {expected}, (row["precision"], row["stages"])
+
+
+@pytest.mark.long(seconds=150)
+def test_benchmarks_never_share_a_device_and_local_ones_run_alone(two_device_pipeline):
+    _, runs = two_device_pipeline
+    jobs = [job for job in runs["first"]["jobs"] if job["started"] is not None]
+    benches = [job for job in jobs if job["kind"] == "bench"]
+    assert {job["device"] for job in benches} == {"local", "board"}
+    for index, a in enumerate(jobs):
+        for b in jobs[index + 1:]:
+            if a["kind"] == "bench" and b["kind"] == "bench" and a["device"] == b["device"]:
+                assert not _overlap(a, b), (a, b)
+            if (a["kind"] == "bench" and a["device"] == "local") or (b["kind"] == "bench" and b["device"] == "local"):
+                assert not _overlap(a, b), (a, b)
+
+
+@pytest.mark.long(seconds=150)
+def test_the_report_answers_which_artifact_per_device(two_device_pipeline):
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+
+    _, runs = two_device_pipeline
+    report = runs["first"]
+    out = Path(runs["pipeline"]["output"])
+    for device in ("local", "board"):
+        measured = [r for r in report["rows"] if r["device"] == device]
+        fastest = min(measured, key=lambda r: r["latency_ms"]["p50"])
+        assert report["recommended"][device]["artifact"] == fastest["artifact"]
+        for row in measured:
+            fp32 = next(r for r in measured if r["target"] == row["target"] and r["precision"] == "fp32")
+            assert row["speedup_vs_fp32"] == pytest.approx(fp32["latency_ms"]["p50"] / row["latency_ms"]["p50"])
+    markdown = (out / "report.md").read_text()
+    assert markdown.count("| mobilenet_v1 |") == len(report["rows"]) and "## Recommended per device" in markdown
+    assert json.loads((out / "report.json").read_text())["rows"] == report["rows"]
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(options=options)
+    try:
+        browser.get((out / "report.html").as_uri())
+        assert len(browser.find_elements(By.CSS_SELECTOR, "table.results tr")) == len(report["rows"]) + 1
+        plots = browser.find_elements(By.CSS_SELECTOR, "figure.device-plot")
+        assert [p.find_element(By.TAG_NAME, "figcaption").text for p in plots] == ["local", "board"]
+        for plot in plots:
+            image = plot.find_element(By.TAG_NAME, "img")
+            assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) > 200
+    finally:
+        browser.quit()
+
+
+@pytest.mark.long(seconds=60)
+def test_a_failing_row_is_reported_and_the_others_finish(tmp_path):
+    """One model's calibration folder is missing: its rows fail at export with the reason, the other
+    model's rows are measured, exit 1."""
+    pipeline = {"models": [SMALL_MODEL, {**SMALL_MODEL, "width": 0.5, "calibration": "no-such-folder"}],
+                "targets": ["onnx"], "precisions": {"int8": {"min_cosine": 0.0}}, "calibration": {"size": 8},
+                "validation": {"limit": 16}, "devices": {"local": {}}, "bench": QUICK_BENCH,
+                "output": str(tmp_path / "out")}
+    code, report, stderr, _ = _run(_write(tmp_path, pipeline))
+    assert code == 1, stderr
+    good, bad = report["rows"]
+    assert good["status"] == "ok" and good["latency_ms"] is not None
+    assert bad["status"] == "failed" and bad["stage"] == "export" and "no-such-folder" in bad["reason"], bad
+    assert report["recommended"]["local"]["artifact"] == good["artifact"]
+
+
+@pytest.mark.long(seconds=60)
+def test_baseline_marks_a_slowed_artifact_as_a_regression(tmp_path):
+    """The baseline is a real run at 32 px; the same row at 160 px (25x the pixels) is slower by far
+    more than either run's p50-to-p90 spread."""
+    pipeline = {"models": [SMALL_MODEL], "targets": ["onnx"], "precisions": ["fp32"],
+                "validation": {"limit": 8}, "devices": {"local": {}}, "bench": {**QUICK_BENCH, "runs": 20},
+                "output": str(tmp_path / "before")}
+    code, before, stderr, _ = _run(_write(tmp_path, pipeline))
+    assert code == 0, stderr
+    slowed = {**pipeline, "models": [{**SMALL_MODEL, "input_size": 160}], "output": str(tmp_path / "after")}
+    baseline = str(tmp_path / "before" / "report.json")
+    code, after, stderr, _ = _run(_write(tmp_path, slowed), "--baseline", baseline, "--fail-on-regression")
+    assert code == 1, stderr
+    (row,) = after["rows"]
+    assert row["regressions"] and row["regressions"][0].startswith("latency p50"), row
+    assert "REGRESSION: latency p50" in (tmp_path / "after" / "report.md").read_text()
+    # against itself nothing regresses
+    code, again, stderr, _ = _run(_write(tmp_path, pipeline), "--baseline", baseline, "--fail-on-regression")
+    assert code == 0 and again["rows"][0]["regressions"] == [], (stderr, again["rows"][0])
