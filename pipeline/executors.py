@@ -20,6 +20,24 @@ def device_resource(name: str) -> str:
     return f"device:{name}"
 
 
+class InlineExecutor:
+    """`--jobs 1`: each job runs in this process when submitted (no worker to start and import torch
+    again: a fully cached run is then about the time of reading its results)."""
+
+    serializes_devices = False
+
+    def submit(self, function, job, device: str | None = None) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(function(job))
+        except BaseException as error:  # noqa: BLE001 - the driver turns it into failed rows
+            future.set_exception(error)
+        return future
+
+    def close(self) -> None:
+        pass
+
+
 class LocalExecutor:
     """`jobs` worker processes (spawned: no torch or converter state is inherited from the driver)."""
 

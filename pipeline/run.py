@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import BBDeployError
-from .executors import LocalExecutor, RayExecutor
+from .executors import InlineExecutor, LocalExecutor, RayExecutor
 from .pipeline_file import ModelSpec, Pipeline
 from .run_stages import (BenchJob, DriftJob, ExportJob, run_bench, run_drift, run_export,
                          write_builtin_validation)
@@ -72,7 +72,7 @@ def execute(options: RunOptions, say: Callable[[str], None] = lambda message: No
     if options.executor == "ray":
         executor = RayExecutor(options.address, list(devices), options.jobs)
     elif options.executor == "local":
-        executor = LocalExecutor(options.jobs)
+        executor = LocalExecutor(options.jobs) if options.jobs > 1 else InlineExecutor()
     else:
         raise BBDeployError(f"unknown --executor {options.executor!r}; pass local or ray")
     unreachable = set(getattr(executor, "missing_devices", ()))

@@ -24,9 +24,9 @@ def _write(folder: Path, pipeline: dict) -> Path:
     return path
 
 
-def _run(pipeline_file: Path, *args: str) -> tuple[int, dict | None, str, float]:
+def _run(pipeline_file: Path, *args: str, jobs: int = 2) -> tuple[int, dict | None, str, float]:
     started = time.perf_counter()
-    done = run_cli("run", str(pipeline_file), "--jobs", "2", "--json", *args, timeout=900)
+    done = run_cli("run", str(pipeline_file), "--jobs", str(jobs), "--json", *args, timeout=900)
     seconds = time.perf_counter() - started
     report = json.loads(done.stdout) if done.stdout.strip() else None
     return done.returncode, report, done.stderr, seconds
@@ -92,11 +92,9 @@ def test_parse_reads_lists_and_mappings_alike():
     assert short == long
 
 
-@pytest.fixture(scope="module")
-def two_device_pipeline(sshd, tmp_path_factory) -> tuple[Path, dict]:
+def _two_device_runs(sshd, folder: Path) -> tuple[Path, dict]:
     """A small model on every target, fp32 and int8, on this machine and on a second device (the
-    loopback sshd), with one cold and one warm run of it."""
-    folder = tmp_path_factory.mktemp("run")
+    loopback sshd), with one cold run (two jobs at once) and one warm run of it."""
     options = sshd["options"]
     pipeline = {"models": [SMALL_MODEL], "targets": "all",
                 "precisions": {"fp32": {}, "int8": {"min_cosine": 0.0}},
@@ -108,15 +106,23 @@ def two_device_pipeline(sshd, tmp_path_factory) -> tuple[Path, dict]:
     code, first, stderr, first_s = _run(path)
     assert code == 0, stderr
     before = _files(folder / "out")
-    code, second, stderr, second_s = _run(path)
+    code, second, stderr, second_s = _run(path, jobs=1)  # one process: no worker starts for cached results
     assert code == 0, stderr
     return path, {"pipeline": pipeline, "first": first, "second": second, "first_s": first_s,
                   "second_s": second_s, "unchanged": before == _files(folder / "out")}
 
 
-@pytest.mark.long(seconds=150)
-def test_a_second_run_executes_nothing_and_one_changed_precision_reruns_only_its_branch(two_device_pipeline):
-    path, runs = two_device_pipeline
+@pytest.mark.long(seconds=180)
+def test_two_devices_cached_stages_fair_benchmarks_and_the_report(sshd, tmp_path):
+    """One test, as the runs take two minutes: the cache, device fairness and the report are each
+    checked on the same pipeline's runs (helpers below)."""
+    path, runs = _two_device_runs(sshd, tmp_path)
+    _check_benchmarks_never_share_a_device_and_local_ones_run_alone(runs)
+    _check_the_report_answers_which_artifact_per_device(runs)
+    _check_runs_are_cached_by_branch(path, runs)  # last: it runs the pipeline once more
+
+
+def _check_runs_are_cached_by_branch(path: Path, runs: dict) -> None:
     first, second = runs["first"], runs["second"]
     rows = first["rows"]
     assert {(r["target"], r["precision"], r["device"]) for r in rows} == {
@@ -137,9 +143,7 @@ def test_a_second_run_executes_nothing_and_one_changed_precision_reruns_only_its
         assert set(row["stages"].values()) == {expected}, (row["precision"], row["stages"])
 
 
-@pytest.mark.long(seconds=150)
-def test_benchmarks_never_share_a_device_and_local_ones_run_alone(two_device_pipeline):
-    _, runs = two_device_pipeline
+def _check_benchmarks_never_share_a_device_and_local_ones_run_alone(runs: dict) -> None:
     jobs = [job for job in runs["first"]["jobs"] if job["started"] is not None]
     benches = [job for job in jobs if job["kind"] == "bench"]
     assert {job["device"] for job in benches} == {"local", "board"}
@@ -151,12 +155,10 @@ def test_benchmarks_never_share_a_device_and_local_ones_run_alone(two_device_pip
                 assert not _overlap(a, b), (a, b)
 
 
-@pytest.mark.long(seconds=150)
-def test_the_report_answers_which_artifact_per_device(two_device_pipeline):
+def _check_the_report_answers_which_artifact_per_device(runs: dict) -> None:
     from selenium import webdriver
     from selenium.webdriver.common.by import By
 
-    _, runs = two_device_pipeline
     report = runs["first"]
     out = Path(runs["pipeline"]["output"])
     for device in ("local", "board"):
@@ -168,7 +170,7 @@ def test_the_report_answers_which_artifact_per_device(two_device_pipeline):
             assert row["speedup_vs_fp32"] == pytest.approx(fp32["latency_ms"]["p50"] / row["latency_ms"]["p50"])
     markdown = (out / "report.md").read_text()
     assert markdown.count("| mobilenet_v1 |") == len(report["rows"]) and "## Recommended per device" in markdown
-    assert json.loads((out / "report.json").read_text())["rows"] == report["rows"]
+    assert json.loads((out / "report.json").read_text())["rows"] == runs["second"]["rows"]  # the last run's
     options = webdriver.ChromeOptions()
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(flag)
