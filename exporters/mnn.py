@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -21,11 +22,18 @@ TOOLS = Path(__file__).with_name("mnn_tools.py")
 TOOL_TIMEOUT_S = 3600
 
 
-def run_tool(command: str, arguments: list[str]) -> str:
+def run_tool(command: str, arguments: list[Path | str]) -> str:
     """Run `mnn_tools.py command arguments...` in a fresh Python; its output, or a RuntimeError that
-    carries the tool's last message (MNN prints its errors on stdout and aborts)."""
-    done = subprocess.run([sys.executable, str(TOOLS), command, *arguments], capture_output=True, text=True,
-                          timeout=TOOL_TIMEOUT_S)
+    carries the tool's last message (MNN prints its errors on stdout and aborts).
+
+    The tool runs in a folder of its own: MNN's converter writes `.__convert_external_data.bin` into
+    its working folder, so two conversions in one folder (two exports at once) swap weights and write
+    models that compute garbage (measured: 7 of 12 conversions run four at a time). Paths are made
+    absolute for that reason."""
+    arguments = [str(Path(a).resolve()) if isinstance(a, Path) else a for a in arguments]
+    with tempfile.TemporaryDirectory(prefix="bbdeploy-mnn-") as private:
+        done = subprocess.run([sys.executable, str(TOOLS), command, *arguments], capture_output=True, text=True,
+                              timeout=TOOL_TIMEOUT_S, cwd=private)
     output = done.stdout + done.stderr
     if done.returncode != 0:
         raise RuntimeError(f"MNN {command} failed (exit {done.returncode}): {tool_message(output)}")
@@ -50,7 +58,7 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, path: Path, *, precisi
     # with the exporter's optimizer: without it weights and biases reach MNN as computed values, which
     # its converter refuses ("Conv's bias input should be Constant!", then a crash)
     onnx_exporter.convert(model, sample, source, precision="fp32", layout=layout)
-    arguments = ["-f", "ONNX", "--modelFile", str(source), "--MNNModel", str(path), "--bizCode", "bbdeploy"]
+    arguments = ["-f", "ONNX", "--modelFile", source, "--MNNModel", path, "--bizCode", "bbdeploy"]
     if precision == "fp16":
         arguments.append("--fp16")
     output = run_tool("convert", arguments)

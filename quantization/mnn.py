@@ -55,12 +55,12 @@ def quantize(model, calibration, *, subset_size: int, sample, out_path: Path, la
     steps = min(subset_size, EMA_STEPS) if method == "ema" else subset_size
     count = write_samples(islice(calibration, steps), samples, batch)
     skipped = op_names_of_layers(model, float_path, keep_float)
-    config = {"path": str(samples / "steps"), "used_sample_num": count * batch, "input_type": "sequence",
+    config = {"path": str((samples / "steps").resolve()), "used_sample_num": count * batch, "input_type": "sequence",
               "feature_quantize_method": method.upper(), "weight_quantize_method": "MAX_ABS", "batch_size": batch,
               "feature_clamp_value": 127, "weight_clamp_value": 127, "skip_quant_op_names": skipped}
     config_path = out_path.with_name(f"{out_path.stem}.quant.json")
     config_path.write_text(json.dumps(config))
-    run_tool("quantize", [str(float_path), str(out_path), str(config_path)])
+    run_tool("quantize", [float_path, out_path, config_path])
     shutil.rmtree(samples)
     if not out_path.is_file():
         raise RuntimeError("MNN quantize wrote no model")
