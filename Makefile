@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)
 	$(VENV)/bin/bbdeploy models
-	$(VENV)/bin/bbdeploy export efficientnet_lite0 --weights imagenet --target all
+	$(VENV)/bin/bbdeploy run --jobs 2
 
 # system packages the tests need (headless Chromium for the HTML report), installed when missing
 system:
