@@ -81,8 +81,13 @@ class RayExecutor:
         self.missing_devices = [name for name in devices if available.get(device_resource(name), 0) < 1]
 
     def submit(self, function, job, device: str | None = None) -> Future:
-        resources = {device_resource(device): 1} if device is not None else {}
-        task = self._ray.remote(function).options(num_cpus=1, resources=resources, max_retries=0)
+        """A bench job holds its device (and no CPU slot: the device does the work); the others hold
+        one CPU each."""
+        if device is None:
+            options = {"num_cpus": 1}
+        else:
+            options = {"num_cpus": 0, "resources": {device_resource(device): 1}}
+        task = self._ray.remote(function).options(max_retries=0, **options)
         return task.remote(job).future()
 
     def close(self) -> None:
