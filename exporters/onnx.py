@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import hashlib
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 import torch
@@ -10,6 +11,24 @@ import torch
 # The torch.export-based exporter emits opset 18 and cannot down-convert Pad to older opsets;
 # onnxruntime >= 1.14 and OpenVINO read it.
 OPSET = 18
+
+# The last few exports of this process, by what determines the file: `--target all` exports the same
+# float graph for the onnx target and as MNN's converter input (about 6 s each for a MobileNet on 2
+# cores, torch.export's decompositions), so the second is a copy of the first.
+_RECENT: OrderedDict[str, bytes] = OrderedDict()
+_RECENT_KEPT = 2
+
+
+def _export_key(model: torch.nn.Module, sample: torch.Tensor, precision: str, layout: str, optimize: bool) -> str:
+    """sha256 over the module tree and modes, every parameter and buffer, the sample's shape and the
+    options."""
+    modes = tuple(module.training for module in model.modules())  # batch norm traces differently in training
+    digest = hashlib.sha256(repr((type(model).__qualname__, repr(model), modes, tuple(sample.shape), str(sample.dtype),
+                                  precision, layout, optimize, OPSET, torch.__version__)).encode())
+    for name, tensor in [*model.state_dict(keep_vars=False).items()]:
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def convert(model: torch.nn.Module, sample: torch.Tensor, path: Path, *, precision: str = "fp32",
@@ -21,12 +40,20 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, path: Path, *, precisi
     """
     import onnx
 
+    key = _export_key(model, sample, precision, layout, optimize)
+    if key in _RECENT:
+        path.write_bytes(_RECENT[key])
+        _RECENT.move_to_end(key)
+        return
     if precision == "fp16":
         model, sample = _half_copy(model), sample.half()
     torch.onnx.export(model, (sample,), str(path), input_names=["input"], output_names=["logits"],
                       opset_version=OPSET, dynamo=True, optimize=optimize, external_data=False,
                       verbose=False)
     onnx.checker.check_model(str(path), full_check=True)
+    _RECENT[key] = path.read_bytes()
+    while len(_RECENT) > _RECENT_KEPT:
+        _RECENT.popitem(last=False)
 
 
 def _half_copy(model: torch.nn.Module) -> torch.nn.Module:
