@@ -33,6 +33,14 @@ def _failure(error: BaseException) -> str:
     return f"{type(error).__name__}{where}: {str(error).splitlines()[0] if str(error) else ''}"[:500]
 
 
+def _tools(manifest: dict) -> dict:
+    """bbdeploy's code and the versions of the artifact's runtime here: an upgrade of either is a new
+    result (a board's own runtime version is what the bench row records)."""
+    from bbdeploy.exporters.registry import TARGETS
+
+    return {"bbdeploy_code_sha256": code_digest(), **tool_versions(TARGETS[manifest["target"]].device_distributions)}
+
+
 @dataclass(frozen=True)
 class ExportJob:
     model: ModelSpec
@@ -122,9 +130,10 @@ def _drift_outcomes(job: DriftJob) -> dict:
     pending = {}
     for artifact in job.artifacts:
         try:
-            identity = stage_id(read_manifest(Path(artifact))["id"], "drift",
+            manifest = read_manifest(Path(artifact))
+            identity = stage_id(manifest["id"], "drift",
                                 {"data": fingerprint, "limit": validation.limit, "exec_precision": "default"},
-                                {"bbdeploy_code_sha256": code_digest()})
+                                _tools(manifest))
         except Exception as error:  # noqa: BLE001
             outcomes[artifact] = {"status": "failed", "error": _failure(error)}
             continue
@@ -183,8 +192,8 @@ def run_bench(job: BenchJob) -> dict:
     pending = {}
     for artifact in job.artifacts:
         try:
-            identity = stage_id(read_manifest(Path(artifact))["id"], "bench", config,
-                                {"bbdeploy_code_sha256": code_digest(), **tool_versions(())})
+            manifest = read_manifest(Path(artifact))
+            identity = stage_id(manifest["id"], "bench", config, _tools(manifest))
         except Exception as error:  # noqa: BLE001
             outcomes[artifact] = {"status": "failed", "error": _failure(error)}
             continue

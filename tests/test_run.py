@@ -222,3 +222,23 @@ def test_baseline_marks_a_slowed_artifact_as_a_regression(tmp_path):
     # against itself nothing regresses
     code, again, stderr, _ = _run(_write(tmp_path, pipeline), "--baseline", baseline, "--fail-on-regression")
     assert code == 0 and again["rows"][0]["regressions"] == [], (stderr, again["rows"][0])
+
+
+@pytest.mark.long(seconds=40)
+def test_an_unreachable_device_fails_its_rows_and_the_others_finish(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    pipeline = {"models": [SMALL_MODEL], "targets": ["onnx"], "precisions": ["fp32"], "validation": {"limit": 8},
+                "devices": {"local": {}, "gone": {"url": f"ssh://nobody@127.0.0.1:{closed}",
+                                                  "ssh_options": ["ConnectTimeout=5", "BatchMode=yes"]}},
+                "bench": QUICK_BENCH, "output": str(tmp_path / "out")}
+    code, report, stderr, _ = _run(_write(tmp_path, pipeline))
+    assert code == 1, stderr
+    rows = {row["device"]: row for row in report["rows"]}
+    assert rows["local"]["status"] == "ok" and rows["local"]["latency_ms"]["p50"] > 0
+    assert rows["gone"]["status"] == "failed" and rows["gone"]["stage"] == "bench", rows["gone"]
+    assert str(closed) in rows["gone"]["reason"] and rows["gone"]["drift"]["agreement_top1"] == 1.0
+    assert report["recommended"] == {"local": report["recommended"]["local"], "gone": None}
