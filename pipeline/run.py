@@ -19,7 +19,7 @@ from typing import Callable
 
 from .errors import BBDeployError
 from .executors import InlineExecutor, LocalExecutor, RayExecutor
-from .pipeline_file import ModelSpec, Pipeline
+from .pipeline_file import DeviceSpec, ModelSpec, Pipeline
 from .run_stages import (BenchJob, DriftJob, ExportJob, run_bench, run_drift, run_export,
                          write_builtin_validation)
 
@@ -34,8 +34,8 @@ class RunOptions:
 
 def model_key(model: ModelSpec) -> str:
     """The model's folder name: its name and a digest of its settings (two entries of one backbone,
-    e.g. other weights or widths, never share artifacts)."""
-    settings = repr((model.weights, model.width, model.input_size, model.num_classes))
+    e.g. other weights, widths or calibration images, never share artifacts)."""
+    settings = repr((model.weights, model.width, model.input_size, model.num_classes, model.calibration))
     return f"{model.name}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
 
 
@@ -49,33 +49,49 @@ class Outcomes:
     wall_s: float = 0.0
 
 
-def validation_folder(pipeline: Pipeline, output: Path) -> Path:
-    """The user's validation folder, or the built-in one written under the output folder."""
-    if pipeline.validation.data is None:
-        return write_builtin_validation(output / "data" / "builtin-evaluation")
-    folder = Path(pipeline.validation.data).expanduser()
-    if not folder.is_dir():
-        raise BBDeployError(f"validation.data {pipeline.validation.data!r} is not a folder; pass a folder of images "
-                            "or null for the built-in evaluation photos")
-    return folder
+def _check_validation(pipeline: Pipeline) -> None:
+    folder = pipeline.validation.data
+    if folder is not None and not Path(folder).expanduser().is_dir():
+        raise BBDeployError(f"validation.data {folder!r} is not a folder; pass a folder of images or null for the "
+                            "built-in evaluation photos")
+
+
+def _open_executor(options: RunOptions, devices: list[str]):
+    if options.jobs < 1:
+        raise BBDeployError(f"--jobs {options.jobs} must be at least 1")
+    if options.executor == "ray":
+        return RayExecutor(options.address, devices, options.jobs)
+    if options.executor == "local":
+        return LocalExecutor(options.jobs) if options.jobs > 1 else InlineExecutor()
+    raise BBDeployError(f"unknown --executor {options.executor!r}; pass local or ray")
+
+
+def _undeclared(device: DeviceSpec) -> dict:
+    return {"status": "failed", "error": f"the Ray cluster has no resource device:{device.name}; start a node that "
+                                         f"reaches {device.url} with --resources='{{\"device:{device.name}\": 1}}'"}
 
 
 def execute(options: RunOptions, say: Callable[[str], None] = lambda message: None) -> Outcomes:
+    """Run every job of the pipeline; bad input raises before anything is written."""
     pipeline = options.pipeline
-    if options.jobs < 1:
-        raise BBDeployError(f"--jobs {options.jobs} must be at least 1")
-    output = Path(pipeline.output).expanduser()
-    output.mkdir(parents=True, exist_ok=True)
-    results = output / "results"
-    data = validation_folder(pipeline, output)
+    _check_validation(pipeline)
     devices = {device.name: device for device in pipeline.devices}
-    if options.executor == "ray":
-        executor = RayExecutor(options.address, list(devices), options.jobs)
-    elif options.executor == "local":
-        executor = LocalExecutor(options.jobs) if options.jobs > 1 else InlineExecutor()
-    else:
-        raise BBDeployError(f"unknown --executor {options.executor!r}; pass local or ray")
-    unreachable = set(getattr(executor, "missing_devices", ()))
+    executor = _open_executor(options, list(devices))
+    try:
+        output = Path(pipeline.output).expanduser()
+        output.mkdir(parents=True, exist_ok=True)
+        data = (Path(pipeline.validation.data).expanduser() if pipeline.validation.data is not None
+                else write_builtin_validation(output / "data" / "builtin-evaluation"))
+        return _drive(executor, pipeline, output, data, devices, say)
+    finally:
+        executor.close()
+
+
+def _drive(executor, pipeline: Pipeline, output: Path, data: Path, devices: dict[str, DeviceSpec],
+           say: Callable[[str], None]) -> Outcomes:
+    """Submit jobs as their inputs are ready and the devices allow, collect what they return."""
+    results = output / "results"
+    undeclared = set(getattr(executor, "missing_devices", ()))
     outcomes = Outcomes({}, {}, {})
     started = time.perf_counter()
     waiting: list[tuple[str, object, object]] = []  # (kind, job, key)
@@ -98,52 +114,45 @@ def execute(options: RunOptions, say: Callable[[str], None] = lambda message: No
             return not in_flight
         return executor.serializes_devices or job.device.name not in busy_devices
 
-    try:
-        while waiting or in_flight:
-            for item in list(waiting):
-                kind, job, key = item
-                if not submittable(kind, job):
+    while waiting or in_flight:
+        for item in list(waiting):
+            kind, job, key = item
+            if not submittable(kind, job):
+                continue
+            waiting.remove(item)
+            function = {"export": run_export, "drift": run_drift, "bench": run_bench}[kind]
+            device = job.device.name if kind == "bench" else None
+            in_flight[executor.submit(function, job, device=device)] = item
+            if device is not None:
+                busy_devices.add(device)
+                say(f"bench on {device}: {len(job.artifacts)} artifact(s)")
+            elif kind == "export":
+                say(f"export {job.model.name} {job.precision.name}")
+        if not in_flight:
+            break
+        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+        for future in done:
+            kind, job, key = in_flight.pop(future)
+            result = _result_of(future, kind, job)
+            outcomes.jobs.append(_job_record(kind, job, result))
+            if kind == "export":
+                outcomes.exports[key] = result
+                artifacts = tuple(row["artifact"] for row in result["rows"]
+                                  if row["status"] in ("exported", "cached") and row.get("artifact"))
+                if not artifacts:
                     continue
-                waiting.remove(item)
-                function = {"export": run_export, "drift": run_drift, "bench": run_bench}[kind]
-                device = job.device.name if kind == "bench" else None
-                in_flight[executor.submit(function, job, device=device)] = item
-                if device is not None:
-                    busy_devices.add(device)
-                    say(f"bench on {device}: {len(job.artifacts)} artifact(s)")
-                elif kind == "export":
-                    say(f"export {job.model.name} {job.precision.name}")
-            if not in_flight:
-                break
-            done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-            for future in done:
-                kind, job, key = in_flight.pop(future)
-                result = _result_of(future, kind, job)
-                outcomes.jobs.append(_job_record(kind, job, result))
-                if kind == "export":
-                    outcomes.exports[key] = result
-                    artifacts = tuple(row["artifact"] for row in result["rows"]
-                                      if row["status"] in ("exported", "cached") and row.get("artifact"))
-                    if artifacts:
-                        waiting.append(("drift", DriftJob(artifacts, pipeline.validation, str(data), str(results)),
-                                        None))
-                        for device in devices.values():
-                            if device.name in unreachable:
-                                for artifact in artifacts:
-                                    outcomes.benches[(artifact, device.name)] = {
-                                        "status": "failed", "error": f"the Ray cluster has no resource "
-                                        f"device:{device.name}; start a node with --resources='{{\"device:"
-                                        f"{device.name}\": 1}}' that reaches {device.url}"}
-                                continue
-                            waiting.append(("bench", BenchJob(artifacts, device, pipeline.bench, str(results)), None))
-                elif kind == "drift":
-                    outcomes.drifts.update(result["outcomes"])
-                else:
-                    busy_devices.discard(job.device.name)
-                    for artifact, outcome in result["outcomes"].items():
-                        outcomes.benches[(artifact, job.device.name)] = outcome
-    finally:
-        executor.close()
+                waiting.append(("drift", DriftJob(artifacts, pipeline.validation, str(data), str(results)), None))
+                for device in devices.values():
+                    if device.name in undeclared:
+                        outcomes.benches.update({(artifact, device.name): _undeclared(device) for artifact in artifacts})
+                    else:
+                        waiting.append(("bench", BenchJob(artifacts, device, pipeline.bench, str(results)), None))
+            elif kind == "drift":
+                outcomes.drifts.update(result["outcomes"])
+            else:
+                busy_devices.discard(job.device.name)
+                for artifact, outcome in result["outcomes"].items():
+                    outcomes.benches[(artifact, job.device.name)] = outcome
     outcomes.wall_s = time.perf_counter() - started
     return outcomes
 
