@@ -79,7 +79,8 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _png(figure) -> str:
+def png_data(figure) -> str:
+    """The figure as base64 PNG, for a data: URL."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -115,7 +116,7 @@ def plots(report: dict) -> list[tuple[str, str]]:
         axis.set_xticks(range(len(values)), names, fontsize=8)
         axis.set_title(title)
     figure.tight_layout()
-    images = [("Drift per artifact", _png(figure))]
+    images = [("Drift per artifact", png_data(figure))]
     plt.close(figure)
     for r in results:
         if not r.get("layers"):
@@ -127,15 +128,33 @@ def plots(report: dict) -> list[tuple[str, str]]:
         axis.set_xlabel("logit SQNR with only this layer quantized (dB, lower = more sensitive)")
         axis.tick_params(axis="y", labelsize=8)
         figure.tight_layout()
-        images.append((f"Per-layer sensitivity of {Path(r['artifact']).name}", _png(figure)))
+        images.append((f"Per-layer sensitivity of {Path(r['artifact']).name}", png_data(figure)))
         plt.close(figure)
     return images
 
 
+def html_table(columns, rows: list[list[str]], css_class: str) -> str:
+    """One escaped table: a header row, then a row per list of cells."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    return f'<table class="{css_class}"><tr>{head}</tr>{body}</table>'
+
+
+def html_document(title: str, body: str) -> str:
+    """A self-contained page with the reports' one style sheet around `body` (already HTML)."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
+figure{{display:inline-block;margin:1em}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+{body}
+</body></html>
+"""
+
+
 def html_page(report: dict) -> str:
     escape = html.escape
-    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in result_rows(report))
     references = "".join(f"<li>{escape(ref['backbone'])} ({escape(str(ref['weights']))}): top-1 "
                          f"{_percent(ref['accuracy_top1'])}, top-5 {_percent(ref['accuracy_top5'])}</li>"
                          for ref in report["references"])
@@ -152,19 +171,11 @@ def html_page(report: dict) -> str:
     figures = "".join(f"<figure><img alt='{escape(caption)}' src='data:image/png;base64,{data}'>"
                       f"<figcaption>{escape(caption)}</figcaption></figure>" for caption, data in plots(report))
     data = report["data"]
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>bbdeploy drift</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
-figure{{display:inline-block;margin:1em}}</style></head>
-<body><h1>bbdeploy drift</h1>
-<p>{data['images']} images from <code>{escape(data['folder'])}</code> (labels: {escape(data['labels'])}).</p>
+    return html_document("bbdeploy drift", f"""<p>{data['images']} images from <code>{escape(data['folder'])}</code> (labels: {escape(data['labels'])}).</p>
 <ul>{references}</ul>
-<table class="results"><tr>{head}</tr>{body}</table>
+{html_table(COLUMNS, result_rows(report), "results")}
 {''.join(sections)}
-{figures}
-</body></html>
-"""
+{figures}""")
 
 
 def write_report(report: dict, folder: Path) -> Path:

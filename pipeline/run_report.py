@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .manifest import now, write_json_atomic
 from .pipeline_file import Pipeline
-from .report import _png
+from .report import html_document, html_table, png_data
 from .run import Outcomes, model_key
 
 COLUMNS = ("model", "target", "precision", "device", "status", "size MB", "accuracy", "agreement", "cosine",
@@ -204,31 +204,22 @@ def device_plots(report: dict) -> list[tuple[str, str]]:
         axis.set_ylabel("top-1 agreement with float (%)")
         axis.set_title(device)
         figure.tight_layout()
-        images.append((device, _png(figure)))
+        images.append((device, png_data(figure)))
         plt.close(figure)
     return images
 
 
 def html_page(report: dict) -> str:
     escape = html.escape
-    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in table_rows(report))
     figures = "".join(f"<figure class='device-plot'><img alt='latency against drift on {escape(device)}' "
                       f"src='data:image/png;base64,{data}'><figcaption>{escape(device)}</figcaption></figure>"
                       for device, data in device_plots(report))
     recommended = "".join(f"<li><b>{escape(device)}</b>: " + (escape(Path(c["artifact"]).name) if c else "none")
                           + "</li>" for device, c in report["recommended"].items())
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>bbdeploy run</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
-figure{{display:inline-block;margin:1em}}</style></head>
-<body><h1>bbdeploy run</h1><p>{escape(report['pipeline'])}: {len(report['rows'])} rows, {report['wall_s']} s</p>
-<table class="results"><tr>{head}</tr>{body}</table>
+    return html_document("bbdeploy run", f"""<p>{escape(report['pipeline'])}: {len(report['rows'])} rows, {report['wall_s']} s</p>
+{html_table(COLUMNS, table_rows(report), "results")}
 <h2>Recommended per device</h2><ul>{recommended}</ul>
-{figures}
-</body></html>
-"""
+{figures}""")
 
 
 def write_run_report(report: dict, folder: Path) -> Path:

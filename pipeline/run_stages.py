@@ -120,28 +120,14 @@ def _drift_outcomes(job: DriftJob) -> dict:
     from .drift import DriftOptions, drift
 
     validation = job.validation
-    outcomes: dict[str, dict] = {}
     try:
         data = eval_data(job.data, labels_csv=validation.labels, class_names=validation.class_names,
                          limit=validation.limit)
         fingerprint = data_fingerprint(data.paths, data.root, data.labels)
     except Exception as error:  # noqa: BLE001
         return {artifact: {"status": "failed", "error": _failure(error)} for artifact in job.artifacts}
-    pending = {}
-    for artifact in job.artifacts:
-        try:
-            manifest = read_manifest(Path(artifact))
-            identity = stage_id(manifest["id"], "drift",
-                                {"data": fingerprint, "limit": validation.limit, "exec_precision": "default"},
-                                _tools(manifest))
-        except Exception as error:  # noqa: BLE001
-            outcomes[artifact] = {"status": "failed", "error": _failure(error)}
-            continue
-        cached = _read_result(Path(job.results) / f"drift-{identity}.json")
-        if cached is not None:
-            outcomes[artifact] = {**cached, "status": "cached"}
-        else:
-            pending[artifact] = identity
+    config = {"data": fingerprint, "limit": validation.limit, "exec_precision": "default"}
+    outcomes, pending = _split_cached(job.artifacts, "drift", config, Path(job.results))
     if pending:
         try:
             report = drift(DriftOptions(artifacts=[Path(a) for a in pending], data=Path(job.data),
@@ -186,22 +172,9 @@ def run_bench(job: BenchJob) -> dict:
     from bbdeploy.targets.bench import BenchOptions, bench
 
     device, settings = job.device, job.bench
-    outcomes: dict[str, dict] = {}
     config = {"device": device_identity(device), "threads": settings.threads, "runs": settings.runs,
               "warmup": settings.warmup, "min_time": settings.min_time}
-    pending = {}
-    for artifact in job.artifacts:
-        try:
-            manifest = read_manifest(Path(artifact))
-            identity = stage_id(manifest["id"], "bench", config, _tools(manifest))
-        except Exception as error:  # noqa: BLE001
-            outcomes[artifact] = {"status": "failed", "error": _failure(error)}
-            continue
-        cached = _read_result(Path(job.results) / f"bench-{identity}.json")
-        if cached is not None:
-            outcomes[artifact] = {**cached, "status": "cached"}
-        else:
-            pending[artifact] = identity
+    outcomes, pending = _split_cached(job.artifacts, "bench", config, Path(job.results))
     started = finished = None
     facts = None
     options = BenchOptions(artifacts=[Path(a) for a in pending], device=device.url, threads=settings.threads,
@@ -251,6 +224,25 @@ def _unsupported(options) -> dict[str, str]:
         except Exception:  # noqa: BLE001 - an unreadable artifact fails in the bench itself
             pass
     return refused
+
+
+def _split_cached(artifacts: tuple[str, ...], stage: str, config: dict, results: Path) -> tuple[dict, dict]:
+    """({artifact: cached or failed outcome}, {artifact: stage id still to run}): each artifact's stage
+    id over its manifest id, `config` and the tools, and the result file of that id if it exists."""
+    outcomes, pending = {}, {}
+    for artifact in artifacts:
+        try:
+            manifest = read_manifest(Path(artifact))
+            identity = stage_id(manifest["id"], stage, config, _tools(manifest))
+        except Exception as error:  # noqa: BLE001
+            outcomes[artifact] = {"status": "failed", "error": _failure(error)}
+            continue
+        cached = _read_result(results / f"{stage}-{identity}.json")
+        if cached is not None:
+            outcomes[artifact] = {**cached, "status": "cached"}
+        else:
+            pending[artifact] = identity
+    return outcomes, pending
 
 
 def _read_result(path: Path) -> dict | None:
