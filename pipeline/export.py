@@ -29,6 +29,7 @@ import torch
 
 from bbdeploy.exporters.registry import Target, exporter, resolve_targets
 from bbdeploy.quantization import ptq
+from bbdeploy.quantization.bias_correction import fold_batchnorm
 from bbdeploy.quantization.calibration import CalibrationSet, calibration_set, evaluation_crops
 from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.quantization.qat import QATOptions, QATRun, is_main_process, world_size
@@ -50,6 +51,7 @@ from .zoo import create_backbone
 
 MAX_INPUT_SIZE = 1024
 MAX_BATCH = 64
+FOLD_TOLERANCE = 1e-3  # relative to the largest logit: a fold rounds to 1e-6..2e-5 (whole zoo, 224 px), a wrong pairing is far off
 RANDOM_SEED = 0  # `--weights random` builds the same network every time, so exports are cacheable
 
 
@@ -126,6 +128,23 @@ class Built:
     deploy_model: torch.nn.Module  # what converters get: the same function in a converter-friendly form
     record: dict
     parity: ParityImages
+
+    @cached_property
+    def float_model(self) -> torch.nn.Module:
+        """`deploy_model` with batch norm folded into the convolutions, for float exports.
+
+        Every converter folds it anyway, but torch.export decomposes each batch norm into five ops
+        before they get the chance: folding first halved the conversion time (MobileNetV2 at 64 px:
+        ONNX 4.3 -> 2.0 s, TFLite 9.5 -> 5.2 s). The fold pairs sibling modules, so it is checked
+        on a parity image and not used where it changes the output (a network whose forward does not
+        run a sibling Conv2d -> BatchNorm2d in that order).
+        """
+        folded = fold_batchnorm(self.deploy_model)
+        sample = torch.from_numpy(self.parity.images[:1])
+        with torch.no_grad():
+            expected, got = self.deploy_model(sample), folded(sample)
+        scale = float(expected.abs().max()) or 1.0
+        return folded if float((expected - got).abs().max()) <= FOLD_TOLERANCE * scale else self.deploy_model
 
 
 @dataclass
@@ -364,7 +383,7 @@ def export_target(built: Built, plan: Plan, options: ExportOptions, out_dir: Pat
             if work is not None:
                 quantization = ptq.quantize(target, work, sample, staged, options.quant, layout=layout)
             else:
-                module.convert(built.deploy_model, sample, staged, precision=precision, layout=layout)
+                module.convert(built.float_model, sample, staged, precision=precision, layout=layout)
                 quantization = None
             convert_s = time.perf_counter() - started
             started = time.perf_counter()

@@ -33,7 +33,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                 setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
                 setattr(parent, bn_name, nn.Identity())
-    return model
+    return model.eval()  # the fused convs are new modules, created in training mode
 
 
 def rounded(weight: torch.Tensor, levels: int) -> torch.Tensor:
