@@ -54,6 +54,7 @@ def _root(
 def models(
     pattern: Annotated[Optional[str], typer.Argument(help="Filter names, e.g. 'mobilenet*' or 'lite'.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list on stdout.")] = False,
+    detail: Annotated[bool, typer.Option("--detail", help="Add each stage's channels and the receptive field at the default input size.")] = False,
 ) -> None:
     """List the backbones: family, parameters, MACs, input size, ImageNet weights available offline."""
     from .zoo import backbone_info, list_backbones
@@ -62,6 +63,12 @@ def models(
     if not names:
         raise BBDeployError(f"no backbone matches {pattern!r}; run `bbdeploy models` to list them all")
     rows = [backbone_info(name) for name in names]
+    if detail:
+        from .stages import describe_stages
+        from .zoo import create_backbone
+
+        for row in rows:
+            row["stages"] = describe_stages(create_backbone(row["name"]), row["input_size"])
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -70,13 +77,20 @@ def models(
     from .quiet import stderr_console
 
     table = Table(title="bbdeploy backbones")
-    for column in ("name", "params", "MACs", "input", "widths", "ImageNet weights"):
+    columns = ["name", "params", "MACs", "input", "widths", "ImageNet weights"]
+    if detail:
+        columns += ["channels s2/s4/s8/s16/s32", "receptive field"]
+    for column in columns:
         table.add_column(column, no_wrap=column == "name",
-                         justify="right" if column in ("params", "MACs", "input") else "left")
+                         justify="right" if column in ("params", "MACs", "input", "receptive field") else "left")
     for row in rows:
-        table.add_row(row["name"], f"{row['params'] / 1e6:.2f}M", f"{row['macs'] / 1e6:.0f}M",
-                      str(row["input_size"]), " ".join(str(w) for w in row["widths"]) or "-",
-                      _weights_status(row["imagenet"]))
+        cells = [row["name"], f"{row['params'] / 1e6:.2f}M", f"{row['macs'] / 1e6:.0f}M",
+                 str(row["input_size"]), " ".join(str(w) for w in row["widths"]) or "-",
+                 _weights_status(row["imagenet"])]
+        if detail:
+            stages = row["stages"]
+            cells += ["/".join(str(s["channels"]) for s in stages["stages"]), _field(stages["stages"][-1])]
+        table.add_row(*cells)
     stderr_console().print(table)
 
 
@@ -86,16 +100,26 @@ def info(
     weights: Annotated[str, typer.Option(help="random | imagenet | PATH to a checkpoint.")] = "random",
     width: Annotated[Optional[float], typer.Option(help="Width multiplier, where the family has several.")] = None,
     num_classes: Annotated[Optional[int], typer.Option(help="Classifier size; default: the checkpoint's.")] = None,
+    stages: Annotated[bool, typer.Option("--stages", help="Per stage: output stride, feature map, channels, receptive field, parameters, MACs.")] = False,
+    input_size: Annotated[Optional[int], typer.Option(help="Input side for --stages; default: the backbone's.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object on stdout.")] = False,
 ) -> None:
     """Build one backbone with its weights (checking they load) and describe it."""
     from .checkpoints import head_name
+    from .export import input_size as checked_input_size
     from .zoo import backbone_info, create_backbone
 
     module = create_backbone(model, weights=weights, width=width, num_classes=num_classes)
     details = backbone_info(model, width=width)
     details["weights"] = module.weights_source
     details["num_classes"] = module.get_submodule(head_name(module)).out_features
+    if input_size is not None and not stages:
+        raise BBDeployError("--input-size only applies to --stages; add --stages or leave it out")
+    if stages:
+        from .backbones import resolve
+        from .stages import describe_stages
+
+        details["stages"] = describe_stages(module, checked_input_size(resolve(model), input_size))
     if as_json:
         print(json.dumps(details, indent=2))
         return
@@ -104,6 +128,28 @@ def info(
     console = stderr_console()
     for key in ("name", "family", "paper", "weights", "num_classes", "params", "macs", "input_size", "preprocess"):
         console.print(f"[bold]{key:12s}[/bold] {details[key]}")
+    if stages:
+        console.print(_stage_table(details["stages"]))
+
+
+def _field(stage: dict) -> str:
+    return f"{stage['receptive_field']} px" + (" + global (SE)" if stage["global_context"] else "")
+
+
+def _stage_table(described: dict):
+    """The --stages table: one row per stage, the receptive field marked where it exceeds the input."""
+    from rich.table import Table
+
+    size = described["input_size"]
+    table = Table(title=f"stages at {size}x{size} px (receptive field: r += (k-1)*j, j *= s; max over branches)")
+    for column in ("stage", "stride", "feature map", "channels", "receptive field", "params", "MACs", "ends at"):
+        table.add_column(column, justify="left" if column == "ends at" else "right")
+    for stage in described["stages"]:
+        field = _field(stage) + (" > input" if stage["receptive_field"] >= size else "")
+        table.add_row(str(stage["index"]), str(stage["stride"]), "x".join(map(str, stage["size"])),
+                      str(stage["channels"]), field, f"{stage['params'] / 1e6:.3f}M", f"{stage['macs'] / 1e6:.1f}M",
+                      stage["end"])
+    return table
 
 
 @app.command()
