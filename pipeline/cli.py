@@ -105,10 +105,13 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object on stdout.")] = False,
 ) -> None:
     """Build one backbone with its weights (checking they load) and describe it."""
+    from .backbones.custom import is_import_path, load_custom
     from .checkpoints import head_name
     from .export import input_size as checked_input_size
     from .zoo import backbone_info, create_backbone
 
+    if is_import_path(model):
+        load_custom(model)  # the user named this code on the command line
     module = create_backbone(model, weights=weights, width=width, num_classes=num_classes)
     details = backbone_info(model, width=width)
     details["weights"] = module.weights_source
@@ -154,7 +157,7 @@ def _stage_table(described: dict):
 
 @app.command()
 def export(
-    model: Annotated[str, typer.Argument(help="Backbone name or alias, e.g. efficientnet_lite0, mobilenetv3.")],
+    model: Annotated[str, typer.Argument(help="Backbone name or alias, e.g. efficientnet_lite0, mobilenetv3, or your own MODULE:FUNCTION returning an nn.Module.")],
     target: Annotated[str, typer.Option(help=f"{' | '.join(TARGETS)} | all, or a comma list.")] = "all",
     weights: Annotated[str, typer.Option(help="imagenet (offline first, then the hash-checked download) | PATH to a "
                                               "checkpoint | random (plumbing checks only).")] = "imagenet",
@@ -173,6 +176,7 @@ def export(
     io: Annotated[Optional[str], typer.Option(help=f"int8 input/output type, per target ({choices_help('io_types')}) [default: float].")] = None,
     keep_float: Annotated[Optional[str], typer.Option(help="int8: comma list of layers or blocks to leave in float, e.g. conv_stem,classifier.")] = None,
     min_cosine: Annotated[Optional[float], typer.Option(help=f"int8: fail a row whose mean logit cosine with PyTorch is below this [default: {DEFAULT_MIN_COSINE}, chosen by measurement, see README].")] = None,
+    preprocess: Annotated[Optional[Path], typer.Option(help="Your own backbone: JSON with input_size, crop_pct, interpolation, mean, std [default: 224, 0.875, bilinear, ImageNet mean/std].")] = None,
     qat: Annotated[bool, typer.Option("--qat", help="int8: quantization-aware training on --train-data before each target's quantizer (see README).")] = False,
     train_data: Annotated[Optional[str], typer.Option(help="--qat: folder of in-domain training images; class subfolders (index) give labels, else distillation alone.")] = None,
     train_labels: Annotated[Optional[str], typer.Option(help="--qat: CSV of path,label rows (paths relative to --train-data).")] = None,
@@ -229,7 +233,8 @@ def export(
     options = ExportOptions(model=model, targets=target, weights=weights, width=width, num_classes=num_classes,
                             input_size=input_size, batch=batch, output=output,
                             precision="int8" if int8 else "fp16" if fp16 else "fp32", layout=layout, force=force,
-                            quant=quant, min_cosine=DEFAULT_MIN_COSINE if min_cosine is None else min_cosine)
+                            quant=quant, min_cosine=DEFAULT_MIN_COSINE if min_cosine is None else min_cosine,
+                            preprocess=preprocess)
     with BarProgress(console) as progress:
         rows = run_export(options, progress=progress,
                           warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}"))
@@ -275,6 +280,7 @@ def drift(
     max_drop: Annotated[Optional[float], typer.Option(help="Gate: exit 1 if an accuracy drop exceeds this many points.")] = None,
     min_agreement: Annotated[Optional[float], typer.Option(help="Gate: exit 1 if a top-1 agreement is below this fraction.")] = None,
     exec_precision: Annotated[str, typer.Option(help=EXEC_PRECISION_HELP)] = "default",
+    model: Annotated[Optional[str], typer.Option(help="Artifacts of your own backbone: its MODULE:FUNCTION again (bbdeploy never imports code a manifest names).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
     """How far each artifact is from its float model: accuracy, agreement, cosine, SQNR, per-layer sensitivity."""
@@ -290,7 +296,7 @@ def drift(
     console = stderr_console()
     options = DriftOptions(artifacts=list(artifacts), data=data, labels_csv=labels, class_names=class_names,
                            limit=limit, layers=layers, layer_samples=layer_samples, max_drop=max_drop,
-                           min_agreement=min_agreement, exec_precision=exec_precision)
+                           min_agreement=min_agreement, exec_precision=exec_precision, model=model)
     plan = plan_drift(options)  # bad input is one line, before the progress bar
     with Progress("drift", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
                   transient=True) as bar:

@@ -17,6 +17,7 @@ import torch
 
 from bbdeploy.targets.runner import load as load_runner
 
+from .backbones.custom import is_import_path, load_custom
 from .data import load_image, preprocess_image, recorded_preprocess
 from .dataset import EvalData, check_labels, eval_data
 from .errors import BBDeployError
@@ -40,6 +41,7 @@ class DriftOptions:
     max_drop: float | None = None  # gate: accuracy drop in points
     min_agreement: float | None = None  # gate: top-1 agreement, a fraction
     exec_precision: str = "default"  # float compute precision where the runtime has the setting
+    model: str | None = None  # your own backbone's MODULE:FUNCTION, named again (never read from a manifest)
 
 
 @dataclass
@@ -84,6 +86,21 @@ def reference_model(artifact: Artifact) -> torch.nn.Module:
     return model
 
 
+def _import_named_code(artifact: Artifact, model: str | None) -> None:
+    """An artifact of your own backbone needs its code named again: bbdeploy never imports an import path
+    it read from a manifest. The code must be the file it was exported from."""
+    backbone = artifact.manifest["backbone"]
+    if not is_import_path(backbone["name"]):
+        return
+    if model != backbone["name"]:
+        raise BBDeployError(f"{artifact.path.name} was exported from your own code {backbone['name']}; pass --model "
+                            f"{backbone['name']} to rebuild its float reference (bbdeploy does not import code a "
+                            "manifest names)")
+    spec = load_custom(model, recorded_preprocess(artifact.manifest["preprocess"]))
+    if backbone.get("code_sha256") and spec.source_sha256 != backbone["code_sha256"]:
+        raise BBDeployError(f"the module of {model} changed since {artifact.path.name} was exported; export it again")
+
+
 @dataclass
 class DriftPlan:
     """Everything checked and loaded before the first image is evaluated."""
@@ -109,6 +126,7 @@ def plan_drift(options: DriftOptions) -> DriftPlan:
     references = {}
     for artifact in artifacts:
         if artifact.reference_key not in references:
+            _import_named_code(artifact, options.model)
             references[artifact.reference_key] = reference_model(artifact)
     return DriftPlan(options, artifacts, data, references)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -37,6 +38,7 @@ from bbdeploy.quantization.training_data import training_set
 from bbdeploy.targets.runner import load as load_runner
 
 from .backbones import resolve
+from .backbones.custom import is_import_path, load_custom, read_preprocess
 from .backbones.complexity import count_macs, count_params
 from .backbones.registry import BackboneSpec
 from .data import EVALUATION_PHOTOS, evaluation_photos, preprocess_image
@@ -70,6 +72,7 @@ class ExportOptions:
     force: bool = False
     quant: QuantOptions = field(default_factory=QuantOptions)  # used when precision is int8
     min_cosine: float = DEFAULT_MIN_COSINE  # int8 rows below this mean logit cosine with PyTorch fail
+    preprocess: Path | None = None  # your own backbone (module:function): its preprocessing, as JSON
 
 
 # Parity images, this many (int8 agreement needs more than a dozen samples to mean something): images
@@ -167,7 +170,7 @@ def export(options: ExportOptions, progress: Progress = Progress(),
     pass parity gives a row with `status: failed` and the others still run (an artifact that
     converted but failed parity stays on disk, its manifest saying why it failed).
     """
-    spec = resolve(options.model)
+    spec = backbone_spec(options)
     targets = resolve_targets(options.targets)
     layouts = {t.name: layout_for(t, options) for t in targets}
     for target in targets:
@@ -286,6 +289,16 @@ def _writable_folder(folder: Path) -> Path:
     return folder
 
 
+def backbone_spec(options: ExportOptions) -> BackboneSpec:
+    """The zoo's spec, or your own `module:function` backbone imported because the request names it."""
+    if not is_import_path(options.model):
+        if options.preprocess is not None:
+            raise BBDeployError(f"--preprocess applies to your own backbones (MODULE:FUNCTION); {options.model} "
+                                "comes with its published preprocessing, leave --preprocess out")
+        return resolve(options.model)
+    return load_custom(options.model, read_preprocess(options.preprocess) if options.preprocess else None)
+
+
 def build(spec: BackboneSpec, options: ExportOptions, size: int, calibration: CalibrationSet | None = None) -> Built:
     """Create the float model and its record; the parity images and logits come when first used."""
     started = time.perf_counter()
@@ -303,10 +316,11 @@ def build(spec: BackboneSpec, options: ExportOptions, size: int, calibration: Ca
         "params": count_params(model), "macs_at_default_size": count_macs(model, spec.preprocess.input_size),
         "preprocess": preprocess,
         "note": RANDOM_WEIGHTS_NOTE if options.weights == "random" else None,
+        "code_sha256": spec.source_sha256,  # your own backbone: its module file, so a code change is a new build
         "build_s": round(time.perf_counter() - started, 3),
     }
     record["id"] = stage_id(None, "build", {k: record[k] for k in ("name", "width", "num_classes",
-                                                                   "weights_sha256", "preprocess")}, {})
+                                                                   "weights_sha256", "preprocess", "code_sha256")}, {})
     parity = ParityImages(spec, size, PARITY_SAMPLES[options.precision], calibration, model)
     return Built(spec, model, deploy_model, record, parity)
 
@@ -335,7 +349,7 @@ def artifact_name(built: Built, target: Target, options: ExportOptions, layout: 
     """`<model>[_w<width>][_<size>px][_b<batch>]_<precision>[_qat][_<layout>]<suffix>`: every choice that
     differs from the default is in the name, so different exports never overwrite each other."""
     size = built.record["preprocess"]["size"]
-    tags = [built.spec.name]
+    tags = [re.sub(r"[^\w-]", "_", built.spec.name)]  # your own `module:function`: no ':' in a file name
     if options.width not in (None, 1.0):
         tags.append(f"w{options.width:g}")
     if size != built.spec.preprocess.input_size:

@@ -58,8 +58,11 @@ def _check_int8_of_every_target(name: str, weights: Path, out: Path) -> None:
         assert manifest["calibration"]["samples"] == 8 and manifest["calibration"]["warning"] == BUILTIN_WARNING
         assert manifest["parity"]["samples"] == 112 and manifest["parity"]["passed"] is True
         assert manifest["parity"]["cosine"] >= PLUMBING_MIN_COSINE, (row["target"], manifest["parity"])
-        # int8 weights: under 2 bytes per parameter (an fp32 artifact needs 4)
-        assert row["bytes"] < 2 * manifest["backbone"]["params"], (row["target"], row["bytes"])
+        # int8 weights: the file that holds them is under 2 bytes per parameter (an fp32 one needs 4); the
+        # largest file, as an OpenVINO graph (.xml) grows with its ops: 4.3 MB of text for ShuffleNet V1 g8's
+        # 960 slices, beside 2.6 MB of weights (.bin) for 2.4 M parameters
+        weights_file = max(entry["bytes"] for entry in manifest["files"])
+        assert weights_file < 2 * manifest["backbone"]["params"], (row["target"], manifest["files"])
     by_target = {r["target"]: r for r in rows}
     assert by_target["onnx"]["ops"]["QuantizeLinear"] > 0 and by_target["openvino"]["ops"]["FakeQuantize"] > 0
     tflite = by_target["tflite"]["ops"]

@@ -62,10 +62,12 @@ class BackboneSpec:
     imagenet: ImagenetWeights | None = None
     num_classes: int = 1000
     min_input_size: int = 32  # smallest input whose feature map stays at least 1x1
+    source_sha256: str | None = None  # your own backbone (module:function): digest of its module's file
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 _ALIASES: dict[str, str] = {}
+_CUSTOM: dict[str, BackboneSpec] = {}  # `module:function` backbones the user named in this process
 
 
 def _normalise(name: str) -> str:
@@ -91,12 +93,22 @@ def register_backbone(*, family: str, paper: str, preprocess: Preprocess,
 
 
 def resolve(name: str) -> BackboneSpec:
-    """The spec of a backbone by name or alias (`mobilenetv3`, `efficientnet-lite0`, ...)."""
+    """The spec of a backbone by name or alias (`mobilenetv3`, `efficientnet-lite0`, ...), or of your own
+    `module:function` backbone once `custom.load_custom` imported it."""
+    if ":" in name:
+        if name in _CUSTOM:
+            return _CUSTOM[name]
+        raise BBDeployError(f"backbone {name!r} is your own code, which bbdeploy imports only when you name it: "
+                            "pass it as the MODEL argument of export or info, or --model for drift")
     key = _normalise(name)
     if key in _ALIASES:
         return _REGISTRY[_ALIASES[key]]
     hint = did_you_mean(key, _ALIASES)
     raise BBDeployError(f"unknown backbone {name!r}{hint}; `bbdeploy models` lists them all")
+
+
+def register_custom(spec: BackboneSpec) -> None:
+    _CUSTOM[spec.name] = spec
 
 
 def all_specs(pattern: str | None = None) -> list[BackboneSpec]:

@@ -147,10 +147,11 @@ class DeployUnit(nn.Module):
         self.branch_main_2 = nn.Sequential(second, bn3)
         self.branch_proj, self.relu = unit.branch_proj, unit.relu
         self.slices = _runs(gathered)
+        self.gathers = self.slices != [(0, mid)]  # a dense first convolution leaves nothing to gather
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         main = self.branch_main_1(x)
-        if self.slices != [(0, main.shape[1])]:
+        if self.gathers:
             main = torch.cat([main[:, start:stop] for start, stop in self.slices], dim=1)
         return ShuffleUnit.join(self, x, self.branch_main_2(main))
 
