@@ -47,7 +47,9 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, path: Path, *, precisi
         return
     if precision == "fp16":
         model, sample = _half_copy(model), sample.half()
-    torch.onnx.export(model, (sample,), str(path), input_names=["input"], output_names=["logits"],
+    # a feature extractor (export --features) names its outputs; a classifier has one, the logits
+    output_names = list(getattr(model, "output_names", ["logits"]))
+    torch.onnx.export(model, (sample,), str(path), input_names=["input"], output_names=output_names,
                       opset_version=OPSET, dynamo=True, optimize=optimize, external_data=False,
                       verbose=False)
     onnx.checker.check_model(str(path), full_check=True)

@@ -21,7 +21,8 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, path: Path, *, precisi
 
     ir = ov.convert_model(model.eval(), example_input=sample, input=[tuple(sample.shape)])
     ir.inputs[0].get_tensor().set_names({"input"})
-    ir.outputs[0].get_tensor().set_names({"logits"})
+    for port, name in zip(ir.outputs, getattr(model, "output_names", ["logits"])):
+        port.get_tensor().set_names({name})
     ov.save_model(ir, str(path), compress_to_fp16=precision == "fp16")
 
 

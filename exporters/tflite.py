@@ -27,10 +27,19 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, path: Path, *, precisi
 
         quant_config = quant_recipes.full_fp16_recipe()
     if layout == "nhwc":
-        model = litert_torch.to_channel_last_io(model, args=[0])
+        model = channel_last(model)
         sample = sample.permute(0, 2, 3, 1).contiguous()
     edge_model = litert_torch.convert(model.eval(), (sample,), quant_config=quant_config)
     edge_model.export(str(path))
+
+
+def channel_last(model: torch.nn.Module) -> torch.nn.Module:
+    """NHWC input, and NHWC feature-map outputs (export --features): left NCHW, every output map would
+    cost a TRANSPOSE at the end of the graph."""
+    import litert_torch
+
+    names = getattr(model, "output_names", None)
+    return litert_torch.to_channel_last_io(model, args=[0], outputs=list(range(len(names))) if names else None)
 
 
 def _operators(path: Path):

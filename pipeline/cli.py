@@ -176,6 +176,7 @@ def export(
     io: Annotated[Optional[str], typer.Option(help=f"int8 input/output type, per target ({choices_help('io_types')}) [default: float].")] = None,
     keep_float: Annotated[Optional[str], typer.Option(help="int8: comma list of layers or blocks to leave in float, e.g. conv_stem,classifier.")] = None,
     min_cosine: Annotated[Optional[float], typer.Option(help=f"int8: fail a row whose mean logit cosine with PyTorch is below this [default: {DEFAULT_MIN_COSINE}, chosen by measurement, see README].")] = None,
+    features: Annotated[Optional[str], typer.Option(help="Export the backbone without its classifier, returning these stages' feature maps, e.g. 3,4,5 (strides 8/16/32; `bbdeploy info MODEL --stages` lists them).")] = None,
     preprocess: Annotated[Optional[Path], typer.Option(help="Your own backbone: JSON with input_size, crop_pct, interpolation, mean, std [default: 224, 0.875, bilinear, ImageNet mean/std].")] = None,
     qat: Annotated[bool, typer.Option("--qat", help="int8: quantization-aware training on --train-data before each target's quantizer (see README).")] = False,
     train_data: Annotated[Optional[str], typer.Option(help="--qat: folder of in-domain training images; class subfolders (index) give labels, else distillation alone.")] = None,
@@ -197,6 +198,7 @@ def export(
 
     from .export import ExportOptions
     from .export import export as run_export
+    from .features import parse_features
     from .progress import BarProgress
     from .quiet import stderr_console
 
@@ -234,7 +236,7 @@ def export(
                             input_size=input_size, batch=batch, output=output,
                             precision="int8" if int8 else "fp16" if fp16 else "fp32", layout=layout, force=force,
                             quant=quant, min_cosine=DEFAULT_MIN_COSINE if min_cosine is None else min_cosine,
-                            preprocess=preprocess)
+                            preprocess=preprocess, features=parse_features(features) if features is not None else None)
     with BarProgress(console) as progress:
         rows = run_export(options, progress=progress,
                           warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}"))

@@ -117,6 +117,11 @@ def plan_drift(options: DriftOptions) -> DriftPlan:
     if not options.artifacts:
         raise BBDeployError("no artifact given; pass one or more files written by `bbdeploy export`")
     artifacts = [open_artifact(path) for path in options.artifacts]
+    for artifact in artifacts:
+        if artifact.manifest["backbone"].get("features"):
+            raise BBDeployError(f"{artifact.path.name} returns feature maps, and drift compares logits on labeled "
+                                "images; its per-output parity is in its manifest (export --features), pass "
+                                "classifier artifacts to drift")
     data = eval_data(options.data, labels_csv=options.labels_csv, class_names=options.class_names,
                      limit=options.limit)
     for artifact in artifacts:

@@ -43,6 +43,7 @@ from .backbones.complexity import count_macs, count_params
 from .backbones.registry import BackboneSpec
 from .data import EVALUATION_PHOTOS, evaluation_photos, preprocess_image
 from .errors import EXIT_FAILED, BBDeployError
+from .features import compare_features, extractor, stage_ends
 from .manifest import (SCHEMA, code_digest, file_entry, files_intact, manifest_path, now, read_manifest, stage_id,
                        tool_versions, write_json_atomic)
 from .parity import DEFAULT_MIN_COSINE, FLOAT_TOLERANCE, compare_logits, parity_failure, run_batched
@@ -73,6 +74,7 @@ class ExportOptions:
     quant: QuantOptions = field(default_factory=QuantOptions)  # used when precision is int8
     min_cosine: float = DEFAULT_MIN_COSINE  # int8 rows below this mean logit cosine with PyTorch fail
     preprocess: Path | None = None  # your own backbone (module:function): its preprocessing, as JSON
+    features: tuple[int, ...] | None = None  # export these stages' feature maps instead of the logits
 
 
 # Parity images, this many (int8 agreement needs more than a dozen samples to mean something): images
@@ -107,11 +109,15 @@ class ParityImages:
         return np.concatenate(whole + list(self._crops.batches(32)))
 
     @cached_property
-    def reference(self) -> np.ndarray:
-        """The float model's logits for `images`, 16 at a time (112 at once took 1.5 GB at 224 px)."""
+    def reference(self) -> list[np.ndarray]:
+        """The float model's outputs for `images` (its logits, or its feature maps), 16 images at a time
+        (112 at once took 1.5 GB at 224 px)."""
+        chunks = []
         with torch.no_grad():
-            return np.concatenate([self._model(torch.from_numpy(self.images[start:start + 16])).numpy()
-                                   for start in range(0, len(self.images), 16)])
+            for start in range(0, len(self.images), 16):
+                outputs = self._model(torch.from_numpy(self.images[start:start + 16]))
+                chunks.append([o.numpy() for o in (outputs if isinstance(outputs, tuple) else (outputs,))])
+        return [np.concatenate(parts) for parts in zip(*chunks)]
 
     @property
     def note(self) -> str:
@@ -146,8 +152,9 @@ class Built:
         sample = torch.from_numpy(self.parity.images[:1])
         with torch.no_grad():
             expected, got = self.deploy_model(sample), folded(sample)
-        scale = float(expected.abs().max()) or 1.0
-        return folded if float((expected - got).abs().max()) <= FOLD_TOLERANCE * scale else self.deploy_model
+        pairs = zip(expected, got) if isinstance(expected, tuple) else [(expected, got)]  # feature maps or logits
+        same = all(float((e - g).abs().max()) <= FOLD_TOLERANCE * (float(e.abs().max()) or 1.0) for e, g in pairs)
+        return folded if same else self.deploy_model
 
 
 @dataclass
@@ -183,6 +190,8 @@ def export(options: ExportOptions, progress: Progress = Progress(),
     if not 0 <= options.min_cosine <= 1:
         raise BBDeployError(f"--min-cosine {options.min_cosine:g} is a cosine; pass a number from 0 to 1, "
                             f"e.g. {DEFAULT_MIN_COSINE}")
+    if options.features and options.num_classes is not None:
+        raise BBDeployError("--features exports the backbone without its classifier; leave out --num-classes")
     calibration = training = None
     qat_options = options.quant.qat
     if qat_options is not None and options.precision != "int8":
@@ -308,11 +317,21 @@ def build(spec: BackboneSpec, options: ExportOptions, size: int, calibration: Ca
     deploy_model = model.deploy_form() if hasattr(model, "deploy_form") else model
     with torch.no_grad():  # (on the built model: torch's meta device takes seconds to count MACs)
         num_classes = model(torch.zeros(1, 3, spec.min_input_size, spec.min_input_size)).shape[1]
+    source, weights_sha256, features = model.weights_source, weights_digest(model), None
+    if options.features:
+        ends = stage_ends(model, options.features, size, spec.name)
+        sample = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32))
+        model, deploy_model = extractor(model, deploy_model, ends, sample, spec.name)
+        with torch.no_grad():
+            maps = model(sample)
+        features = {"stages": list(options.features), "ends": ends, "names": model.output_names,
+                    "shapes": [list(m.shape[1:]) for m in maps]}
     record = {
         "name": spec.name, "family": spec.family, "width": options.width,
         "deploy_form": type(deploy_model).__name__ if deploy_model is not model else None,
-        "num_classes": int(num_classes), "weights": model.weights_source,
-        "weights_arg": weights_argument(options.weights), "weights_sha256": weights_digest(model),
+        "num_classes": int(num_classes), "weights": source,
+        "weights_arg": weights_argument(options.weights), "weights_sha256": weights_sha256,
+        "features": features,  # feature outputs instead of logits (export --features)
         "params": count_params(model), "macs_at_default_size": count_macs(model, spec.preprocess.input_size),
         "preprocess": preprocess,
         "note": RANDOM_WEIGHTS_NOTE if options.weights == "random" else None,
@@ -320,7 +339,8 @@ def build(spec: BackboneSpec, options: ExportOptions, size: int, calibration: Ca
         "build_s": round(time.perf_counter() - started, 3),
     }
     record["id"] = stage_id(None, "build", {k: record[k] for k in ("name", "width", "num_classes",
-                                                                   "weights_sha256", "preprocess", "code_sha256")}, {})
+                                                                   "weights_sha256", "preprocess", "code_sha256",
+                                                                   "features")}, {})
     parity = ParityImages(spec, size, PARITY_SAMPLES[options.precision], calibration, model)
     return Built(spec, model, deploy_model, record, parity)
 
@@ -356,6 +376,8 @@ def artifact_name(built: Built, target: Target, options: ExportOptions, layout: 
         tags.append(f"{size}px")
     if options.batch != 1:
         tags.append(f"b{options.batch}")
+    if options.features:
+        tags.append("f" + "".join(map(str, options.features)))
     tags.append(options.precision)
     if options.quant.qat is not None and options.precision == "int8":
         tags.append("qat")
@@ -403,10 +425,14 @@ def export_target(built: Built, plan: Plan, options: ExportOptions, out_dir: Pat
             started = time.perf_counter()
             # parity: the model as converted (no bf16), on as many threads as torch may use here
             runner = load_runner(staged, threads=torch.get_num_threads(), exec_precision="f32")
-            logits = run_batched(runner, images, layout, batch)
+            outputs = run_batched(runner, images, layout, batch, all_outputs=True)
             parity_s = time.perf_counter() - started
             ops = module.op_histogram(staged)
-        parity = compare_logits(built.parity.reference, logits)
+        features = built.record["features"]
+        if features:
+            parity = compare_features(built.parity.reference, outputs, features["names"])
+        else:
+            parity = compare_logits(built.parity.reference[0], outputs[0])
         parity["images"] = built.parity.note
         parity["tolerance"] = FLOAT_TOLERANCE.get(precision)
         parity["exec_precision"] = runner.exec_precision  # pinned to f32 where the runtime could pick bf16
@@ -420,6 +446,7 @@ def export_target(built: Built, plan: Plan, options: ExportOptions, out_dir: Pat
             "files": [file_entry(f) for f in files],
             "input": {**runner.input.as_dict(), "layout": layout.upper()},
             "output": runner.output.as_dict(),
+            "outputs": [spec.as_dict() for spec in runner.outputs],
             "preprocess": built.record["preprocess"],
             "backbone": {k: v for k, v in built.record.items() if k not in ("id", "preprocess", "build_s")},
             "calibration": work.calibration.record() if work is not None else None,

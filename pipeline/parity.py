@@ -70,18 +70,27 @@ def parity_failure(parity: dict, precision: str, min_cosine: float = DEFAULT_MIN
                     f"for {precision}")
         return None
     if parity["cosine"] < min_cosine:
-        return (f"{precision} logit cosine {parity['cosine']:.4f} with PyTorch is below --min-cosine {min_cosine:g} "
-                f"(top-1 agreement {parity['top1_agreement']:.0%}); try --keep-float on the layers "
-                "`bbdeploy drift --layers` ranks worst, or more --calib-data")
+        agreement = "" if parity["top1_agreement"] is None else f" (top-1 agreement {parity['top1_agreement']:.0%})"
+        what = "logit cosine" if parity.get("outputs") is None else "feature cosine (worst output)"
+        return (f"{precision} {what} {parity['cosine']:.4f} with PyTorch is below --min-cosine {min_cosine:g}"
+                f"{agreement}; try --keep-float on the layers `bbdeploy drift --layers` ranks worst, or more "
+                "--calib-data")
     return None
 
 
-def run_batched(runner, images_nchw: np.ndarray, layout: str, batch: int) -> np.ndarray:
-    """Logits of `runner` for every image, fed `batch` at a time in the artifact's layout.
+def run_batched(runner, images_nchw: np.ndarray, layout: str, batch: int, all_outputs: bool = False):
+    """Logits of `runner` for every image, fed `batch` at a time in the artifact's layout; with
+    `all_outputs`, the list of every output (feature maps back in NCHW).
 
     A static-batch artifact needs full batches: the last one is padded by repeating its final image
     and the padding's outputs are dropped.
     """
+    if all_outputs:
+        chunks = []
+        for start in range(0, len(images_nchw), batch):
+            chunk, real = _full_batch(images_nchw[start:start + batch], batch, layout)
+            chunks.append([_nchw(o[:real], layout) for o in runner.run_all(chunk)])
+        return [np.concatenate(parts) for parts in zip(*chunks)]
     outputs = []
     for start in range(0, len(images_nchw), batch):
         chunk = images_nchw[start:start + batch]
@@ -92,3 +101,17 @@ def run_batched(runner, images_nchw: np.ndarray, layout: str, batch: int) -> np.
             chunk = chunk.transpose(0, 2, 3, 1)
         outputs.append(runner(np.ascontiguousarray(chunk, dtype=np.float32))[:real])
     return np.concatenate(outputs)
+
+
+def _full_batch(chunk: np.ndarray, batch: int, layout: str) -> tuple[np.ndarray, int]:
+    real = len(chunk)
+    if real < batch:
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
+    if layout == "nhwc":
+        chunk = chunk.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(chunk, dtype=np.float32), real
+
+
+def _nchw(output: np.ndarray, layout: str) -> np.ndarray:
+    """A feature map of an NHWC artifact, back in PyTorch's layout (logits pass unchanged)."""
+    return output.transpose(0, 3, 1, 2) if layout == "nhwc" and output.ndim == 4 else output

@@ -214,7 +214,9 @@ def quantize(model: torch.nn.Module, calibration, *, subset_size: int, sample: t
 
     to_layout = (lambda x: x.permute(0, 2, 3, 1).contiguous()) if layout == "nhwc" else (lambda x: x)
     if layout == "nhwc":
-        model = litert_torch.to_channel_last_io(model, args=[0])
+        from bbdeploy.exporters.tflite import channel_last
+
+        model = channel_last(model)
     sample = to_layout(sample)
     teach_layout_pass_constant_pad()
     quantizer = edge_quantizer(method, keep_float)

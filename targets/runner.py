@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -42,18 +43,26 @@ class Runner:
 
     SUFFIX: str  # of the artifacts it runs
     input: TensorSpec
-    output: TensorSpec
+    outputs: list[TensorSpec]  # logits; or the feature maps of an artifact exported with --features, in order
     runtime: str
     runtime_version: str
     # the precision the runtime computes float parts in, read back from it; None where the runtime
     # has no such setting (it computes in the artifact's own precision)
     exec_precision: str | None = None
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        raw = self._invoke(self._to_input(batch))
-        return self._from_output(raw)
+    @property
+    def output(self) -> TensorSpec:
+        return self.outputs[0]
 
-    def _invoke(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - per runtime
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """The first (for a classifier: the only) output."""
+        return self.run_all(batch)[0]
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output, in the artifact's order."""
+        return [self._from_output(raw, spec) for raw, spec in zip(self._invoke(self._to_input(batch)), self.outputs)]
+
+    def _invoke(self, batch: np.ndarray) -> list[np.ndarray]:  # pragma: no cover - per runtime
         raise NotImplementedError
 
     def _to_input(self, batch: np.ndarray) -> np.ndarray:
@@ -64,8 +73,8 @@ class Runner:
             return np.clip(q, info.min, info.max).astype(spec.dtype)
         return batch.astype(spec.dtype, copy=False)
 
-    def _from_output(self, raw: np.ndarray) -> np.ndarray:
-        spec = self.output
+    @staticmethod
+    def _from_output(raw: np.ndarray, spec: TensorSpec) -> np.ndarray:
         if spec.scale:
             return (raw.astype(np.float32) - spec.zero_point) * spec.scale
         return raw.astype(np.float32, copy=False)
@@ -83,14 +92,14 @@ class OnnxRunner(Runner):
             options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.runtime, self.runtime_version = "onnxruntime", ort.__version__
-        (inp,), (out,) = self.session.get_inputs(), self.session.get_outputs()
+        (inp,) = self.session.get_inputs()
         dtypes = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
                   "tensor(uint8)": "uint8"}
         self.input = TensorSpec(inp.name, list(inp.shape), dtypes[inp.type])
-        self.output = TensorSpec(out.name, list(out.shape), dtypes[out.type])
+        self.outputs = [TensorSpec(out.name, list(out.shape), dtypes[out.type]) for out in self.session.get_outputs()]
 
-    def _invoke(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output.name], {self.input.name: batch})[0]
+    def _invoke(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run([spec.name for spec in self.outputs], {self.input.name: batch})
 
 
 class LiteRTRunner(Runner):
@@ -113,15 +122,28 @@ class LiteRTRunner(Runner):
             self.xnnpack = {"applied": "DELEGATE" in ops, "partitions": ops.count("DELEGATE")}
         except Exception:  # private API: older runtimes may lack it
             self.xnnpack = None
-        (inp,), (out,) = self.interpreter.get_input_details(), self.interpreter.get_output_details()
-        self._in, self._out = inp["index"], out["index"]
+        (inp,) = self.interpreter.get_input_details()
+        outputs = _signature_order(self.interpreter, self.interpreter.get_output_details())
+        self._in, self._out = inp["index"], [out["index"] for out in outputs]
         self.input = _litert_spec(inp)
-        self.output = _litert_spec(out)
+        self.outputs = [_litert_spec(out) for out in outputs]
 
-    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+    def _invoke(self, batch: np.ndarray) -> list[np.ndarray]:
         self.interpreter.set_tensor(self._in, batch)
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._out).copy()
+        return [self.interpreter.get_tensor(index).copy() for index in self._out]
+
+
+def _signature_order(interpreter, details: list[dict]) -> list[dict]:
+    """Output details in the order of the model's signature (`output_0`, `output_1`, ...: the order the
+    PyTorch module returned them), which tensor indices need not follow."""
+    try:
+        (signature,) = interpreter._get_full_signature_list().values()
+        order = sorted(signature["outputs"].items(), key=lambda item: int(item[0].rpartition("_")[2]))
+    except Exception:  # no single signature, other names, or an older runtime: tensor order
+        return details
+    by_index = {detail["index"]: detail for detail in details}
+    return [by_index[index] for _, index in order] if all(i in by_index for _, i in order) else details
 
 
 def _litert_spec(detail: dict) -> TensorSpec:
@@ -150,12 +172,12 @@ class OpenVINORunner(Runner):
         self.exec_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.request = self.compiled.create_infer_request()
         self.runtime, self.runtime_version = "openvino", ov.get_version()
-        inp, out = self.compiled.input(0), self.compiled.output(0)
-        self.input = _ov_spec(inp, "input")
-        self.output = _ov_spec(out, "output")
+        self.input = _ov_spec(self.compiled.input(0), "input")
+        self.outputs = [_ov_spec(out, f"output_{i}") for i, out in enumerate(self.compiled.outputs)]
 
-    def _invoke(self, batch: np.ndarray) -> np.ndarray:
-        return self.request.infer({0: batch})[0].copy()
+    def _invoke(self, batch: np.ndarray) -> list[np.ndarray]:
+        results = self.request.infer({0: batch})
+        return [results[i].copy() for i in range(len(self.outputs))]
 
 
 def _ov_spec(port, fallback_name: str) -> TensorSpec:
@@ -182,17 +204,26 @@ class MNNRunner(Runner):
             self.module = mnn.nn.load_module_from_file(str(path), [], [], runtime_manager=manager)
         self.expr = mnn.expr
         info = self.module.get_info()
-        (inp,), (out_name,) = info["inputs"], info["outputNames"]
+        (inp,) = info["inputs"]
         self.runtime, self.runtime_version = "MNN", info.get("version") or mnn.version()
         self.exec_precision = {"normal": None, "high": "f32", "low": "low"}[mode]
         self.input = TensorSpec(info["inputNames"][0], list(inp.shape), "float32")
-        probe = self._invoke(np.zeros(self.input.shape, np.float32))
-        self.output = TensorSpec(out_name, list(probe.shape), "float32")
+        # in the order of their names (features_0, features_1, ...): MNN's quantizer reorders outputs
+        names = info["outputNames"]
+        self._order = sorted(range(len(names)), key=lambda i: _natural(names[i]))
+        probes = self._invoke(np.zeros(self.input.shape, np.float32))
+        self.outputs = [TensorSpec(names[i], list(probe.shape), "float32") for i, probe in zip(self._order, probes)]
 
-    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+    def _invoke(self, batch: np.ndarray) -> list[np.ndarray]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)  # MNN reads this memory: keep it alive
-        (output,) = self.module.forward([self.expr.const(batch, list(batch.shape), self.expr.NCHW)])
-        return np.array(output.read(), dtype=np.float32, copy=True)  # read() is a view MNN reuses
+        outputs = self.module.forward([self.expr.const(batch, list(batch.shape), self.expr.NCHW)])
+        # read() is a view MNN reuses
+        return [np.array(outputs[i].read(), dtype=np.float32, copy=True) for i in self._order]
+
+
+def _natural(name: str) -> tuple:
+    """Sort key: `features_10` after `features_9`."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
 def quiet_import_mnn():
