@@ -38,8 +38,8 @@ from bbdeploy.quantization.training_data import training_set
 from bbdeploy.targets.runner import load as load_runner
 
 from .backbones import resolve
-from .backbones.custom import is_import_path, load_custom, read_preprocess
 from .backbones.complexity import count_macs, count_params
+from .backbones.custom import is_import_path, load_custom, read_preprocess
 from .backbones.registry import BackboneSpec
 from .data import EVALUATION_PHOTOS, evaluation_photos, preprocess_image
 from .errors import EXIT_FAILED, BBDeployError
@@ -54,7 +54,9 @@ from .zoo import create_backbone
 
 MAX_INPUT_SIZE = 1024
 MAX_BATCH = 64
-FOLD_TOLERANCE = 1e-3  # relative to the largest logit: a fold rounds to 1e-6..2e-5 (whole zoo, 224 px), a wrong pairing is far off
+# relative to the largest output: a batch-norm fold rounds to 1e-6..2e-5 (whole zoo, 224 px); a wrong pairing
+# is off by tens of percent
+FOLD_TOLERANCE = 1e-3
 RANDOM_SEED = 0  # `--weights random` builds the same network every time, so exports are cacheable
 
 
@@ -192,6 +194,8 @@ def export(options: ExportOptions, progress: Progress = Progress(),
                             f"e.g. {DEFAULT_MIN_COSINE}")
     if options.features and options.num_classes is not None:
         raise BBDeployError("--features exports the backbone without its classifier; leave out --num-classes")
+    if options.features and options.quant.qat is not None:
+        raise BBDeployError("--qat distills the classifier's logits; leave out --features (or --qat)")
     calibration = training = None
     qat_options = options.quant.qat
     if qat_options is not None and options.precision != "int8":

@@ -85,22 +85,12 @@ def run_batched(runner, images_nchw: np.ndarray, layout: str, batch: int, all_ou
     A static-batch artifact needs full batches: the last one is padded by repeating its final image
     and the padding's outputs are dropped.
     """
-    if all_outputs:
-        chunks = []
-        for start in range(0, len(images_nchw), batch):
-            chunk, real = _full_batch(images_nchw[start:start + batch], batch, layout)
-            chunks.append([_nchw(o[:real], layout) for o in runner.run_all(chunk)])
-        return [np.concatenate(parts) for parts in zip(*chunks)]
-    outputs = []
+    chunks = []
     for start in range(0, len(images_nchw), batch):
-        chunk = images_nchw[start:start + batch]
-        real = len(chunk)
-        if real < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
-        if layout == "nhwc":
-            chunk = chunk.transpose(0, 2, 3, 1)
-        outputs.append(runner(np.ascontiguousarray(chunk, dtype=np.float32))[:real])
-    return np.concatenate(outputs)
+        chunk, real = _full_batch(images_nchw[start:start + batch], batch, layout)
+        chunks.append([_nchw(output[:real], layout) for output in runner.run_all(chunk)])
+    outputs = [np.concatenate(parts) for parts in zip(*chunks)]
+    return outputs if all_outputs else outputs[0]
 
 
 def _full_batch(chunk: np.ndarray, batch: int, layout: str) -> tuple[np.ndarray, int]:

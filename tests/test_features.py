@@ -49,6 +49,8 @@ def test_three_feature_maps_on_every_target_float_and_int8(photos, tmp_path):
     (["--features", "3,4,5", "--num-classes", "10"],
      "error: --features exports the backbone without its classifier; leave out --num-classes"),
     (["--features", "three"], "error: --features 'three' is not a list of stage indices; pass e.g. 3,4,5"),
+    (["--features", "3,4,5", "--int8", "--qat", "--train-data", "."],
+     "error: --qat distills the classifier's logits; leave out --features (or --qat)"),
 ])
 def test_bad_features_are_one_line(args, expected, tmp_path):
     result = run_cli("export", "mobilenet_v3_large", "--weights", "random", "--target", "onnx", "--input-size",
