@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .layers import init_weights, make_divisible
-from .registry import ImagenetWeights, Preprocess, register_backbone
+from .registry import ImagenetWeights, Preprocess, register_variant
 
 BN_MOMENTUM = 1 - 0.9997  # TensorFlow's decay 0.9997, as torchvision sets it
 # Channels of: stem conv, separable conv, then the six stacks below, at depth multiplier 1.0.
@@ -82,20 +82,16 @@ class MNASNet(nn.Module):
 def _register(alpha: float, suffix: str, filename: str, sha256: str, top1: float, resize: int = 256,
               fixed_stem: bool = False, aliases=()):
     """Register `mnasnet<suffix>`; the four depth multipliers differ only in this row of arguments."""
-
-    def mnasnet(*, num_classes: int = 1000) -> nn.Module:
-        return MNASNet(alpha, num_classes=num_classes, fixed_stem=fixed_stem)
-
-    mnasnet.__name__ = mnasnet.__qualname__ = f"mnasnet{suffix}"
-    mnasnet.__doc__ = f"MnasNet-B1 depth multiplier {alpha}. https://arxiv.org/abs/1807.11626"
-    return register_backbone(
+    return register_variant(
+        f"mnasnet{suffix}", f"MnasNet-B1 depth multiplier {alpha}. https://arxiv.org/abs/1807.11626",
+        lambda *, num_classes=1000: MNASNet(alpha, num_classes=num_classes, fixed_stem=fixed_stem),
         family="mnasnet",
         paper="https://arxiv.org/abs/1807.11626",
         preprocess=Preprocess(224, 224 / resize, "bilinear"),
         aliases=(f"mnasnet_{suffix}", *aliases),
         imagenet=ImagenetWeights(filename=filename, url=f"https://download.pytorch.org/models/{filename}",
                                  sha256=sha256, top1=top1),
-    )(mnasnet)
+    )
 
 
 # torchvision's weights; 0.75 and 1.3 were trained later, with torchvision's resize to 232 px

@@ -92,6 +92,15 @@ def register_backbone(*, family: str, paper: str, preprocess: Preprocess,
     return decorate
 
 
+def register_variant(name: str, doc: str, constructor: Callable[..., nn.Module], **registration):
+    """Register one member of a family whose members differ only in arguments: `constructor` (taking
+    `num_classes` and, for families with widths, `width`) under `name`, with `register_backbone`'s
+    `registration` arguments."""
+    constructor.__name__ = constructor.__qualname__ = name
+    constructor.__doc__ = doc
+    return register_backbone(**registration)(constructor)
+
+
 def resolve(name: str) -> BackboneSpec:
     """The spec of a backbone by name or alias (`mobilenetv3`, `efficientnet-lite0`, ...), or of your own
     `module:function` backbone once `custom.load_custom` imported it."""

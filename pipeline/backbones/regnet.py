@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .layers import init_weights, make_divisible
-from .registry import ImagenetWeights, Preprocess, register_backbone
+from .registry import ImagenetWeights, Preprocess, register_variant
 
 STEM_CHANNELS = 32
 
@@ -141,14 +141,11 @@ def _torchvision_weights(filename: str, sha256: str, top1: float) -> ImagenetWei
 
 def _register(name: str, point: DesignPoint, preprocess: Preprocess, weights: ImagenetWeights, aliases=()):
     """Register `name`; every RegNet differs only in this row of arguments."""
-
-    def regnet(*, num_classes: int = 1000) -> nn.Module:
-        return RegNet(point, num_classes=num_classes)
-
-    regnet.__name__ = regnet.__qualname__ = name
-    regnet.__doc__ = f"{name}: RegNet design point {point}. https://arxiv.org/abs/2003.13678"
-    return register_backbone(family=name[:len("regnet_x")], paper="https://arxiv.org/abs/2003.13678",
-                             preprocess=preprocess, aliases=aliases, imagenet=weights)(regnet)
+    return register_variant(
+        name, f"{name}: RegNet design point {point}. https://arxiv.org/abs/2003.13678",
+        lambda *, num_classes=1000: RegNet(point, num_classes=num_classes),
+        family=name[:len("regnet_x")], paper="https://arxiv.org/abs/2003.13678", preprocess=preprocess,
+        aliases=aliases, imagenet=weights)
 
 
 # Design points of the paper (Appendix C), as pycls, timm and torchvision define them.

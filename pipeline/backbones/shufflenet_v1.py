@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .layers import init_weights
-from .registry import ImagenetWeights, Preprocess, register_backbone
+from .registry import ImagenetWeights, Preprocess, register_variant
 
 STAGE_REPEATS = (4, 8, 4)  # units in stage 2, 3, 4 (Table 1 of the paper)
 # Output channels of conv1, stage 2, stage 3, stage 4 per width, for each number of groups (Table 1,
@@ -169,13 +169,9 @@ def _runs(positions: list[int]) -> list[tuple[int, int]]:
 
 def _register(groups: int):
     """Register `shufflenet_v1_g<groups>`; the two differ only in the number of groups."""
-
-    def shufflenet(*, width: float = 1.0, num_classes: int = 1000) -> nn.Module:
-        return ShuffleNetV1(groups, width=width, num_classes=num_classes)
-
-    shufflenet.__name__ = shufflenet.__qualname__ = f"shufflenet_v1_g{groups}"
-    shufflenet.__doc__ = f"ShuffleNet V1, {groups} groups. https://arxiv.org/abs/1707.01083"
-    return register_backbone(
+    return register_variant(
+        f"shufflenet_v1_g{groups}", f"ShuffleNet V1, {groups} groups. https://arxiv.org/abs/1707.01083",
+        lambda *, width=1.0, num_classes=1000: ShuffleNetV1(groups, width=width, num_classes=num_classes),
         family="shufflenet_v1",
         paper="https://arxiv.org/abs/1707.01083",
         preprocess=RAW_PIXELS,
@@ -186,7 +182,7 @@ def _register(groups: int):
             note="Megvii publishes its checkpoints (every width, groups 3 and 8) on OneDrive and Baidu Pan from "
                  "github.com/megvii-model/ShuffleNet-Series, without a download address or sha256 that can be "
                  "checked: download one and pass it with --weights PATH"),
-    )(shufflenet)
+    )
 
 
 shufflenet_v1_g3 = _register(3)

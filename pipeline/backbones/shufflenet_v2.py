@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .layers import init_weights
-from .registry import ImagenetWeights, Preprocess, register_backbone
+from .registry import ImagenetWeights, Preprocess, register_variant
 
 STAGE_REPEATS = (4, 8, 4)  # blocks in stage2, stage3, stage4 (Table 5 of the paper)
 # Output channels of conv1, stage2, stage3, stage4, conv5 per width (Table 5).
@@ -86,20 +86,16 @@ class ShuffleNetV2(nn.Module):
 
 def _register(width: float, suffix: str, filename: str, sha256: str, top1: float, aliases=()):
     """Register `shufflenet_v2_<suffix>`; the four widths differ only in this row of arguments."""
-
-    def shufflenet(*, num_classes: int = 1000) -> nn.Module:
-        return ShuffleNetV2(width, num_classes=num_classes)
-
-    shufflenet.__name__ = shufflenet.__qualname__ = f"shufflenet_v2_{suffix}"
-    shufflenet.__doc__ = f"ShuffleNetV2 {width}x. https://arxiv.org/abs/1807.11164"
-    return register_backbone(
+    return register_variant(
+        f"shufflenet_v2_{suffix}", f"ShuffleNetV2 {width}x. https://arxiv.org/abs/1807.11164",
+        lambda *, num_classes=1000: ShuffleNetV2(width, num_classes=num_classes),
         family="shufflenet_v2",
         paper="https://arxiv.org/abs/1807.11164",
         preprocess=Preprocess(224, 0.875, "bilinear"),
         aliases=(f"shufflenetv2_{suffix}", *aliases),
         imagenet=ImagenetWeights(filename=filename, url=f"https://download.pytorch.org/models/{filename}",
                                  sha256=sha256, top1=top1),
-    )(shufflenet)
+    )
 
 
 shufflenet_v2_x0_5 = _register(0.5, "x0_5", "shufflenetv2_x0.5-f707e7126e.pth", "f707e7126e", 60.552)
