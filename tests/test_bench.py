@@ -114,11 +114,11 @@ def test_artifacts_are_timed_interleaved_in_rounds(monkeypatch, tmp_path):
         def __init__(self, name):
             self.name, self.runtime, self.runtime_version = name, "fake", "0"
             self.input = runner_module.TensorSpec("x", [1, 2], "float32")
-            self.output = runner_module.TensorSpec("y", [1, 2], "float32")
+            self.outputs = [runner_module.TensorSpec("y", [1, 2], "float32")]
 
         def _invoke(self, batch):
             calls.append(self.name)
-            return batch
+            return [batch]
 
     monkeypatch.setattr(runner_module, "load", lambda path, threads, precision: Fake(path))
     outcomes = runner_module.measure(["A", "B"], warmup=1, runs=20, min_time=0)

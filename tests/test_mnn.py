@@ -158,7 +158,7 @@ def test_mnn_conversions_at_once_each_compute_their_own_model(tmp_path):
                                  tmp_path / f"{index}.mnn", "--bizCode", "bbdeploy"])
         x = np.random.default_rng(index).standard_normal((1, 3, 32, 32)).astype(np.float32)
         reference = ort.InferenceSession(str(tmp_path / f"{index}.onnx")).run(None, {"input": x})[0]
-        return float(np.abs(load(tmp_path / f"{index}.mnn", threads=1, exec_precision="f32")._invoke(x) - reference).max())
+        return float(np.abs(load(tmp_path / f"{index}.mnn", threads=1, exec_precision="f32")(x) - reference).max())
 
     with ThreadPoolExecutor(4) as pool:
         differences = list(pool.map(convert, range(4)))
