@@ -44,6 +44,7 @@ def test_real_efficientnet_lite0_int8_agreement(target, tmp_path):
     assert parity["confident_top1_agreement"] >= confident - 0.02, parity
 
 
+@pytest.mark.long(seconds=30)
 def test_keep_float_leaves_the_named_layers_in_float_on_every_target(photos, tmp_path):
     import onnx
     import openvino as ov
@@ -76,6 +77,7 @@ def test_keep_float_leaves_the_named_layers_in_float_on_every_target(photos, tmp
     assert weight_source["__module.features.1.conv.0.0"] != "Constant"
 
 
+@pytest.mark.long(seconds=25)
 @pytest.mark.parametrize("io, dtype", [("int8", "int8"), ("uint8", "uint8")])
 def test_tflite_full_integer_io(io, dtype, photos, tmp_path):
     weights = calibrated_checkpoint("mobilenet_v3_small", photos, tmp_path)
