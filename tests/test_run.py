@@ -208,14 +208,16 @@ def test_a_failing_row_is_reported_and_the_others_finish(tmp_path):
 
 @pytest.mark.long(seconds=60)
 def test_baseline_marks_a_slowed_artifact_as_a_regression(tmp_path):
-    """The baseline is a real run at 32 px; the same row at 224 px (49x the pixels) is slower by far
-    more than either run's p50-to-p90 spread."""
+    """The baseline is a real run at width 0.25 and 32 px; the same row (model, target, precision, device)
+    at width 1.0 and 224 px is ~700x the MACs, slower by far more than either run's p50-to-p90 spread even
+    beside the other test worker (at width 0.25 and 224 px, 1.2 ms against a p90 of 5.3 ms once did not)."""
     pipeline = {"models": [SMALL_MODEL], "targets": ["onnx"], "precisions": ["fp32"],
                 "validation": {"limit": 8}, "devices": {"local": {}}, "bench": {**QUICK_BENCH, "runs": 20},
                 "output": str(tmp_path / "before")}
     code, before, stderr, _ = _run(_write(tmp_path, pipeline))
     assert code == 0, stderr
-    slowed = {**pipeline, "models": [{**SMALL_MODEL, "input_size": 224}], "output": str(tmp_path / "after")}
+    slowed = {**pipeline, "models": [{**SMALL_MODEL, "width": 1.0, "input_size": 224}],
+              "output": str(tmp_path / "after")}
     baseline = str(tmp_path / "before" / "report.json")
     code, after, stderr, _ = _run(_write(tmp_path, slowed), "--baseline", baseline, "--fail-on-regression")
     assert code == 1, stderr
