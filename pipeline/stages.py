@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .backbones.complexity import layer_macs
 from .errors import BBDeployError
 
 
@@ -143,11 +144,7 @@ def stage_table(model: nn.Module, input_size: int) -> list[Stage]:
 
     def count(path: str):
         def hook(module, _inputs, output):
-            if isinstance(module, nn.Conv2d):
-                kh, kw = module.kernel_size
-                macs[path] += output[0].numel() * (module.in_channels // module.groups) * kh * kw
-            elif isinstance(module, nn.Linear):
-                macs[path] += output[0].numel() * module.in_features
+            macs[path] += layer_macs(module, output)
         return hook
 
     hooks = []

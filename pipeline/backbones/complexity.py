@@ -16,21 +16,12 @@ def count_macs(model: nn.Module, input_size: int) -> int:
     """Multiply-accumulates of one forward pass at `input_size` x `input_size` (convs and linears)."""
     total = 0
 
-    def on_conv(module: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
+    def on_layer(module: nn.Module, _inputs, output: torch.Tensor) -> None:
         nonlocal total
-        kh, kw = module.kernel_size
-        total += output[0].numel() * (module.in_channels // module.groups) * kh * kw
+        total += layer_macs(module, output)
 
-    def on_linear(module: nn.Linear, _inputs, output: torch.Tensor) -> None:
-        nonlocal total
-        total += output[0].numel() * module.in_features
-
-    hooks = []
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            hooks.append(module.register_forward_hook(on_conv))
-        elif isinstance(module, nn.Linear):
-            hooks.append(module.register_forward_hook(on_linear))
+    hooks = [module.register_forward_hook(on_layer) for module in model.modules()
+             if isinstance(module, (nn.Conv2d, nn.Linear))]
     try:
         device = next(model.parameters()).device
         with torch.no_grad():
@@ -39,6 +30,16 @@ def count_macs(model: nn.Module, input_size: int) -> int:
         for hook in hooks:
             hook.remove()
     return total
+
+
+def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
+    """Multiply-accumulates of one sample through a Conv2d or Linear that produced `output` (0 otherwise)."""
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return output[0].numel() * (module.in_channels // module.groups) * kh * kw
+    if isinstance(module, nn.Linear):
+        return output[0].numel() * module.in_features
+    return 0
 
 
 def measure(constructor: Callable[[], nn.Module], input_size: int) -> tuple[int, int]:

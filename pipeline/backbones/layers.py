@@ -52,6 +52,22 @@ def conv_bn_act(
     return nn.Sequential(*layers)
 
 
+class SqueezeExcite(nn.Module):
+    """x * gate(fc2(relu(fc1(mean(x))))): channel attention with torchvision's parameter names.
+    MobileNetV3 gates with a hard sigmoid, RegNetY with a sigmoid."""
+
+    def __init__(self, channels: int, squeeze_channels: int, gate: type[nn.Module] = nn.Hardsigmoid):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
+        self.activation = nn.ReLU()
+        self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
+        self.scale_activation = gate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+
+
 def tf_same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
     """(before, after) padding of TensorFlow's "SAME" mode for one spatial dimension."""
     out = math.ceil(size / stride)

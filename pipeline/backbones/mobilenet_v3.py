@@ -8,7 +8,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from .layers import conv_bn_act, init_weights, make_divisible
+from .layers import SqueezeExcite, conv_bn_act, init_weights, make_divisible
 from .registry import ImagenetWeights, Preprocess, register_backbone
 
 RE, HS = nn.ReLU, nn.Hardswish
@@ -47,22 +47,6 @@ SMALL = [
 STEM_CHANNELS = 16
 
 _conv = partial(conv_bn_act, bn_eps=0.001, bn_momentum=0.01)
-
-
-class SqueezeExcite(nn.Module):
-    """Channel attention with a hard-sigmoid gate, as in the paper (torchvision's parameter names)."""
-
-    def __init__(self, channels: int, squeeze_channels: int):
-        super().__init__()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
-        self.activation = nn.ReLU()
-        self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
-        self.scale_activation = nn.Hardsigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
-        return x * scale
 
 
 class InvertedResidual(nn.Module):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .layers import init_weights, make_divisible
+from .layers import SqueezeExcite, init_weights, make_divisible
 from .registry import ImagenetWeights, Preprocess, register_variant
 
 STEM_CHANNELS = 32
@@ -52,21 +52,6 @@ def stages(point: DesignPoint) -> list[tuple[int, int, int]]:
     return result
 
 
-class SqueezeExcitation(nn.Module):
-    """x * sigmoid(fc2(relu(fc1(mean(x))))), with torchvision's parameter names."""
-
-    def __init__(self, channels: int, squeeze: int):
-        super().__init__()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(channels, squeeze, 1)
-        self.activation = nn.ReLU()
-        self.fc2 = nn.Conv2d(squeeze, channels, 1)
-        self.scale_activation = nn.Sigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
-
-
 def _conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
              relu: bool = True) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
@@ -86,7 +71,7 @@ class Bottleneck(nn.Module):
         parts = {"a": _conv_bn(in_channels, out_channels, 1),
                  "b": _conv_bn(out_channels, out_channels, 3, stride, groups=out_channels // group_width)}
         if se_ratio:
-            parts["se"] = SqueezeExcitation(out_channels, int(round(se_ratio * in_channels)))
+            parts["se"] = SqueezeExcite(out_channels, int(round(se_ratio * in_channels)), gate=nn.Sigmoid)
         parts["c"] = _conv_bn(out_channels, out_channels, 1, relu=False)
         self.f = nn.Sequential()
         for name, part in parts.items():
