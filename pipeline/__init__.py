@@ -6,7 +6,11 @@ The API names below are imported on first use, so that `bbdeploy --help` does no
 
 from importlib import import_module
 
+from .offline import keep_dependencies_offline
+
 __version__ = "0.1.0"
+
+keep_dependencies_offline()  # before any dependency is imported: see bbdeploy.offline
 
 _LAZY = {
     "list_backbones": "bbdeploy.zoo",

@@ -486,9 +486,11 @@ def _weights_status(imagenet: dict | None) -> str:
 
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line on stderr."""
+    from .offline import keep_dependency_state_in_cache
     from .quiet import silence_known_noise
 
     silence_known_noise()
+    keep_dependency_state_in_cache()
     try:
         app()
         code = 0

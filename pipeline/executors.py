@@ -9,11 +9,25 @@ every bench job on that device asks for, so the guarantee holds across every cli
 from __future__ import annotations
 
 import multiprocessing
+import os
+import secrets
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from .errors import BBDeployError
 
 EXECUTORS = ("local", "ray")
+
+
+def keep_local_ray_to_itself() -> None:
+    """Before bbdeploy starts a Ray instance of its own (the processes Ray starts inherit this process's
+    environment): an authentication token of this run instead of the one Ray would generate and save
+    in `~/.ray/auth_token`, and usage statistics off (Ray's own switch); a token or setting the user
+    exported is kept. Ray binds the instance to this machine's own address (it refuses loopback). Its
+    dashboard process still probes cloud metadata endpoints when it starts (169.254.169.254,
+    metadata.google.internal: Ray 2.60 does that before it reads the switch), which no Ray setting
+    stops: see README "What bbdeploy never does"."""
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def device_resource(name: str) -> str:
@@ -69,6 +83,7 @@ class RayExecutor:
         resources = {device_resource(name): 1 for name in devices}
         try:
             if address is None:
+                keep_local_ray_to_itself()
                 ray.init(num_cpus=jobs, resources=resources, include_dashboard=False, log_to_driver=False,
                          configure_logging=False)
             else:

@@ -15,23 +15,15 @@ from pathlib import Path
 from .backbones.registry import BackboneSpec
 from .download import DownloadError, download, hash_matches, sha256_of
 from .errors import BBDeployError
+from .offline import cache_dir
 
 OFFLINE_ENV = "BBDEPLOY_OFFLINE"  # set to 1 to never download
-CACHE_ENV = "BBDEPLOY_CACHE_DIR"
 
 
 @dataclass(frozen=True)
 class WeightsFile:
     path: Path
     source: str  # "cache", "package <name>", "download <url>" or "path"
-
-
-def cache_dir() -> Path:
-    """`$BBDEPLOY_CACHE_DIR`, else `$XDG_CACHE_HOME/bbdeploy`, else `~/.cache/bbdeploy`."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "bbdeploy"
 
 
 def weights_cache() -> Path:

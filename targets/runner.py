@@ -49,6 +49,11 @@ class Runner:
     # the precision the runtime computes float parts in, read back from it; None where the runtime
     # has no such setting (it computes in the artifact's own precision)
     exec_precision: str | None = None
+    # the runtime's own switches that keep its telemetry off, applied per process before it is imported
+    # (see keep_runtimes_offline): environment variables it reads on import, and optional modules whose
+    # absence the runtime handles by sending nothing
+    OFFLINE_ENVIRONMENT: dict[str, str] = {}
+    OFFLINE_WITHOUT_MODULES: tuple[str, ...] = ()
 
     @property
     def output(self) -> TensorSpec:
@@ -82,6 +87,10 @@ class Runner:
 
 class OnnxRunner(Runner):
     SUFFIX = ".onnx"
+    # onnxruntime (1.32, Linux) queues telemetry events (Microsoft's 1DS SDK: device id, OS, CPU, the
+    # Python path) in ~/.cache/Microsoft/DeveloperTools/ for upload from C++ on every InferenceSession,
+    # unless this is set when onnxruntime is imported (setting it later has no effect: measured, 1.32)
+    OFFLINE_ENVIRONMENT = {"ORT_DISABLE_TELEMETRY": "1"}
 
     def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None):
         import onnxruntime as ort
@@ -159,6 +168,11 @@ class OpenVINORunner(Runner):
     "f32" / "bf16" / "f16" pin it. What really ran is read back from the compiled model."""
 
     SUFFIX = ".xml"
+    # `import openvino` (its model converter) and NNCF start openvino-telemetry, which sends Google
+    # Analytics events without asking unless a consent file in the user's home says no, and writes a
+    # client id and a usage count into ~/intel. Both fall back to their own no-op telemetry when that
+    # optional package cannot be imported (openvino.tools.ovc.telemetry_stub, NNCFTelemetryStub).
+    OFFLINE_WITHOUT_MODULES = ("openvino_telemetry",)
 
     def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None):
         import openvino as ov
@@ -260,6 +274,21 @@ class _stdout_to_stderr:
 # by artifact suffix: on a board there is no target table, only the file (the table names each
 # target's runner class, and a test checks that the two agree)
 RUNNERS = {runner.SUFFIX: runner for runner in (OnnxRunner, LiteRTRunner, OpenVINORunner, MNNRunner)}
+
+
+def keep_runtimes_offline() -> None:
+    """Turn every runtime's telemetry off in this process and the processes it starts, with the
+    runtimes' own switches, before any of them is imported; nothing is written to the user's settings.
+
+    A variable the user set explicitly is theirs (`setdefault`). A module is blocked by a `None` entry in
+    `sys.modules`, which makes `import` raise ImportError; one imported already is left as it is
+    (bbdeploy applies this when it is imported, and the runner before it loads any artifact).
+    """
+    for runner in RUNNERS.values():
+        for name, value in runner.OFFLINE_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
+        for module in runner.OFFLINE_WITHOUT_MODULES:
+            sys.modules.setdefault(module, None)
 
 
 EXEC_PRECISIONS = ("f32", "bf16", "f16")  # what `exec_precision` may pin, where a runtime has the setting
@@ -402,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-time", type=float, default=1.0)
     parser.add_argument("--exec-precision", choices=EXEC_PRECISIONS, default=None)
     args = parser.parse_args(argv)
+    keep_runtimes_offline()
     outcomes = measure(args.artifacts, threads=args.threads, warmup=args.warmup, runs=args.runs,
                        min_time=args.min_time, exec_precision=args.exec_precision)
     print(json.dumps({"device": device_facts(), "peak_rss_bytes": peak_rss_bytes(), "outcomes": outcomes}))

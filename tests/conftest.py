@@ -136,3 +136,11 @@ def sshd(tmp_path_factory):
            "options": [*client, "--ssh-option", f"IdentityFile={folder / 'user_key'}"]}
     server.terminate()
     server.wait(timeout=10)
+
+
+@pytest.fixture
+def offline_guard(tmp_path):
+    """A user's shell with an empty HOME, every name lookup and connection recorded (tests/netguard)."""
+    from tests.netguard import OfflineGuard
+
+    return OfflineGuard(tmp_path / "offline-guard")

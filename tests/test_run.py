@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -25,9 +24,12 @@ def _write(folder: Path, pipeline: dict) -> Path:
     return path
 
 
-def _run(pipeline_file: Path, *args: str, jobs: int = 2) -> tuple[int, dict | None, str, float]:
+def _run(pipeline_file: Path, *args: str, jobs: int = 2, guard=None) -> tuple[int, dict | None, str, float]:
+    """`bbdeploy run`; with `guard` (the offline_guard fixture), as a user's shell with every lookup and
+    connection recorded."""
     started = time.perf_counter()
-    done = run_cli("run", str(pipeline_file), "--jobs", str(jobs), "--json", *args, timeout=900)
+    arguments = ("run", str(pipeline_file), "--jobs", str(jobs), "--json", *args)
+    done = guard.command(*arguments) if guard else run_cli(*arguments, timeout=900)
     seconds = time.perf_counter() - started
     report = json.loads(done.stdout) if done.stdout.strip() else None
     return done.returncode, report, done.stderr, seconds
@@ -93,31 +95,32 @@ def test_parse_reads_lists_and_mappings_alike():
     assert short == long
 
 
-def _two_device_runs(sshd, folder: Path) -> tuple[Path, dict]:
+def _two_device_runs(sshd, folder: Path, guard) -> tuple[Path, dict]:
     """A small model on every target, fp32 and int8, on this machine and on a second device (the
-    loopback sshd), with one cold run (two jobs at once) and one warm run of it."""
+    loopback sshd), with one cold run (two jobs at once) and one warm run of it, both under `guard`."""
     options = sshd["options"]
     pipeline = {"models": [SMALL_MODEL], "targets": "all",
                 "precisions": {"fp32": {}, "int8": {"min_cosine": 0.0}},
                 "calibration": {"size": 8}, "validation": {"limit": 32},
-                "devices": {"local": {}, "board": {"url": sshd["device"], "python": sys.executable,
+                "devices": {"local": {}, "board": {"url": sshd["device"], "python": str(guard.board_python),
                                                    "ssh_options": options[1::2]}},
                 "bench": QUICK_BENCH, "output": str(folder / "out")}
     path = _write(folder, pipeline)
-    code, first, stderr, first_s = _run(path)
+    code, first, stderr, first_s = _run(path, guard=guard)
     assert code == 0, stderr
     before = _files(folder / "out")
-    code, second, stderr, second_s = _run(path, jobs=1)  # one process: no worker starts for cached results
+    code, second, stderr, second_s = _run(path, jobs=1, guard=guard)  # one process: no worker starts for cached results
     assert code == 0, stderr
     return path, {"pipeline": pipeline, "first": first, "second": second, "first_s": first_s,
                   "second_s": second_s, "unchanged": before == _files(folder / "out")}
 
 
 @pytest.mark.long(seconds=180)
-def test_two_devices_cached_stages_fair_benchmarks_and_the_report(sshd, tmp_path):
-    """One test, as the runs take two minutes: the cache, device fairness and the report are each
-    checked on the same pipeline's runs (helpers below)."""
-    path, runs = _two_device_runs(sshd, tmp_path)
+def test_two_devices_cached_stages_fair_benchmarks_and_the_report(sshd, offline_guard, tmp_path):
+    """One test, as the runs take two minutes: the cache, device fairness, the report and that nothing
+    left the machine (issue 25, see tests/test_offline.py) are each checked on the same pipeline's runs."""
+    path, runs = _two_device_runs(sshd, tmp_path, offline_guard)
+    assert offline_guard.violations() == []
     _check_benchmarks_never_share_a_device_and_local_ones_run_alone(runs)
     _check_the_report_answers_which_artifact_per_device(runs)
     _check_runs_are_cached_by_branch(path, runs)  # last: it runs the pipeline once more

@@ -22,12 +22,18 @@ TORCH = "torch==2.13.0"  # the CPU build, installed first as the Makefile does (
 def _run(command: list[str], cwd: Path, env: dict | None = None, timeout: float = 900) -> str:
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+    return _output(done, command)
+
+
+def _output(done: subprocess.CompletedProcess, command: list[str]) -> str:
     assert done.returncode == 0, f"{command[:4]} exited {done.returncode}:\n{done.stderr[-3000:]}"
     return done.stdout
 
 
 @pytest.mark.long(seconds=90)
-def test_the_installed_wheel_exports_drifts_and_benches(tmp_path, photos):
+def test_the_installed_wheel_exports_drifts_and_benches(tmp_path, photos, offline_guard):
+    """...and nothing leaves the machine or lands in HOME from its commands (issue 25: the guard of
+    tests/test_offline.py, on what a plain `pip install` brings, openvino-telemetry included)."""
     dist = tmp_path / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(dist), str(ROOT)], tmp_path)
     (wheel,) = dist.glob("bbdeploy-*.whl")
@@ -48,23 +54,27 @@ def test_the_installed_wheel_exports_drifts_and_benches(tmp_path, photos):
     data.mkdir(parents=True)
     for name, photo in list(photos.items())[:6]:
         Image.fromarray(photo).save(data / f"{name}.png")
-    bbdeploy = str(venv / "bin" / "bbdeploy")
-    env = {"BBDEPLOY_OFFLINE": "1", "BBDEPLOY_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": ""}
-    rows = json.loads(_run([bbdeploy, "export", "mobilenet_v3_small", "--weights", "random", "--input-size", "64",
-                            "--target", "onnx", "--int8", "--calib-size", "8", "--min-cosine", "0.5", "--output", "out", "--json"], work, env))
-    (row,) = rows
-    assert row["status"] == "exported" and row["parity"]["passed"] is True, row
-    artifact = row["artifact"]
-    assert Path(work / artifact).is_file() and Path(artifact).name == "mobilenet_v3_small_64px_int8.onnx"
+    def bbdeploy(*args: str) -> str:  # the venv's command, as a user's shell runs it, under the guard
+        command = (str(venv / "bin" / "bbdeploy"),)
+        return _output(offline_guard.command(*args, bbdeploy=command, cwd=work), [*command, *args])
 
-    report = json.loads(_run([bbdeploy, "drift", artifact, "--data", "photos", "--json"], work, env))
-    (result,) = report["results"]
-    assert report["data"]["images"] == 6 and result["agreement_top1"] is not None
+    offline_guard.env["BBDEPLOY_OFFLINE"] = "1"
+    rows = json.loads(bbdeploy("export", "mobilenet_v3_small", "--weights", "random", "--input-size", "64",
+                               "--target", "onnx,openvino", "--int8", "--calib-size", "8", "--min-cosine", "0.5",
+                               "--output", "out", "--json"))
+    assert [(row["target"], row["status"], row["parity"]["passed"]) for row in rows] == [
+        ("onnx", "exported", True), ("openvino", "exported", True)], rows
+    artifacts = [row["artifact"] for row in rows]
+    assert Path(work / artifacts[0]).is_file() and Path(artifacts[0]).name == "mobilenet_v3_small_64px_int8.onnx"
 
-    bench = json.loads(_run([bbdeploy, "bench", artifact, "--runs", "3", "--warmup", "1", "--min-time", "0",
-                             "--json"], work, env))
-    (measured,) = bench["results"]
-    assert measured["status"] == "measured" and measured["runs"] >= 3 and measured["latency_ms"]["p50"] > 0
+    report = json.loads(bbdeploy("drift", *artifacts, "--data", "photos", "--json"))
+    assert report["data"]["images"] == 6 and all(r["agreement_top1"] is not None for r in report["results"])
+
+    bench = json.loads(bbdeploy("bench", *artifacts, "--runs", "3", "--warmup", "1", "--min-time", "0", "--json"))
+    for measured in bench["results"]:
+        assert measured["status"] == "measured" and measured["runs"] >= 3 and measured["latency_ms"]["p50"] > 0
+    assert offline_guard.violations() == []
+    env = {"PYTHONPATH": ""}
     # the venv's own interpreter ran it, from the installed package
     assert _run([str(venv / "bin" / "python"), "-c", "import bbdeploy; print(bbdeploy.__file__)"], work, env
                 ).strip().startswith(str(venv))

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # System packages the test suite needs, installed only when missing (Debian/Ubuntu, as root or via sudo):
 #   chromium + chromium-driver: headless browser that checks the drift HTML report renders;
-#   openssh-server + openssh-client: a real sshd on loopback plays the board for `bench --device ssh://`.
+#   openssh-server + openssh-client: a real sshd on loopback plays the board for `bench --device ssh://`;
+#   strace: the "nothing leaves the machine" tests trace every connect() of a command, C++ code included.
 set -euo pipefail
 needed=()
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || needed+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || needed+=(chromium-driver)
 [ -x /usr/sbin/sshd ] || needed+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || needed+=(openssh-client)
+command -v strace >/dev/null 2>&1 || needed+=(strace)
 if [ ${#needed[@]} -eq 0 ]; then
     exit 0
 fi
