@@ -22,6 +22,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"  # the CLI subprocesses that tests start inherit it
 
 FIXTURES = Path(__file__).parent / "fixtures"
+FAKES = Path(__file__).parent / "fakes"  # stand-ins for adb and LiteRT's benchmark_model
 TINY = 64  # pixels: plumbing tests run the whole zoo at this resolution
 # int8 floor for plumbing tests on random networks: at 64 px with 4-16 calibration crops their int8
 # logit cosine measured 0.74-0.91 (trained networks: >= 0.985, see bbdeploy.parity.DEFAULT_MIN_COSINE),
@@ -136,6 +137,15 @@ def sshd(tmp_path_factory):
            "options": [*client, "--ssh-option", f"IdentityFile={folder / 'user_key'}"]}
     server.terminate()
     server.wait(timeout=10)
+
+
+@pytest.fixture
+def phone(tmp_path):
+    """The stand-in adb and benchmark_model of tests/fakes, with a phone folder and a call log."""
+    (tmp_path / "phone" / "data" / "local" / "tmp").mkdir(parents=True)
+    env = {"PATH": f"{FAKES}{os.pathsep}{os.environ['PATH']}", "FAKE_PHONE": str(tmp_path / "phone"),
+           "FAKE_PHONE_BIN": str(FAKES / "phone-bin"), "FAKE_ADB_LOG": str(tmp_path / "adb.log")}
+    return {"env": env, "root": tmp_path / "phone" / "data" / "local" / "tmp", "log": tmp_path / "adb.log"}
 
 
 @pytest.fixture

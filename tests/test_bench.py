@@ -12,7 +12,7 @@ from bbdeploy.export import ExportOptions, export
 from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.targets.bench import add_warnings, latency_summary
-from tests.conftest import PLUMBING_MIN_COSINE, TINY, run_cli
+from tests.conftest import FAKES, PLUMBING_MIN_COSINE, TINY, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -264,20 +264,6 @@ def test_ssh_errors_are_one_line_and_leave_nothing(sshd, small_artifacts, tmp_pa
     for stderr in (unreachable.stderr, denied.stderr, missing.stderr):
         assert len(stderr.strip().splitlines()) == 1
     assert _remote_temp_folders() == before
-
-
-FAKES = Path(__file__).parent / "fakes"
-
-
-@pytest.fixture
-def phone(tmp_path):
-    """The stand-in adb and benchmark_model of tests/fakes, with a phone folder and a call log."""
-    import os
-
-    (tmp_path / "phone" / "data" / "local" / "tmp").mkdir(parents=True)
-    env = {"PATH": f"{FAKES}{os.pathsep}{os.environ['PATH']}", "FAKE_PHONE": str(tmp_path / "phone"),
-           "FAKE_PHONE_BIN": str(FAKES / "phone-bin"), "FAKE_ADB_LOG": str(tmp_path / "adb.log")}
-    return {"env": env, "root": tmp_path / "phone" / "data" / "local" / "tmp", "log": tmp_path / "adb.log"}
 
 
 def _adb_calls(log: Path) -> list[list[str]]:

@@ -18,12 +18,13 @@ from PIL import Image
 
 from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.targets.runner import RUNNERS, keep_runtimes_offline
+from tests.conftest import FAKES
 
 TINY_MODEL = ("mobilenet_v1", "--weights", "random", "--width", "0.25", "--input-size", "32")
 
 
 @pytest.mark.long(seconds=75)
-def test_no_command_reaches_past_this_machine_or_writes_into_home(offline_guard, sshd, photos, tmp_path):
+def test_no_command_reaches_past_this_machine_or_writes_into_home(offline_guard, sshd, phone, photos, tmp_path):
     guard = offline_guard
     data = tmp_path / "photos"
     data.mkdir()
@@ -53,6 +54,11 @@ def test_no_command_reaches_past_this_machine_or_writes_into_home(offline_guard,
                                               str(guard.board_python))):
         bench = json.loads(bbdeploy("bench", *artifacts, *device, *quick))
         assert [row["status"] for row in bench["results"]] == ["measured"] * len(artifacts), bench["results"]
+    guard.env.update(phone["env"])  # the stand-in adb and phone: what bbdeploy's side of adb does
+    tflite = [artifact for artifact in artifacts if artifact.endswith(".tflite")]
+    bench = json.loads(bbdeploy("bench", *tflite, "--device", "adb://emulator-5554", "--benchmark-binary",
+                                str(FAKES / "benchmark_model"), *quick))
+    assert [row["status"] for row in bench["results"]] == ["measured"] * len(tflite), bench["results"]
     bbdeploy("info", "mobilenet_v1", "--stages")
     bbdeploy("models")
 
