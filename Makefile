@@ -9,7 +9,7 @@ TORCH_PIP_ARGS ?=
 PIP := $(VENV)/bin/python -m pip
 STAMP := $(VENV)/.bbdeploy-installed
 
-.PHONY: setup system demo test clean
+.PHONY: setup system demo test test-fast clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ system:
 # idling while the other works through a chunk of two-minute exports alone (measured: 5 min of tail)
 test: $(STAMP) system
 	$(VENV)/bin/python -m pytest -q -n auto --dist worksteal
+
+# your own loop: every test not marked long (@pytest.mark.long: the exports of the zoo, real-weight
+# accuracy, QAT, whole pipelines, the wheel in a fresh venv)
+test-fast: $(STAMP) system
+	$(VENV)/bin/python -m pytest -q -n auto --dist worksteal -m "not long"
 
 clean:
 	rm -rf $(VENV) bbdeploy-out .pytest_cache

@@ -55,10 +55,11 @@ def test_no_command_reaches_past_this_machine_or_writes_into_home(offline_guard,
         bench = json.loads(bbdeploy("bench", *artifacts, *device, *quick))
         assert [row["status"] for row in bench["results"]] == ["measured"] * len(artifacts), bench["results"]
     guard.env.update(phone["env"])  # the stand-in adb and phone: what bbdeploy's side of adb does
-    tflite = [artifact for artifact in artifacts if artifact.endswith(".tflite")]
-    bench = json.loads(bbdeploy("bench", *tflite, "--device", "adb://emulator-5554", "--benchmark-binary",
+    timed_over_adb = [artifact for artifact in artifacts for target in TARGETS.values()
+                      if target.adb_tool and artifact.endswith(target.suffix)]
+    bench = json.loads(bbdeploy("bench", *timed_over_adb, "--device", "adb://emulator-5554", "--benchmark-binary",
                                 str(FAKES / "benchmark_model"), *quick))
-    assert [row["status"] for row in bench["results"]] == ["measured"] * len(tflite), bench["results"]
+    assert [row["status"] for row in bench["results"]] == ["measured"] * len(timed_over_adb), bench["results"]
     bbdeploy("info", "mobilenet_v1", "--stages")
     bbdeploy("models")
 
