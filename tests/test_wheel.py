@@ -30,7 +30,7 @@ def _output(done: subprocess.CompletedProcess, command: list[str]) -> str:
     return done.stdout
 
 
-@pytest.mark.long(seconds=90)
+@pytest.mark.long(seconds=120)
 def test_the_installed_wheel_exports_drifts_and_benches(tmp_path, photos, offline_guard):
     """...and nothing leaves the machine or lands in HOME from its commands (issue 25: the guard of
     tests/test_offline.py, on what a plain `pip install` brings, openvino-telemetry included)."""
