@@ -283,10 +283,17 @@ def drift(
     min_agreement: Annotated[Optional[float], typer.Option(help="Gate: exit 1 if a top-1 agreement is below this fraction.")] = None,
     exec_precision: Annotated[str, typer.Option(help=EXEC_PRECISION_HELP)] = "default",
     model: Annotated[Optional[str], typer.Option(help="Artifacts of your own backbone: its MODULE:FUNCTION again (bbdeploy never imports code a manifest names).")] = None,
+    device: Annotated[str, typer.Option(help="Where the artifacts run: local | ssh://[user@]host[:port] | qemu://pi5 | qemu://pi4 (the float model runs here).")] = "local",
+    ssh_option: Annotated[Optional[list[str]], typer.Option(help="ssh: -o KEY=VALUE for the OpenSSH client (repeatable).")] = None,
+    remote_python: Annotated[str, typer.Option(help="ssh: the device's Python with the runtimes.")] = "python3",
+    timeout: Annotated[float, typer.Option(help="Seconds the run on the device may take.")] = 3600,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
-    """How far each artifact is from its float model: accuracy, agreement, cosine, SQNR, per-layer sensitivity."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    """How far each artifact is from its float model: accuracy, agreement, cosine, SQNR, per-layer sensitivity.
+
+    With --device the artifacts run on that device's own runtime (the images travel as uint8 crops) and
+    the float model here; every row says where it was measured."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .drift import DriftOptions, gate_failures, plan_drift
     from .drift import drift as run_drift
@@ -298,12 +305,17 @@ def drift(
     console = stderr_console()
     options = DriftOptions(artifacts=list(artifacts), data=data, labels_csv=labels, class_names=class_names,
                            limit=limit, layers=layers, layer_samples=layer_samples, max_drop=max_drop,
-                           min_agreement=min_agreement, exec_precision=exec_precision, model=model)
+                           min_agreement=min_agreement, exec_precision=exec_precision, model=model, device=device,
+                           ssh_options=list(ssh_option or []), remote_python=remote_python, timeout=timeout)
     plan = plan_drift(options)  # bad input is one line, before the progress bar
-    with Progress("drift", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
-                  transient=True) as bar:
-        task = bar.add_task("images", total=None)
-        result = run_drift(plan, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    with Progress(f"drift on {device}", TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("", total=None)
+        if plan.device is not None:  # an emulated board is prepared on first use
+            plan.device.progress = lambda step, done, total: bar.update(task, description=step, completed=done,
+                                                                        total=total)
+        result = run_drift(plan, progress=lambda done, total: bar.update(task, description="images", completed=done,
+                                                                         total=total))
     if report is not None:
         from .report import write_report
 
@@ -321,9 +333,10 @@ def drift(
 def _print_drift_table(console, result: dict) -> None:
     from rich.table import Table
 
-    from .report import COLUMNS, result_rows
+    from .report import COLUMNS, device_line, result_rows
 
-    table = Table(title=f"bbdeploy drift ({result['data']['images']} images, labels: {result['data']['labels']})")
+    table = Table(title=f"bbdeploy drift ({result['data']['images']} images, labels: {result['data']['labels']})",
+                  caption=device_line(result["device"]))
     keep = [COLUMNS.index(c) for c in ("", "artifact", "precision", "exec", "top-1", "drop (pts)", "agree top-1",
                                        "agree 95% CI", "cosine", "SQNR dB")]
     for index in keep:
@@ -341,7 +354,7 @@ def _print_drift_table(console, result: dict) -> None:
 @app.command()
 def bench(
     artifacts: Annotated[list[Path], typer.Argument(help="Artifacts written by `bbdeploy export`.")],
-    device: Annotated[str, typer.Option(help="Where to run: local | ssh://[user@]host[:port] | adb://SERIAL.")] = "local",
+    device: Annotated[str, typer.Option(help="Where to run: local | ssh://[user@]host[:port] | adb://SERIAL | qemu://pi5 | qemu://pi4 (emulated: no meaningful latency).")] = "local",
     ssh_option: Annotated[Optional[list[str]], typer.Option(help="ssh: -o KEY=VALUE for the OpenSSH client (repeatable).")] = None,
     remote_python: Annotated[str, typer.Option(help="ssh: the device's Python with the runtimes.")] = "python3",
     benchmark_binary: Annotated[Optional[Path], typer.Option(help="adb: LiteRT's benchmark_model built for the phone.")] = None,
@@ -368,8 +381,8 @@ def bench(
                            min_time=min_time, ssh_options=list(ssh_option or []), remote_python=remote_python,
                            benchmark_binary=benchmark_binary, delegate=delegate, exec_precision=exec_precision,
                            timeout=timeout)
-    with console.status(f"benchmarking on {device}"):
-        result = run_bench(options)
+    with console.status(f"benchmarking on {device}") as status:
+        result = run_bench(options, progress=lambda step, done, total: status.update(f"{step} ({done}/{total})"))
     _print_bench_table(console, result)
     if as_json:
         print(json.dumps(result, indent=2))
@@ -380,8 +393,11 @@ def bench(
 def _print_bench_table(console, result: dict) -> None:
     from rich.table import Table
 
+    from .report import device_line
+
     facts = result["device"]
-    table = Table(title=f"bbdeploy bench on {facts['name']} ({facts.get('cpu')}, {facts.get('cores')} cores)")
+    table = Table(title=f"bbdeploy bench on {facts['name']} ({facts.get('cpu')}, {facts.get('cores')} cores)",
+                  caption=device_line(facts))
     for column in ("", "artifact", "precision", "exec", "threads", "runs", "p50 ms", "p90 ms", "p99 ms", "mean ms",
                    "MB", "load RSS MB"):
         table.add_column(column, no_wrap=column == "artifact")

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from bbdeploy.targets.evaluate import normalize
+
 from .backbones.registry import Preprocess
 from .errors import BBDeployError
 
@@ -29,6 +31,12 @@ def preprocess_image(image: Image.Image | np.ndarray, preprocess: Preprocess,
 
     This is timm's and torchvision's evaluation transform, so published accuracies reproduce.
     """
+    return normalize(crop_image(image, preprocess, input_size)[None], preprocess.mean, preprocess.std)[0]
+
+
+def crop_image(image: Image.Image | np.ndarray, preprocess: Preprocess, input_size: int | None = None) -> np.ndarray:
+    """The resize and centre crop of `preprocess_image`: uint8 H x W x 3, what a device is sent (it
+    normalises the crop itself, with `normalize`)."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     image = image.convert("RGB")
@@ -40,10 +48,7 @@ def preprocess_image(image: Image.Image | np.ndarray, preprocess: Preprocess,
                          _FILTERS[preprocess.interpolation])
     width, height = image.size
     left, top = (width - size) // 2, (height - size) // 2
-    image = image.crop((left, top, left + size, top + size))
-    pixels = np.asarray(image, dtype=np.float32) / 255.0
-    pixels = (pixels - np.asarray(preprocess.mean, np.float32)) / np.asarray(preprocess.std, np.float32)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
 def recorded_preprocess(record: dict) -> Preprocess:

@@ -1,30 +1,34 @@
-"""The drift stage: what deploying cost. Each artifact runs in its own runtime, its float PyTorch
-reference (rebuilt from the manifest) runs on the same decoded images, and the two are compared.
+"""The drift stage: what deploying cost. Each artifact runs in its own runtime (here, or on the device
+that `--device` names: see drift_device.py), its float PyTorch reference (rebuilt from the manifest)
+runs here on the same crops, and the two are compared. Every row says where it was measured.
 
-Images are decoded once per batch and preprocessed once per distinct preprocessing; each backbone's
+Images are decoded once per batch and cropped once per distinct preprocessing; each backbone's
 reference runs once per batch however many of its artifacts are compared. Memory is one batch of
-images plus a few numbers per image and artifact.
+images plus a few numbers per image and artifact (on a device: plus every artifact's outputs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bbdeploy.targets.bench import where_measured
+from bbdeploy.targets.evaluate import normalize, run_batched
+from bbdeploy.targets.runner import device_facts
 from bbdeploy.targets.runner import load as load_runner
 
 from .backbones.custom import is_import_path, load_custom
-from .data import load_image, preprocess_image, recorded_preprocess
+from .data import crop_image, load_image, recorded_preprocess
 from .dataset import EvalData, check_labels, eval_data
 from .errors import BBDeployError
 from .export import float_model, weights_digest
 from .manifest import files_intact, read_manifest
 from .metrics import DriftAccumulator
-from .parity import nonfinite_failure, run_batched
+from .parity import nonfinite_failure
 
 DECODE_BATCH = 32  # images decoded at a time
 
@@ -42,6 +46,10 @@ class DriftOptions:
     min_agreement: float | None = None  # gate: top-1 agreement, a fraction
     exec_precision: str = "default"  # float compute precision where the runtime has the setting
     model: str | None = None  # your own backbone's MODULE:FUNCTION, named again (never read from a manifest)
+    device: str = "local"  # where the artifacts run: local (this process) | ssh://... | qemu://pi5
+    ssh_options: list[str] = field(default_factory=list)
+    remote_python: str = "python3"
+    timeout: float = 3600.0  # seconds the run on the device may take
 
 
 @dataclass
@@ -109,6 +117,7 @@ class DriftPlan:
     artifacts: list[Artifact]
     data: EvalData
     references: dict[tuple, torch.nn.Module]
+    device: object | None  # the opened device of --device; None: this process
 
 
 def plan_drift(options: DriftOptions) -> DriftPlan:
@@ -128,12 +137,58 @@ def plan_drift(options: DriftOptions) -> DriftPlan:
         check_labels(data, artifact.manifest["backbone"]["num_classes"], artifact.path.name)
     if options.max_drop is not None and data.labels is None:
         raise BBDeployError(f"--max-drop needs labels, and --data has none ({data.label_source.removeprefix('none: ')})")
+    device = None
+    if options.device != "local":
+        from .drift_device import open_drift_device
+
+        device = open_drift_device(options)
     references = {}
     for artifact in artifacts:
         if artifact.reference_key not in references:
             _import_named_code(artifact, options.model)
             references[artifact.reference_key] = reference_model(artifact)
-    return DriftPlan(options, artifacts, data, references)
+    return DriftPlan(options, artifacts, data, references, device)
+
+
+class Crops:
+    """The uint8 crops of the evaluation images (what a device is sent), per distinct preprocessing,
+    DECODE_BATCH images at a time."""
+
+    def __init__(self, data: EvalData, artifacts: list[Artifact]):
+        self.paths = data.paths
+        self.preprocess = {a.preprocess_key: recorded_preprocess(a.manifest["preprocess"]) for a in artifacts}
+
+    def batch(self, start: int) -> dict[str, np.ndarray]:
+        images = [load_image(path) for path in self.paths[start:start + DECODE_BATCH]]
+        return {key: np.stack([crop_image(image, preprocess) for image in images])
+                for key, preprocess in self.preprocess.items()}
+
+
+class InProcessOutputs:
+    """The artifacts run here, in this process, batch by batch."""
+
+    def __init__(self, plan: DriftPlan, pinned: str | None):
+        self.artifacts, self.source = plan.artifacts, Crops(plan.data, plan.artifacts)
+        self.runners = [load_runner(artifact.path, exec_precision=pinned) for artifact in plan.artifacts]
+        self.facts = device_facts()
+
+    def crops(self, start: int) -> dict[str, np.ndarray]:
+        return self.source.batch(start)
+
+    def error(self, index: int) -> str | None:
+        return None
+
+    def logits(self, index: int, inputs: np.ndarray, start: int) -> np.ndarray:
+        manifest = self.artifacts[index].manifest
+        return run_batched(self.runners[index], inputs, manifest["input"]["layout"].lower(), manifest["config"]["batch"])
+
+    def runtime(self, index: int) -> dict:
+        runner = self.runners[index]
+        return {"runtime": runner.runtime, "runtime_version": runner.runtime_version,
+                "exec_precision": runner.exec_precision, "threads": None}
+
+    def close(self) -> None:
+        pass
 
 
 def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
@@ -145,41 +200,33 @@ def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None
     plan = options if isinstance(options, DriftPlan) else plan_drift(options)
     options, artifacts, data, references = plan.options, plan.artifacts, plan.data, plan.references
     pinned = None if options.exec_precision == "default" else options.exec_precision
-    runners = [load_runner(artifact.path, exec_precision=pinned) for artifact in artifacts]
-    accumulators = [DriftAccumulator() for _ in artifacts]
-    labels = np.asarray(data.labels) if data.labels is not None else None
-    for start in range(0, len(data), DECODE_BATCH):
-        images = [load_image(path) for path in data.paths[start:start + DECODE_BATCH]]
-        batch_labels = labels[start:start + len(images)] if labels is not None else None
-        inputs: dict[str, np.ndarray] = {}
-        reference_logits: dict[tuple, np.ndarray] = {}
-        for artifact, runner, accumulator in zip(artifacts, runners, accumulators):
-            key = artifact.preprocess_key
-            if key not in inputs:
-                inputs[key] = _preprocessed(images, artifact.manifest["preprocess"])
-            pair = (artifact.reference_key, key)
-            if pair not in reference_logits:
-                with torch.no_grad():
-                    reference_logits[pair] = references[artifact.reference_key](torch.from_numpy(inputs[key])).numpy()
-            manifest = artifact.manifest
-            logits = run_batched(runner, inputs[key], manifest["input"]["layout"].lower(), manifest["config"]["batch"])
-            accumulator.add(reference_logits[pair], logits, batch_labels)
-        progress(start + len(images), len(data))
+    if plan.device is None:
+        outputs = InProcessOutputs(plan, pinned)
+    else:
+        from .drift_device import DeviceOutputs
+
+        outputs = DeviceOutputs(plan, pinned, progress)
+    try:
+        accumulators = _accumulate(plan, outputs, progress)
+    finally:
+        outputs.close()
     results, seen_references = [], {}
-    for artifact, runner, accumulator in zip(artifacts, runners, accumulators):
+    measured_on = where_measured(options.device, outputs.facts)
+    for index, (artifact, accumulator) in enumerate(zip(artifacts, accumulators)):
         backbone = artifact.manifest["backbone"]
         reference = {"backbone": backbone["name"], "width": backbone.get("width"), "weights": backbone["weights"],
                      "samples": len(data), **accumulator.reference_accuracy()}
         seen_references.setdefault(artifact.reference_key, reference)
-        figures = accumulator.result()
-        failure = nonfinite_failure(figures["nonfinite_outputs"])
+        failure = outputs.error(index)
+        figures = accumulator.result() if failure is None else accumulator.failed_result(len(data))
+        failure = failure or nonfinite_failure(figures["nonfinite_outputs"])
         results.append({"artifact": str(artifact.path), "status": "failed" if failure else "ok", "error": failure,
                         "target": artifact.manifest["target"], "precision": artifact.manifest["precision"],
-                        "exec_precision": runner.exec_precision, "backbone": backbone["name"],
-                        "reference_accuracy_top1": reference["accuracy_top1"], **figures})
+                        "backbone": backbone["name"], "reference_accuracy_top1": reference["accuracy_top1"],
+                        **figures, **outputs.runtime(index), "device": measured_on})
     report = {"data": {"folder": str(data.root), "images": len(data), "labels": data.label_source},
-              "reference": next(iter(seen_references.values())), "references": list(seen_references.values()),
-              "results": results}
+              "device": measured_on, "reference": next(iter(seen_references.values())),
+              "references": list(seen_references.values()), "results": results}
     if options.layers:
         from bbdeploy.quantization.sensitivity import layer_sensitivity
 
@@ -188,6 +235,36 @@ def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None
                 result["layers"] = layer_sensitivity(references[artifact.reference_key], artifact.manifest, data,
                                                      samples=options.layer_samples)
     return report
+
+
+def _accumulate(plan: DriftPlan, outputs, progress) -> list[DriftAccumulator]:
+    """Feed every artifact's outputs and its reference's logits on the same inputs, batch by batch."""
+    artifacts, data, references = plan.artifacts, plan.data, plan.references
+    accumulators = [DriftAccumulator() for _ in artifacts]
+    labels = np.asarray(data.labels) if data.labels is not None else None
+    for start in range(0, len(data), DECODE_BATCH):
+        crops = outputs.crops(start)
+        inputs = {key: normalize(batch, *_mean_std(artifacts, key)) for key, batch in crops.items()}
+        count = len(next(iter(crops.values())))
+        batch_labels = labels[start:start + count] if labels is not None else None
+        reference_logits: dict[tuple, np.ndarray] = {}
+        for index, (artifact, accumulator) in enumerate(zip(artifacts, accumulators)):
+            key = artifact.preprocess_key
+            pair = (artifact.reference_key, key)
+            if pair not in reference_logits:
+                with torch.no_grad():
+                    reference_logits[pair] = references[artifact.reference_key](torch.from_numpy(inputs[key])).numpy()
+            if outputs.error(index) is None:
+                accumulator.add(reference_logits[pair], outputs.logits(index, inputs[key], start), batch_labels)
+            else:  # the reference's own accuracy is still reported
+                accumulator.add_reference(reference_logits[pair], batch_labels)
+        progress(start + count, len(data))
+    return accumulators
+
+
+def _mean_std(artifacts: list[Artifact], key: str) -> tuple:
+    recorded = next(a.manifest["preprocess"] for a in artifacts if a.preprocess_key == key)
+    return recorded["mean"], recorded["std"]
 
 
 def gate_failures(report: dict, max_drop: float | None, min_agreement: float | None) -> list[str]:
@@ -205,9 +282,3 @@ def gate_failures(report: dict, max_drop: float | None, min_agreement: float | N
         if min_agreement is not None and result["agreement_top1"] < min_agreement:
             failures.append(f"{name}: top-1 agreement {result['agreement_top1']:.4f} < --min-agreement {min_agreement:g}")
     return failures
-
-
-def _preprocessed(images: list, recorded: dict) -> np.ndarray:
-    """The batch as the artifact's manifest says it was preprocessed (float32 NCHW)."""
-    preprocess = recorded_preprocess(recorded)
-    return np.stack([preprocess_image(image, preprocess) for image in images])

@@ -51,14 +51,23 @@ class DriftAccumulator:
             self.reference_hits.append(top1_top5(reference, labels))
             self.artifact_hits.append(top1_top5(artifact, labels))
 
+    def add_reference(self, reference: np.ndarray, labels: np.ndarray | None) -> None:
+        """The reference alone (its artifact failed): its own accuracy is still reported."""
+        if labels is not None:
+            self.reference_hits.append(top1_top5(reference.astype(np.float64), labels))
+
+    def failed_result(self, samples: int) -> dict:
+        """Every figure None: what a failed artifact, or one with NaN outputs, reports."""
+        return {"samples": samples, "nonfinite_outputs": self.nonfinite, "accuracy_top1": None,
+                "accuracy_top5": None, "accuracy_drop": None, "accuracy_drop_ci95": None, "agreement_top1": None,
+                "agreement_top1_ci95": None, "agreement_top5": None, "cosine": None, "sqnr_db": None,
+                "max_abs_diff": None}
+
     def result(self) -> dict:
         agree1 = np.concatenate(self.agree_top1)
         labelled = bool(self.artifact_hits)
         if self.nonfinite:  # max(0, nan) is 0 and NaN compares false: every figure would lie
-            return {"samples": int(agree1.size), "nonfinite_outputs": self.nonfinite, "accuracy_top1": None,
-                    "accuracy_top5": None, "accuracy_drop": None, "accuracy_drop_ci95": None, "agreement_top1": None,
-                    "agreement_top1_ci95": None, "agreement_top5": None, "cosine": None, "sqnr_db": None,
-                    "max_abs_diff": None}
+            return self.failed_result(int(agree1.size))
         result = {
             "samples": int(agree1.size),
             "nonfinite_outputs": 0,

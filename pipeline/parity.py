@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bbdeploy.targets.evaluate import run_batched  # noqa: F401 - one implementation, host and device
+
 
 CONFIDENT_MARGIN = 0.1  # top-1 minus top-2 softmax probability above which a prediction is not a near-tie
 FLOAT_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-1}  # max |logit diff| a float export may show, per precision
@@ -76,32 +78,3 @@ def parity_failure(parity: dict, precision: str, min_cosine: float = DEFAULT_MIN
                 f"{agreement}; try --keep-float on the layers `bbdeploy drift --layers` ranks worst, or more "
                 "--calib-data")
     return None
-
-
-def run_batched(runner, images_nchw: np.ndarray, layout: str, batch: int, all_outputs: bool = False):
-    """Logits of `runner` for every image, fed `batch` at a time in the artifact's layout; with
-    `all_outputs`, the list of every output (feature maps back in NCHW).
-
-    A static-batch artifact needs full batches: the last one is padded by repeating its final image
-    and the padding's outputs are dropped.
-    """
-    chunks = []
-    for start in range(0, len(images_nchw), batch):
-        chunk, real = _full_batch(images_nchw[start:start + batch], batch, layout)
-        chunks.append([_nchw(output[:real], layout) for output in runner.run_all(chunk)])
-    outputs = [np.concatenate(parts) for parts in zip(*chunks)]
-    return outputs if all_outputs else outputs[0]
-
-
-def _full_batch(chunk: np.ndarray, batch: int, layout: str) -> tuple[np.ndarray, int]:
-    real = len(chunk)
-    if real < batch:
-        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
-    if layout == "nhwc":
-        chunk = chunk.transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(chunk, dtype=np.float32), real
-
-
-def _nchw(output: np.ndarray, layout: str) -> np.ndarray:
-    """A feature map of an NHWC artifact, back in PyTorch's layout (logits pass unchanged)."""
-    return output.transpose(0, 3, 1, 2) if layout == "nhwc" and output.ndim == 4 else output

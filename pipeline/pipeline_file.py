@@ -16,7 +16,7 @@ import yaml
 from .errors import BBDeployError, did_you_mean
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-qat")
-DEVICE_SCHEMES = ("local", "ssh://", "adb://")
+DEVICE_SCHEMES = ("local", "ssh://", "adb://", "qemu://")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class PrecisionSpec:
 @dataclass(frozen=True)
 class DeviceSpec:
     name: str  # what the report calls it; a Ray resource `device:NAME` under --executor ray
-    url: str = "local"  # local | ssh://[user@]host[:port] | adb://SERIAL
+    url: str = "local"  # local | ssh://[user@]host[:port] | adb://SERIAL | qemu://pi5
     ssh_options: tuple[str, ...] = ()
     python: str = "python3"
     benchmark_binary: str | None = None
@@ -130,6 +130,8 @@ validation:
 
 devices:                      # name: {url: ...}; `local` is this machine
   local: {}
+  # pi5-emulated:             # an emulated arm64 board here: ARM numerics, no latency (prepared on first use)
+  #   url: qemu://pi5
   # pi5-a:
   #   url: ssh://pi@192.168.1.20
   #   ssh_options: [-i, ~/.ssh/id_ed25519]
@@ -381,7 +383,7 @@ def _devices(data: dict, where: _Where) -> tuple[DeviceSpec, ...]:
         url = typed.pop("url", None) or ("local" if name == "local" else None)
         if url is None or not (url == "local" or url.startswith(DEVICE_SCHEMES[1:])):
             raise where.error((*path, "url") if url else path,
-                              f"{url!r} is not a device; pass url: local, ssh://[user@]host[:port] or adb://SERIAL")
+                              f"{url!r} is not a device; pass url: local, ssh://[user@]host[:port], adb://SERIAL or qemu://pi5")
         devices.append(DeviceSpec(str(name), url, **{k: v for k, v in typed.items() if v is not None}))
     return tuple(devices)
 

@@ -40,13 +40,36 @@ def sqnr_text(result: dict) -> str:
     return "n/a" if result["nonfinite_outputs"] else "exact"
 
 
+def device_text(device: dict | None) -> str:
+    """Where a row was measured, in a few words: `qemu://pi5 (aarch64 Cortex-A76, emulated)`."""
+    if not device:
+        return "-"
+    what = " ".join(str(device[key]) for key in ("machine", "cpu") if device.get(key))
+    return f"{device['name']} ({what}{', emulated' if device.get('emulated') else ''})" if what else device["name"]
+
+
+def device_line(device: dict | None) -> str:
+    """The device card of a report, in one sentence: everything the device said of itself."""
+    if not device:
+        return "Measured on: unknown."
+    parts = [device_text(device), device.get("model"), device.get("os"),
+             device.get("python") and f"Python {device['python']}", device.get("cores") and f"{device['cores']} cores",
+             device.get("emulated") and f"emulated by qemu-user on {device.get('kernel_machine')}: ARM numerics, no latency"]
+    return "Measured on: " + "; ".join(str(part) for part in parts if part) + "."
+
+
+def runtime_text(result: dict) -> str:
+    return " ".join(str(result[key]) for key in ("runtime", "runtime_version") if result.get(key)) or "-"
+
+
 def result_rows(report: dict) -> list[list[str]]:
     """One table row per artifact (the columns of `COLUMNS`)."""
     rows = []
     for r in report["results"]:
         drop = "-" if r["accuracy_drop"] is None else f"{r['accuracy_drop']:+.2f}"
         rows.append(["❌" if r["status"] == "failed" else "✅", Path(r["artifact"]).name, r["target"],
-                     r["precision"], r["exec_precision"] or "-", str(r["samples"]),
+                     r["precision"], r["exec_precision"] or "-", device_text(r.get("device")), runtime_text(r),
+                     str(r["samples"]),
                      _percent(r["accuracy_top1"]), _percent(r["accuracy_top5"]), drop,
                      _interval(r["accuracy_drop_ci95"]), _percent(r["agreement_top1"]),
                      _interval(r["agreement_top1_ci95"], 100, "%"), _percent(r["agreement_top5"]),
@@ -55,7 +78,7 @@ def result_rows(report: dict) -> list[list[str]]:
     return rows
 
 
-COLUMNS = ["", "artifact", "target", "precision", "exec", "images", "top-1", "top-5", "drop (pts)", "drop 95% CI",
+COLUMNS = ["", "artifact", "target", "precision", "exec", "device", "runtime", "images", "top-1", "top-5", "drop (pts)", "drop 95% CI",
            "agree top-1", "agree 95% CI", "agree top-5", "cosine", "SQNR dB", "max |diff|"]
 
 
@@ -63,7 +86,7 @@ def markdown(report: dict) -> str:
     reference = report["references"]
     lines = ["# bbdeploy drift", "",
              f"{report['data']['images']} images from `{report['data']['folder']}` (labels: {report['data']['labels']}).",
-             ""]
+             "", device_line(report.get("device")), ""]
     for ref in reference:
         lines.append(f"Float reference {ref['backbone']} ({ref['weights']}): top-1 {_percent(ref['accuracy_top1'])}, "
                      f"top-5 {_percent(ref['accuracy_top5'])}.")
@@ -172,6 +195,7 @@ def html_page(report: dict) -> str:
                       f"<figcaption>{escape(caption)}</figcaption></figure>" for caption, data in plots(report))
     data = report["data"]
     return html_document("bbdeploy drift", f"""<p>{data['images']} images from <code>{escape(data['folder'])}</code> (labels: {escape(data['labels'])}).</p>
+<p class="device">{escape(device_line(report.get("device")))}</p>
 <ul>{references}</ul>
 {html_table(COLUMNS, result_rows(report), "results")}
 {''.join(sections)}

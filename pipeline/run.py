@@ -43,7 +43,7 @@ def model_key(model: ModelSpec) -> str:
 class Outcomes:
     """What the jobs returned, keyed for the report."""
     exports: dict  # (model index, precision name) -> run_export's result
-    drifts: dict  # artifact path -> run_drift's outcome
+    drifts: dict  # (artifact path, device name; None: here) -> run_drift's outcome
     benches: dict  # (artifact path, device name) -> run_bench's outcome for it
     jobs: list = dataclasses.field(default_factory=list)  # {"kind", "what", "device", "started", "finished"}
     wall_s: float = 0.0
@@ -108,7 +108,7 @@ def _drive(executor, pipeline: Pipeline, output: Path, data: Path, devices: dict
     def submittable(kind: str, job) -> bool:
         if any(k == "bench" and j.device.url == "local" for k, j, _ in in_flight.values()):
             return False  # a local benchmark has this machine to itself
-        if kind != "bench":
+        if kind != "bench" and (kind != "drift" or job.device is None):
             return True
         if job.device.url == "local":
             return not in_flight
@@ -121,11 +121,11 @@ def _drive(executor, pipeline: Pipeline, output: Path, data: Path, devices: dict
                 continue
             waiting.remove(item)
             function = {"export": run_export, "drift": run_drift, "bench": run_bench}[kind]
-            device = job.device.name if kind == "bench" else None
+            device = _device_of(kind, job)
             in_flight[executor.submit(function, job, device=device)] = item
             if device is not None:
                 busy_devices.add(device)
-                say(f"bench on {device}: {len(job.artifacts)} artifact(s)")
+                say(f"{kind} on {device}: {len(job.artifacts)} artifact(s)")
             elif kind == "export":
                 say(f"export {job.model.name} {job.precision.name}")
         if not in_flight:
@@ -143,18 +143,41 @@ def _drive(executor, pipeline: Pipeline, output: Path, data: Path, devices: dict
                     continue
                 waiting.append(("drift", DriftJob(artifacts, pipeline.validation, str(data), str(results)), None))
                 for device in devices.values():
+                    on_device = _drifts_on(device)
                     if device.name in undeclared:
                         outcomes.benches.update({(artifact, device.name): _undeclared(device) for artifact in artifacts})
-                    else:
-                        waiting.append(("bench", BenchJob(artifacts, device, pipeline.bench, str(results)), None))
+                        if on_device:
+                            outcomes.drifts.update({(artifact, device.name): _undeclared(device) for artifact in artifacts})
+                        continue
+                    if on_device:
+                        waiting.append(("drift", DriftJob(artifacts, pipeline.validation, str(data), str(results),
+                                                          device), None))
+                    waiting.append(("bench", BenchJob(artifacts, device, pipeline.bench, str(results)), None))
             elif kind == "drift":
-                outcomes.drifts.update(result["outcomes"])
+                if job.device is not None:
+                    busy_devices.discard(job.device.name)
+                where = job.device.name if job.device is not None else None
+                outcomes.drifts.update({(artifact, where): outcome for artifact, outcome in result["outcomes"].items()})
             else:
                 busy_devices.discard(job.device.name)
                 for artifact, outcome in result["outcomes"].items():
                     outcomes.benches[(artifact, job.device.name)] = outcome
     outcomes.wall_s = time.perf_counter() - started
     return outcomes
+
+
+def _drifts_on(device: DeviceSpec) -> bool:
+    """Whether the device measures its own drift: every device that returns outputs, except this
+    machine (its drift is the one here)."""
+    from bbdeploy.targets.devices import device_class
+
+    return device.url != "local" and device_class(device.url).NO_OUTPUTS is None
+
+
+def _device_of(kind: str, job) -> str | None:
+    """The device a job holds while it runs (a bench, or a drift on a device), else None."""
+    device = getattr(job, "device", None)
+    return device.name if kind != "export" and device is not None else None
 
 
 def _result_of(future: Future, kind: str, job) -> dict:
@@ -176,5 +199,5 @@ def _job_record(kind: str, job, result: dict) -> dict:
         what = f"{job.model.name} {job.precision.name}"
     else:
         what = ", ".join(Path(artifact).name for artifact in job.artifacts)
-    return {"kind": kind, "what": what, "device": job.device.name if kind == "bench" else None,
+    return {"kind": kind, "what": what, "device": _device_of(kind, job),
             "started": result.get("started"), "finished": result.get("finished")}

@@ -48,16 +48,22 @@ def _row(model, precision: str, device: str | None, export_row: dict, outcomes: 
            "stage": None, "reason": None, "drift": None, "latency_ms": None, "speedup_vs_fp32": None,
            "stages": {"export": "cached" if export_row["status"] == "cached" else
                       "failed" if export_row["status"] == "failed" else "ran"},
-           "bench_started": None, "bench_finished": None, "regressions": []}
+           "bench_started": None, "bench_finished": None, "regressions": [], "drift_device": None, "emulated": False,
+           "emulated_latency_ms": None}
     if export_row["status"] == "failed":
         return {**row, "status": "failed", "stage": "export", "reason": export_row["error"]}
-    drift = outcomes.drifts.get(artifact, {"status": "failed", "error": "drift did not run"})
+    # the device's own drift where it measured one (ssh, qemu), else the one here (local, and adb,
+    # which cannot return outputs)
+    drift = (outcomes.drifts.get((artifact, device)) or outcomes.drifts.get((artifact, None))
+             or {"status": "failed", "error": "drift did not run"})
     row["stages"]["drift"] = drift["status"]
     if drift["status"] == "failed":
         return {**row, "status": "failed", "stage": "drift", "reason": drift["error"]}
     result = drift["result"]
     row["drift"] = {key: result[key] for key in ("samples", "accuracy_top1", "accuracy_drop", "accuracy_drop_ci95",
                                                 "agreement_top1", "agreement_top1_ci95", "cosine", "sqnr_db")}
+    row["drift_device"] = result.get("device")
+    row["emulated"] = bool((result.get("device") or {}).get("emulated"))
     gate = _gate_failure(row["drift"], pipeline)
     if device is not None:
         bench = outcomes.benches.get((artifact, device), {"status": "failed", "error": "bench did not run"})
@@ -68,9 +74,13 @@ def _row(model, precision: str, device: str | None, export_row: dict, outcomes: 
         if bench["status"] == "unsupported":
             return {**row, "status": "unsupported", "stage": "bench", "reason": bench["error"]}
         measured = bench["row"]
-        row.update(latency_ms={k: measured["latency_ms"][k] for k in ("p50", "p90", "mean")},
-                   bench_started=bench["started"], bench_finished=bench["finished"],
+        latency = {k: measured["latency_ms"][k] for k in ("p50", "p90", "mean")}
+        row.update(bench_started=bench["started"], bench_finished=bench["finished"],
                    runtime=measured.get("runtime"), warnings=measured.get("warnings", []))
+        if (measured.get("device") or {}).get("emulated"):  # qemu's speed, not the board's: never compared
+            row.update(emulated=True, emulated_latency_ms=latency)
+        else:
+            row["latency_ms"] = latency
     if gate:
         row.update(status="gated", stage="drift", reason=gate)
     return row
@@ -108,15 +118,26 @@ def pareto_front(rows: list[dict]) -> list[dict]:
     return sorted((a for a in points if not dominated(a)), key=lambda r: r["latency_ms"]["p50"])
 
 
+EMULATED_NOTE = "emulated: ARM numerics, qemu's latency (never compared)"
+
+
 def _recommended(rows: list[dict], device: str) -> dict | None:
-    """The fastest artifact on the device among the rows that passed every check and gate."""
-    passed = [r for r in rows if r["device"] == device and r["status"] == "ok" and r["latency_ms"]]
-    if not passed:
+    """The fastest artifact on the device among the rows that passed every check and gate, by that
+    device's own drift; on an emulated device, whose latency means nothing, the most faithful one."""
+    passed = [r for r in rows if r["device"] == device and r["status"] == "ok"]
+    emulated = any(r["emulated"] for r in passed)
+    if emulated:
+        candidates, order = passed, lambda r: (-r["drift"]["agreement_top1"], -(r["drift"]["cosine"] or 0), r["size_bytes"] or 0)
+    else:
+        candidates, order = [r for r in passed if r["latency_ms"]], lambda r: (r["latency_ms"]["p50"], -r["drift"]["agreement_top1"])
+    if not candidates:
         return None
-    best = min(passed, key=lambda r: (r["latency_ms"]["p50"], -r["drift"]["agreement_top1"]))
+    best = min(candidates, key=order)
     return {"artifact": best["artifact"], "model": best["model"], "target": best["target"],
-            "precision": best["precision"], "p50_ms": best["latency_ms"]["p50"],
-            "agreement_top1": best["drift"]["agreement_top1"]}
+            "precision": best["precision"], "p50_ms": None if emulated else best["latency_ms"]["p50"],
+            "agreement_top1": best["drift"]["agreement_top1"], "cosine": best["drift"]["cosine"],
+            "basis": "agreement on the emulated board (its latency means nothing)" if emulated else
+                     "latency p50 among the rows that passed"}
 
 
 def _match_key(row: dict) -> tuple:
@@ -153,7 +174,7 @@ def table_rows(report: dict) -> list[list[str]]:
     marks = {"ok": "✅", "failed": "❌", "gated": "⛔", "unsupported": "–"}
     for r in report["rows"]:
         drift, latency = r["drift"] or {}, r["latency_ms"] or {}
-        note = r["reason"] or ""
+        note = "; ".join(part for part in (r["reason"], where_drift_note(r)) if part)
         if r["regressions"]:
             note = "REGRESSION: " + "; ".join(r["regressions"]) + (f"; {note}" if note else "")
         cells.append([r["model"], r["target"], r["precision"], r["device"] or "-",
@@ -165,16 +186,30 @@ def table_rows(report: dict) -> list[list[str]]:
     return cells
 
 
+def where_drift_note(row: dict) -> str | None:
+    """What a reader must know of where the row's figures come from."""
+    if row["emulated"]:
+        return EMULATED_NOTE
+    drift_device = (row.get("drift_device") or {}).get("name")
+    if row["device"] not in (None, drift_device) and drift_device is not None:
+        return f"drift measured on {drift_device} (this device cannot return outputs)"
+    return None
+
+
 def markdown(report: dict) -> str:
     lines = ["# bbdeploy run", "", f"Pipeline: {report['pipeline']}; {len(report['rows'])} rows; "
              f"{report['wall_s']} s.", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table_rows(report)]
     lines += ["", "## Recommended per device", ""]
     for device, choice in report["recommended"].items():
-        lines.append(f"- **{device}**: " + (f"`{Path(choice['artifact']).name}` ({choice['p50_ms']:.2f} ms p50, "
-                                           f"agreement {choice['agreement_top1']:.3f})" if choice else
-                                           "none passed every check and gate"))
+        lines.append(f"- **{device}**: " + (f"`{Path(choice['artifact']).name}` ({recommendation_text(choice)})"
+                                           if choice else "none passed every check and gate"))
     return "\n".join(lines) + "\n"
+
+
+def recommendation_text(choice: dict) -> str:
+    speed = "" if choice["p50_ms"] is None else f"{choice['p50_ms']:.2f} ms p50, "
+    return f"{speed}agreement {choice['agreement_top1']:.3f}; by {choice['basis']}"
 
 
 def device_plots(report: dict) -> list[tuple[str, str]]:
@@ -188,6 +223,8 @@ def device_plots(report: dict) -> list[tuple[str, str]]:
     for device in report["recommended"]:
         rows = [r for r in report["rows"] if r["device"] == device and r["status"] in ("ok", "gated")
                 and r["latency_ms"] and r["drift"]]
+        if not rows:  # e.g. an emulated board: no latency to plot
+            continue
         figure, axis = plt.subplots(figsize=(6, 4))
         for row in rows:
             axis.scatter(row["latency_ms"]["p50"], 100 * row["drift"]["agreement_top1"],

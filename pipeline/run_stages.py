@@ -10,7 +10,6 @@ named by their stage id: the artifact's id + the data fingerprint (drift) or the
 from __future__ import annotations
 
 import hashlib
-import platform
 import time
 import traceback
 from dataclasses import dataclass
@@ -95,6 +94,7 @@ class DriftJob:
     validation: ValidationSpec
     data: str  # the validation folder (the built-in one already written)
     results: str  # folder of cached drift results
+    device: DeviceSpec | None = None  # where the artifacts run; None: this process (the float model always here)
 
 
 def data_fingerprint(paths: list[Path], root: Path, labels: list[int] | None) -> str:
@@ -127,12 +127,16 @@ def _drift_outcomes(job: DriftJob) -> dict:
     except Exception as error:  # noqa: BLE001
         return {artifact: {"status": "failed", "error": _failure(error)} for artifact in job.artifacts}
     config = {"data": fingerprint, "limit": validation.limit, "exec_precision": "default"}
+    on = {}
+    if job.device is not None:  # a device's own drift is a property of that device (and the host's one is not)
+        config["device"] = device_identity(job.device)
+        on = {"device": job.device.url, "ssh_options": list(job.device.ssh_options), "remote_python": job.device.python}
     outcomes, pending = _split_cached(job.artifacts, "drift", config, Path(job.results))
     if pending:
         try:
             report = drift(DriftOptions(artifacts=[Path(a) for a in pending], data=Path(job.data),
                                         labels_csv=validation.labels, class_names=validation.class_names,
-                                        limit=validation.limit))
+                                        limit=validation.limit, **on))
         except Exception as error:  # noqa: BLE001
             reason = _failure(error)
             return {**outcomes, **{a: {"status": "failed", "error": reason} for a in pending}}
@@ -155,14 +159,11 @@ class BenchJob:
 
 
 def device_identity(device: DeviceSpec) -> dict:
-    """What a latency is a property of: this machine's host and CPU for `local`, the address for the
-    others (the same board behind the same address)."""
-    if device.url != "local":
-        return {"url": device.url}
-    from bbdeploy.targets.runner import device_facts
+    """What a latency or a device's drift is a property of: this machine's host and CPU for `local`,
+    an emulated board's contents, the address of the others (the same board behind the same address)."""
+    from bbdeploy.targets.devices import device_identity as identity
 
-    facts = device_facts()
-    return {"url": "local", "host": platform.node(), "cpu": facts["cpu"], "cores": facts["cores"]}
+    return identity(device.url)
 
 
 def run_bench(job: BenchJob) -> dict:

@@ -106,10 +106,26 @@ def _sibling_key(entry: dict) -> tuple:
     return (entry["backbone"], entry["width"], entry["target"], entry["input_size"], entry["batch"], entry["layout"])
 
 
+EMULATED_WARNING = ("emulated device: the numbers are the ARM runtime's, the latency is qemu's (20-450x slower than "
+                    "the board) and is never used for a speed-up or a recommendation; time it on the real board")
+DEVICE_KEYS = ("machine", "cpu", "model", "cores", "os", "python", "emulated", "kernel_machine")
+
+
+def where_measured(name: str, facts: dict | None) -> dict:
+    """The device a row was measured on, as the device itself reported it (every row carries it)."""
+    facts = facts or {}
+    return {"name": name, **{key: facts.get(key) for key in DEVICE_KEYS}, "emulated": bool(facts.get("emulated"))}
+
+
 def add_warnings(rows: list[dict], entries: list[dict]) -> None:
     """The warnings users need: int8 no faster than its fp32 sibling measured in the same run,
-    XNNPACK not applied to a TFLite model, a noisy device. Failed rows get none."""
+    XNNPACK not applied to a TFLite model, a noisy device; on an emulated device only that its
+    latency means nothing. Failed rows get none."""
     measured = [(entry, row) for entry, row in zip(entries, rows) if row.get("status", "measured") == "measured"]
+    for _, row in measured:
+        if row.get("device", {}).get("emulated"):
+            row["warnings"].append(EMULATED_WARNING)
+    measured = [(entry, row) for entry, row in measured if not row.get("device", {}).get("emulated")]
     fp32 = {_sibling_key(e): row for e, row in measured if e["precision"] == "fp32"}
     for entry, row in measured:
         latency = row["latency_ms"]
@@ -127,9 +143,10 @@ def add_warnings(rows: list[dict], entries: list[dict]) -> None:
                                    f"(> {NOISY_SPREAD}); close other load, check cooling, add --min-time")
 
 
-def bench(options: BenchOptions) -> dict:
+def bench(options: BenchOptions, progress=None) -> dict:
     """Benchmark every artifact on the device: {"device": {...}, "results": [...]}, one row per
-    artifact, a failed one included (status "failed" and its error), in the order given."""
+    artifact, a failed one included (status "failed" and its error), in the order given, each with the
+    device it ran on. `progress(step, done, total)` hears of a first-use device preparation."""
     from .devices import open_device
 
     options.validate()
@@ -139,7 +156,7 @@ def bench(options: BenchOptions) -> dict:
         if not path.is_file():
             raise BBDeployError(f"artifact {str(path)!r} does not exist; pass a file written by `bbdeploy export`")
         entries.append(artifact_entry(path))
-    device = open_device(options)
+    device = open_device(options, progress)
     for entry in entries:
         device.check(entry)  # e.g. adb takes TFLite only: refused before anything runs
     rows: list[dict | None] = [None] * len(entries)
@@ -154,5 +171,7 @@ def bench(options: BenchOptions) -> dict:
             entry = entries[index]
             rows[index] = result_row(entry, outcome["result"]) if "result" in outcome else failed_row(
                 entry, outcome["error"])
+    for row in rows:
+        row["device"] = where_measured(options.device, facts)
     add_warnings(rows, entries)
     return {"device": {"name": options.device, **(facts or {})}, "results": rows}

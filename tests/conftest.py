@@ -139,6 +139,23 @@ def sshd(tmp_path_factory):
     server.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def small_artifacts(tmp_path_factory) -> dict[tuple[str, str], Path]:
+    """(target, precision) -> artifact, for every target: all fp32 ones first, then all int8 ones."""
+    from bbdeploy.export import ExportOptions, export
+    from bbdeploy.exporters.registry import TARGETS
+    from bbdeploy.quantization.options import QuantOptions
+
+    out = tmp_path_factory.mktemp("bench")
+    paths = {}
+    for precision in ("fp32", "int8"):
+        rows = export(ExportOptions("mobilenet_v3_small", weights="random", input_size=TINY, output=out, precision=precision,
+                                    quant=QuantOptions(calib_size=4), min_cosine=PLUMBING_MIN_COSINE))
+        assert [(row["target"], row["status"]) for row in rows] == [(t, "exported") for t in TARGETS], rows
+        paths.update({(row["target"], precision): Path(row["artifact"]) for row in rows})
+    return paths
+
+
 @pytest.fixture
 def phone(tmp_path):
     """The stand-in adb and benchmark_model of tests/fakes, with a phone folder and a call log."""

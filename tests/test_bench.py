@@ -8,24 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bbdeploy.export import ExportOptions, export
 from bbdeploy.exporters.registry import TARGETS
-from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.targets.bench import add_warnings, latency_summary
-from tests.conftest import FAKES, PLUMBING_MIN_COSINE, TINY, run_cli
-
-
-@pytest.fixture(scope="session")
-def small_artifacts(tmp_path_factory) -> dict[tuple[str, str], Path]:
-    """(target, precision) -> artifact, for every target: all fp32 ones first, then all int8 ones."""
-    out = tmp_path_factory.mktemp("bench")
-    paths = {}
-    for precision in ("fp32", "int8"):
-        rows = export(ExportOptions("mobilenet_v3_small", weights="random", input_size=TINY, output=out, precision=precision,
-                                    quant=QuantOptions(calib_size=4), min_cosine=PLUMBING_MIN_COSINE))
-        assert [(row["target"], row["status"]) for row in rows] == [(t, "exported") for t in TARGETS], rows
-        paths.update({(row["target"], precision): Path(row["artifact"]) for row in rows})
-    return paths
+from tests.conftest import FAKES, run_cli
 
 
 def test_local_bench_of_every_target(small_artifacts):
@@ -177,7 +162,7 @@ def test_warnings_users_need():
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--device", "telnet://pi"], "error: unknown device 'telnet://pi'; pass one of local, ssh://[user@]host[:port], adb://SERIAL"),
+    (["--device", "telnet://pi"], "error: unknown device 'telnet://pi'; pass one of local, ssh://[user@]host[:port], adb://SERIAL, qemu://pi5"),
     (["--runs", "0"], "error: --runs 0 must be at least 1"),
 ])
 def test_bad_bench_input_is_one_line(args, expected, small_artifacts):

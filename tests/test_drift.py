@@ -147,7 +147,19 @@ def test_drift_report_renders_in_headless_chromium(digits, digits_artifacts, tmp
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert json.loads((tmp_path / "report" / "drift.json").read_text()) == report
-    assert "| ✅ | mobilenet_v1_w0.25_32px_int8.onnx | onnx | int8 | - | 120 |" in (tmp_path / "report" / "drift.md").read_text()
+    import platform
+
+    import onnxruntime
+
+    from bbdeploy.report import device_text
+
+    # every row says where it ran, as this machine reported itself, and with which runtime
+    assert report["device"]["machine"] == platform.machine() and report["device"]["emulated"] is False
+    assert all(row["device"] == report["device"] for row in report["results"])
+    markdown = (tmp_path / "report" / "drift.md").read_text()
+    assert (f"| ✅ | mobilenet_v1_w0.25_32px_int8.onnx | onnx | int8 | - | local ({platform.machine()} "
+            f"{report['device']['cpu']}) | onnxruntime {onnxruntime.__version__} | 120 |") in markdown
+    assert f"Measured on: {device_text(report['device'])}; " in markdown
 
     options = webdriver.ChromeOptions()
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):

@@ -1,8 +1,9 @@
-"""Where artifacts are benchmarked: a device string names one.
+"""Where artifacts are benchmarked and evaluated: a device string names one.
 
     local                        this machine
     ssh://[user@]host[:port]     a Linux board over the system OpenSSH client
-    adb://SERIAL                 an Android phone over adb, with LiteRT's benchmark_model
+    adb://SERIAL                 an Android phone over adb, with LiteRT's benchmark_model (latency only)
+    qemu://pi5, qemu://pi4       an emulated arm64 board here: ARM numerics, no meaningful latency
 """
 
 from __future__ import annotations
@@ -11,18 +12,42 @@ from bbdeploy.errors import BBDeployError
 
 from .adb import ADBDevice
 from .local import LocalDevice
+from .qemu import QemuDevice
 from .ssh import SSHDevice
 
-SCHEMES = ("local", "ssh://[user@]host[:port]", "adb://SERIAL")
+SCHEMES = ("local", "ssh://[user@]host[:port]", "adb://SERIAL", "qemu://pi5")
 
 
-def open_device(options):
-    """The device that `options.device` names; an unknown scheme is one clear error."""
-    spec = options.device
+def device_class(spec: str) -> type:
+    """The class of the device `spec` names; an unknown scheme is one clear error."""
     if spec == "local":
-        return LocalDevice(options.timeout)
-    if spec.startswith("ssh://"):
-        return SSHDevice(spec, list(options.ssh_options), options.remote_python, options.timeout)
-    if spec.startswith("adb://"):
-        return ADBDevice(spec, options.benchmark_binary, options.delegate)
+        return LocalDevice
+    for scheme, kind in (("ssh://", SSHDevice), ("adb://", ADBDevice), ("qemu://", QemuDevice)):
+        if spec.startswith(scheme):
+            return kind
     raise BBDeployError(f"unknown device {spec!r}; pass one of {', '.join(SCHEMES)}")
+
+
+def check_returns_outputs(spec: str) -> None:
+    """drift --device needs the device to send its outputs back: one line where it cannot."""
+    kind = device_class(spec)
+    if kind.NO_OUTPUTS is not None:
+        raise BBDeployError(kind.NO_OUTPUTS.format(spec=spec))
+
+
+def device_identity(spec: str) -> dict:
+    """What a result measured on `spec` is a property of (a cache key): see each class's identity()."""
+    return device_class(spec).identity(spec)
+
+
+def open_device(options, progress=None):
+    """The device that `options.device` names. `progress(step, done, total)` hears of a first-use
+    preparation (the emulated board)."""
+    kind, spec = device_class(options.device), options.device
+    if kind is SSHDevice:
+        return SSHDevice(spec, list(options.ssh_options), options.remote_python, options.timeout)
+    if kind is ADBDevice:
+        return ADBDevice(spec, options.benchmark_binary, options.delegate)
+    if kind is QemuDevice:
+        return QemuDevice(spec, options.timeout, progress)
+    return LocalDevice(options.timeout)

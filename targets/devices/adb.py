@@ -47,6 +47,11 @@ class _ArtifactFailed(Exception):
 
 
 class ADBDevice:
+    # LiteRT's benchmark_model times a model on random input and prints a summary; nothing on the phone
+    # runs an artifact on given images and returns its outputs
+    NO_OUTPUTS = ("{spec}: adb devices cannot return an artifact's outputs (benchmark_model only times it); "
+                  "measure drift on local, ssh:// or qemu://pi5 and latency with bench --device {spec}")
+
     def __init__(self, spec: str, binary: Path | None, delegate: str):
         self.spec = spec
         self.serial = spec.removeprefix("adb://").strip("/")
@@ -57,6 +62,11 @@ class ADBDevice:
         if delegate not in DELEGATE_FLAGS:
             raise BBDeployError(f"unknown --delegate {delegate!r}; pass one of {', '.join(DELEGATE_FLAGS)}")
         self.binary, self.delegate = Path(binary), delegate
+
+    @staticmethod
+    def identity(spec: str) -> dict:
+        """The same board behind the same address."""
+        return {"url": spec}
 
     def check(self, entry: dict) -> None:
         if TARGETS[entry["target"]].adb_tool != TOOL:

@@ -1,17 +1,23 @@
 """This machine: the runner script runs in one fresh Python process for all artifacts, as on a board,
-timing them interleaved (see `runner.measure`)."""
+timing them interleaved (see `runner.measure`); `drift --device` runs `evaluate.py` the same way.
+
+`ProcessDevice` is any device whose Python runs here as a child process: this machine's own
+interpreter (`LocalDevice`) or an emulated board's (`qemu.QemuDevice`)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from bbdeploy.errors import EXIT_FAILED, BBDeployError
 from bbdeploy.exporters.registry import TARGETS
 
+from .process import run_streaming, runner_failure
+
 RUNNER = Path(__file__).resolve().parent.parent / "runner.py"
+EVALUATE = RUNNER.with_name("evaluate.py")  # drift on the device: ships with the runner
 
 
 def runner_arguments(artifacts: list[str], options) -> list[str]:
@@ -24,39 +30,84 @@ def runner_arguments(artifacts: list[str], options) -> list[str]:
 
 
 def parse_runner_output(stdout: str, where: str, entries: list[dict]) -> tuple[list[dict], dict]:
-    """(one outcome per artifact of `entries`, device facts) from the runner's JSON line. An outcome
-    is {"result": {...}} or {"error": "one line"}; a missing runtime names the pip command to run."""
+    """(one outcome per artifact of `entries`, device facts) from the JSON line of the runner or of
+    evaluate.py. An outcome is {"result": {...}} or {"error": "one line"}; a missing runtime names the
+    pip command to run there."""
     try:
         answer = json.loads(stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
-        raise BBDeployError(f"the benchmark runner on {where} printed no result", EXIT_FAILED) from None
+        raise BBDeployError(f"the runner on {where} printed no result", EXIT_FAILED) from None
     outcomes = []
     for outcome, entry in zip(answer["outcomes"], entries):
         if "module" in outcome:
             install = " ".join(TARGETS[entry["target"]].device_distributions)
             outcome = {"error": f"{where} lacks the runtime module {outcome['module']!r}; install it there: "
                                 f"python3 -m pip install {install}"}
-        elif "result" in outcome:
-            outcome["result"]["peak_rss_bytes"] = answer.get("peak_rss_bytes")
+        elif "result" in outcome and "peak_rss_bytes" in answer:
+            outcome["result"]["peak_rss_bytes"] = answer["peak_rss_bytes"]
         outcomes.append(outcome)
     return outcomes, answer["device"]
 
 
-class LocalDevice:
+def evaluation_request(jobs: list[dict], settings: dict, path_of) -> dict:
+    """evaluate.py's request: `jobs` as drift plans them ({"artifact", "images", "mean", "std",
+    "layout", "batch"}), with each file named by `path_of(index, path)` as the device sees it."""
+    return {**settings, "artifacts": [
+        {"path": path_of(index, job["artifact"]), "images": path_of(index, job["images"]), "mean": job["mean"],
+         "std": job["std"], "layout": job["layout"], "batch": job["batch"]} for index, job in enumerate(jobs)]}
+
+
+BENCH_TOO_LONG = ("the benchmark did not finish within --timeout {timeout:g} s; pass fewer --runs, a smaller "
+                  "--min-time or a larger --timeout")
+DRIFT_TOO_LONG = "drift on the device did not finish within --timeout {timeout:g} s; pass --limit N or a larger --timeout"
+
+
+class ProcessDevice:
+    """A device whose Python is a child process here."""
+
+    where = "this machine"
+    NO_OUTPUTS = None  # drift --device: it returns the artifacts' outputs (evaluate.py)
+
     def __init__(self, timeout: float):
         self.timeout = timeout
+
+    def interpreter(self) -> tuple[list[str], dict | None]:  # (argument list, environment or None)
+        return [sys.executable], None
+
+    @staticmethod
+    def identity(spec: str) -> dict:
+        """This machine's host and CPU: what a result measured here is a property of."""
+        import platform
+
+        from ..runner import device_facts
+
+        facts = device_facts()
+        return {"url": spec, "host": platform.node(), "cpu": facts["cpu"], "cores": facts["cores"]}
 
     def check(self, entry: dict) -> None:
         """Every target runs here."""
 
-    def run(self, entries: list[dict], options) -> tuple[list[dict], dict]:
-        command = [sys.executable, str(RUNNER), *runner_arguments([e["artifact"] for e in entries], options)]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            raise BBDeployError(f"the benchmark did not finish within --timeout {self.timeout:g} s; pass fewer "
-                                "--runs, a smaller --min-time or a larger --timeout", EXIT_FAILED) from None
+    def _run(self, arguments: list[str], progress=None, too_long: str = BENCH_TOO_LONG) -> str:
+        command, env = self.interpreter()
+        done = run_streaming([*command, *arguments], timeout=self.timeout, env=env, progress=progress)
+        if done.timed_out:
+            raise BBDeployError(too_long.format(timeout=self.timeout), EXIT_FAILED)
         if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
-            raise BBDeployError(f"the benchmark runner failed: {last}", EXIT_FAILED)
-        return parse_runner_output(done.stdout, "this machine", entries)
+            raise BBDeployError(runner_failure(self.where, done.returncode, done.stderr), EXIT_FAILED)
+        return done.stdout
+
+    def run(self, entries: list[dict], options) -> tuple[list[dict], dict]:
+        stdout = self._run([str(RUNNER), *runner_arguments([e["artifact"] for e in entries], options)])
+        return parse_runner_output(stdout, self.where, entries)
+
+    def evaluate(self, entries: list[dict], jobs: list[dict], settings: dict, progress=None) -> tuple[list[dict], dict]:
+        """Outputs of every job's artifact on its images (evaluate.py), with the device's facts."""
+        with tempfile.TemporaryDirectory(prefix="bbdeploy-evaluate-") as folder:
+            request = Path(folder) / "request.json"
+            request.write_text(json.dumps(evaluation_request(jobs, settings, lambda index, path: str(Path(path).resolve()))))
+            stdout = self._run([str(EVALUATE), str(request)], progress, DRIFT_TOO_LONG)
+        return parse_runner_output(stdout, self.where, entries)
+
+
+class LocalDevice(ProcessDevice):
+    pass

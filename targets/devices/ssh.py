@@ -1,29 +1,36 @@
 """A Linux board (Raspberry Pi, Jetson, ...) over SSH, through the system OpenSSH client, so that the
 user's ~/.ssh/config aliases, keys, agent and jump hosts work as they do in a terminal.
 
-The artifacts go with the runner script into a fresh temp folder on the device (one `tar` stream
+The artifacts go with the runner scripts into a fresh temp folder on the device (one `tar` stream
 over ssh, each artifact in a subfolder of its own so that equal names do not collide), run there in
-one runner process (interleaved), and the folder is removed afterwards, also when the run fails or is
-interrupted. Local commands are argument lists; the one command line the remote shell sees is built
-with every piece quoted.
+one runner process (interleaved; for drift, evaluate.py over the crops sent along), and the folder is
+removed afterwards, also when the run fails or is interrupted. Local commands are argument lists; the
+one command line the remote shell sees is built with every piece quoted. ssh's own failure (exit 255)
+and the runner's (its status, reported by the remote shell) are told apart.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
+import json
 import re
 import shlex
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from bbdeploy.errors import EXIT_FAILED, BBDeployError
 
-from .local import RUNNER, parse_runner_output, runner_arguments
+from .local import (BENCH_TOO_LONG, DRIFT_TOO_LONG, EVALUATE, RUNNER, evaluation_request, parse_runner_output,
+                    runner_arguments)
+from .process import EXIT_MARK, run_streaming, runner_failure
 
 DEVICE = re.compile(r"^ssh://(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s]+)(?::(?P<port>\d{1,5}))?/?$")
 CONNECT_TIMEOUT_S = 10
 COMMAND_NOT_FOUND = 127  # what a POSIX shell exits with when it cannot find the command
+SSH_FAILED = 255  # what ssh exits with when it fails itself (and when the remote command dies of a signal)
 
 
 def parse_device(spec: str) -> tuple[str | None, str, int | None]:
@@ -38,6 +45,8 @@ def parse_device(spec: str) -> tuple[str | None, str, int | None]:
 
 
 class SSHDevice:
+    NO_OUTPUTS = None  # drift --device: it returns the artifacts' outputs (evaluate.py)
+
     def __init__(self, spec: str, ssh_options: list[str], remote_python: str, timeout: float):
         self.spec = spec
         user, host, port = parse_device(spec)
@@ -52,42 +61,101 @@ class SSHDevice:
         self.python = remote_python
         self.timeout = timeout
 
+    @staticmethod
+    def identity(spec: str) -> dict:
+        """The same board behind the same address."""
+        return {"url": spec}
+
     def check(self, entry: dict) -> None:
         """Every target runs on a board that has its runtime."""
 
-    def _ssh(self, remote_command: str, *, stdin: bytes | None = None, timeout: float = 120) -> str:
+    def _ssh(self, remote_command: str, *, stdin: BinaryIO | None = None, timeout: float = 120) -> str:
         """Run one (already quoted) command line on the device; its stdout, or one clear error."""
         try:
-            done = subprocess.run([*self.base, remote_command], input=stdin, capture_output=True, timeout=timeout)
+            done = subprocess.run([*self.base, remote_command], stdin=stdin or subprocess.DEVNULL,
+                                  capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise BBDeployError(f"{self.spec} did not answer within {timeout:g} s; check that it is on and "
                                 "reachable", EXIT_FAILED) from None
         except FileNotFoundError:
             raise BBDeployError("no `ssh` command here; install the OpenSSH client (apt-get install openssh-client)")
-        stderr = done.stderr.decode(errors="replace").strip()
-        if done.returncode == 255:  # ssh itself failed: network, host key or authentication
-            last = (stderr.splitlines() or ["ssh failed"])[-1]
-            hint = ("check your key (ssh-copy-id) or pass --ssh-option IdentityFile=PATH"
-                    if "Permission denied" in last else "check the host, the port and that sshd runs there")
-            raise BBDeployError(f"cannot connect to {self.spec}: {last}; {hint}", EXIT_FAILED)
+        stderr = done.stderr.decode(errors="replace").strip().splitlines()
+        if done.returncode == SSH_FAILED:
+            raise self._unreachable(stderr)
         if done.returncode != 0:
-            last = (stderr.splitlines() or [f"exit code {done.returncode}"])[-1][:300]
-            if done.returncode == COMMAND_NOT_FOUND:
-                raise BBDeployError(f"a command is missing on {self.spec}: {last} (if it is Python, pass "
-                                    "--remote-python PATH to the board's Python with the runtimes)", EXIT_FAILED)
+            last = (stderr or [f"exit code {done.returncode}"])[-1][:300]
             raise BBDeployError(f"command on {self.spec} failed: {last}", EXIT_FAILED)
         return done.stdout.decode(errors="replace")
 
+    def _unreachable(self, stderr: list[str]) -> BBDeployError:
+        """ssh itself failed: network, host key or authentication."""
+        last = (stderr or ["ssh failed"])[-1]
+        hint = ("check your key (ssh-copy-id) or pass --ssh-option IdentityFile=PATH"
+                if "Permission denied" in last else "check the host, the port and that sshd runs there")
+        return BBDeployError(f"cannot connect to {self.spec}: {last}; {hint}", EXIT_FAILED)
+
+    def _run_script(self, folder: str, arguments: list[str], progress=None, too_long: str = BENCH_TOO_LONG) -> str:
+        """Run `python SCRIPT ARGS` in `folder` on the device; its stdout.
+
+        ssh exits 255 both when it cannot connect and when the remote command dies of a signal, so the
+        remote shell reports the runner's own status on stderr (EXIT_MARK) and exits 0: no mark and
+        255 is ssh's failure, a mark is the runner's (a crash is its signal, with its last lines)."""
+        line = (f"cd {shlex.quote(folder)} || exit 1; {shlex.join([self.python, *arguments])}; "
+                f"echo \"{EXIT_MARK} $?\" >&2")
+        try:
+            done = run_streaming([*self.base, line], timeout=self.timeout, progress=progress)
+        except FileNotFoundError:
+            raise BBDeployError("no `ssh` command here; install the OpenSSH client (apt-get install openssh-client)")
+        if done.timed_out:
+            raise BBDeployError(too_long.format(timeout=self.timeout), EXIT_FAILED)
+        marks = [index for index, text in enumerate(done.stderr) if text.startswith(EXIT_MARK + " ")]
+        if not marks:
+            if done.returncode == SSH_FAILED:
+                raise self._unreachable(done.stderr)
+            last = (done.stderr or [f"exit code {done.returncode}"])[-1][:300]
+            raise BBDeployError(f"command on {self.spec} failed: {last}", EXIT_FAILED)
+        status, before = int(done.stderr[marks[-1]].split()[1]), done.stderr[:marks[-1]]
+        if status == COMMAND_NOT_FOUND:
+            last = (before or ["command not found"])[-1][:300]
+            raise BBDeployError(f"a command is missing on {self.spec}: {last} (if it is Python, pass "
+                                "--remote-python PATH to the board's Python with the runtimes)", EXIT_FAILED)
+        if status != 0:
+            raise BBDeployError(runner_failure(self.spec, status, before), EXIT_FAILED)
+        return done.stdout
+
     def run(self, entries: list[dict], options) -> tuple[list[dict], dict]:
+        arguments = runner_arguments([f"{i}/{Path(e['artifact']).name}" for i, e in enumerate(entries)], options)
+        with self._session([e["files"] for e in entries], {}) as folder:
+            stdout = self._run_script(folder, [RUNNER.name, *arguments])
+        return parse_runner_output(stdout, self.spec, entries)
+
+    def evaluate(self, entries: list[dict], jobs: list[dict], settings: dict, progress=None) -> tuple[list[dict], dict]:
+        """Outputs of every job's artifact on its images (evaluate.py on the device), with its facts.
+        Each distinct image file travels once, whatever the number of artifacts that read it."""
+        images = {path: f"images-{k}.npy" for k, path in enumerate(dict.fromkeys(job["images"] for job in jobs))}
+        names = {job["artifact"]: f"{index}/{Path(job['artifact']).name}" for index, job in enumerate(jobs)}
+        request = evaluation_request(jobs, settings, lambda index, path: images.get(path) or names[path])
+        extra = {name: path for path, name in images.items()}
+        with tempfile.TemporaryDirectory(prefix="bbdeploy-request-") as local:
+            (Path(local) / "request.json").write_text(json.dumps(request))
+            extra["request.json"] = Path(local) / "request.json"
+            with self._session([e["files"] for e in entries], extra) as folder:
+                stdout = self._run_script(folder, [EVALUATE.name, "request.json"], progress, DRIFT_TOO_LONG)
+        return parse_runner_output(stdout, self.spec, entries)
+
+    @contextlib.contextmanager
+    def _session(self, artifacts: list[list[Path]], extra: dict[str, Path]):
+        """A fresh temp folder on the device holding the scripts, the artifacts (artifact i in subfolder
+        i) and `extra` files by name; removed afterwards, also when the run fails or is interrupted."""
         folder = self._ssh("mktemp -d -t bbdeploy.XXXXXXXX").strip()
         if not folder.startswith("/"):
             raise BBDeployError(f"{self.spec} gave no temp folder (mktemp printed {folder!r})", EXIT_FAILED)
         try:
-            self._ssh(f"tar -x -f - -C {shlex.quote(folder)}", stdin=_bundle([e["files"] for e in entries]),
-                      timeout=600)
-            arguments = runner_arguments([f"{i}/{Path(e['artifact']).name}" for i, e in enumerate(entries)], options)
-            line = f"cd {shlex.quote(folder)} && {shlex.join([self.python, RUNNER.name, *arguments])}"
-            return parse_runner_output(self._ssh(line, timeout=self.timeout), self.spec, entries)
+            with tempfile.TemporaryFile() as bundle:
+                _bundle(bundle, artifacts, extra)
+                bundle.seek(0)
+                self._ssh(f"tar -x -f - -C {shlex.quote(folder)}", stdin=bundle, timeout=600)
+            yield folder
         finally:
             self._cleanup(folder)
 
@@ -99,12 +167,13 @@ class SSHDevice:
             pass
 
 
-def _bundle(artifacts: list[list[Path]]) -> bytes:
-    """A tar archive of the runner script and, in subfolder i, the files of artifact i."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        archive.add(str(RUNNER), arcname=RUNNER.name)
+def _bundle(stream, artifacts: list[list[Path]], extra: dict[str, Path]) -> None:
+    """A tar archive of the scripts, the files of artifact i in subfolder i, and `extra` by name."""
+    with tarfile.open(fileobj=stream, mode="w") as archive:
+        for script in (RUNNER, EVALUATE):
+            archive.add(str(script), arcname=script.name)
         for index, files in enumerate(artifacts):
             for path in files:
                 archive.add(str(path), arcname=f"{index}/{Path(path).name}")
-    return buffer.getvalue()
+        for name, path in extra.items():
+            archive.add(str(path), arcname=name)

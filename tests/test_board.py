@@ -1,0 +1,202 @@
+"""An ARM board in the suite (issue 26): the emulated Raspberry Pi 5 prepared from nothing by bbdeploy's
+own code, `bench` and `drift --device` on it as `qemu://pi5` and behind the loopback sshd (its Python as
+`--remote-python`), crashes told apart from lost connections, and the bad inputs of devices.
+
+Emulated inference is 20-450x slower than native: tiny artifacts, few images, one runner call each."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bbdeploy.exporters.registry import TARGETS
+from bbdeploy.parity import FLOAT_TOLERANCE
+from bbdeploy.targets.devices import emulated_board
+from tests.conftest import run_cli
+
+AARCH64 = 183  # ELF e_machine of AArch64
+
+
+@pytest.fixture(scope="session")
+def boards(tmp_path_factory) -> Path:
+    """The boards folder, with qemu://pi5 prepared in it from nothing (one folder for both xdist workers:
+    prepare() locks it, so the second worker waits and uses the first one's board)."""
+    folder = tmp_path_factory.getbasetemp().parent / "boards"
+    saved = {name: os.environ.get(name) for name in (emulated_board.BOARDS_ENV, "BBDEPLOY_OFFLINE", "BBDEPLOY_CACHE_DIR")}
+    os.environ[emulated_board.BOARDS_ENV] = str(folder)
+    os.environ["BBDEPLOY_CACHE_DIR"] = str(folder.parent / "board-cache")
+    os.environ.pop("BBDEPLOY_OFFLINE", None)
+    try:
+        emulated_board.prepare("pi5")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return folder
+
+
+@pytest.fixture
+def on_board(boards, monkeypatch) -> emulated_board.PreparedBoard:
+    """The prepared pi5, with the tests' CLI pointed at its folder."""
+    monkeypatch.setenv(emulated_board.BOARDS_ENV, str(boards))
+    return emulated_board.prepare("pi5")
+
+
+@pytest.fixture(scope="session")
+def evaluation_images(tmp_path_factory, photos) -> Path:
+    """Four of the built-in evaluation photos, as files (no labels: agreement with the float model)."""
+    from PIL import Image
+
+    from bbdeploy.data import EVALUATION_PHOTOS
+
+    folder = tmp_path_factory.mktemp("evaluation")
+    for name in EVALUATION_PHOTOS[:4]:
+        Image.fromarray(photos[name]).save(folder / f"{name}.png")
+    return folder
+
+
+def test_the_board_is_prepared_from_nothing_and_then_cached(on_board):
+    root = on_board.root
+    header = (root / emulated_board.PYTHON).resolve().read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == AARCH64
+    cpuinfo = (root / "proc" / "cpuinfo").read_text()
+    assert "CPU part\t: 0xd0b" in cpuinfo and "Raspberry Pi 5" in cpuinfo  # Cortex-A76
+    site = root / emulated_board.SITE_PACKAGES
+    for name, version in emulated_board.runtime_pins().items():  # every target's device runtime, as here
+        assert list(site.glob(f"{name.replace('-', '_')}-{version}.dist-info")) or \
+            list(site.glob(f"{name.lower().replace('-', '_')}-{version}.dist-info")), (name, version)
+    started = time.perf_counter()
+    assert emulated_board.prepare("pi5").root == root  # cached: keyed by what it holds
+    assert time.perf_counter() - started < 2
+    # the launcher is the board's Python, as a user passes it to ssh's --remote-python
+    import subprocess
+
+    done = subprocess.run([str(on_board.launcher), "-c", "import platform; print(platform.machine())"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "aarch64", done.stderr
+
+
+def _artifacts(small_artifacts) -> list[str]:
+    return [str(small_artifacts[(t, p)]) for p in ("fp32", "int8") for t in TARGETS]
+
+
+def _check_board_rows(rows: list[dict], name: str) -> None:
+    for row in rows:
+        device = row["device"]
+        assert (device["name"], device["machine"], device["emulated"], device["kernel_machine"]) == (
+            name, "aarch64", True, "x86_64"), row
+        assert device["cpu"] == "Cortex-A76" and row["runtime_version"], row
+
+
+@pytest.mark.long(seconds=60)
+@pytest.mark.parametrize("via", ["qemu", "ssh"])
+def test_bench_and_drift_on_the_arm_board(via, on_board, sshd, small_artifacts, evaluation_images):
+    """Every target, fp32 and int8, on an aarch64 Python: as qemu://pi5, and behind a real sshd with the
+    emulated Python as --remote-python (so ssh's bundle, quoting and cleanup meet an ARM runner)."""
+    device = ["--device", "qemu://pi5"] if via == "qemu" else [
+        "--device", sshd["device"], *sshd["options"], "--remote-python", str(on_board.launcher)]
+    name = device[1]
+    artifacts = _artifacts(small_artifacts)
+    bench = run_cli("bench", *artifacts, *device, "--runs", "2", "--warmup", "1", "--min-time", "0", "--json",
+                    timeout=600)
+    assert bench.returncode == 0, bench.stderr
+    rows = json.loads(bench.stdout)["results"]
+    assert [(r["target"], r["precision"], r["status"]) for r in rows] == [
+        (t, p, "measured") for p in ("fp32", "int8") for t in TARGETS]
+    _check_board_rows(rows, name)
+    assert all(emulated_board_warning(r) for r in rows)
+    drift = run_cli("drift", *artifacts, "--data", str(evaluation_images), *device, "--exec-precision", "f32",
+                    "--json", timeout=600)
+    assert drift.returncode == 0, drift.stderr
+    report = json.loads(drift.stdout)
+    _check_board_rows(report["results"], name)
+    assert report["device"]["machine"] == "aarch64" and f"Measured on: {name} (aarch64 Cortex-A76, emulated)" in drift.stderr
+    host = json.loads(run_cli("drift", *artifacts, "--data", str(evaluation_images), "--exec-precision", "f32",
+                              "--json").stdout)
+    for on_arm, here in zip(report["results"], host["results"]):
+        assert on_arm["status"] == here["status"] == "ok", (on_arm, here)
+        assert here["device"]["machine"] == "x86_64" and not here["device"]["emulated"]
+        if on_arm["precision"] == "fp32":  # the same float model on both machines, f32 pinned
+            assert on_arm["max_abs_diff"] <= FLOAT_TOLERANCE["fp32"] and on_arm["agreement_top1"] == 1.0, on_arm
+            assert on_arm["cosine"] == pytest.approx(here["cosine"], abs=1e-6)
+        assert on_arm["samples"] == here["samples"] == 4
+
+
+def emulated_board_warning(row: dict) -> bool:
+    from bbdeploy.targets.bench import EMULATED_WARNING
+
+    return row["warnings"] == [EMULATED_WARNING]
+
+
+def test_drift_on_the_board_says_what_precision_ran(on_board, small_artifacts, evaluation_images):
+    """OpenVINO's default float precision is the CPU's: f16 on a Cortex-A76 (bf16 on x86 with AVX512_BF16)."""
+    artifact = str(small_artifacts[("openvino", "fp32")])
+    done = run_cli("drift", artifact, "--data", str(evaluation_images), "--device", "qemu://pi5", "--json", timeout=300)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)["results"]
+    assert row["exec_precision"] == "f16" and row["runtime"] == "openvino", row
+    assert 0 < row["max_abs_diff"] < FLOAT_TOLERANCE["fp16"], row
+
+
+def test_a_crash_on_the_board_is_a_crash_and_a_missing_runtime_names_its_package(sshd, small_artifacts,
+                                                                                 evaluation_images, tmp_path):
+    """A runner killed by a signal behind ssh (which exits 255 for that too) is not a lost connection."""
+    crashing = tmp_path / "crashing-python"
+    crashing.write_text("#!/bin/sh\necho 'about to crash' >&2\nkill -SEGV $$\n")
+    crashing.chmod(0o755)
+    artifact = str(small_artifacts[("onnx", "fp32")])
+    for command in (["bench", artifact], ["drift", artifact, "--data", str(evaluation_images)]):
+        done = run_cli(*command, "--device", sshd["device"], *sshd["options"], "--remote-python", str(crashing))
+        assert done.returncode == 1, done.stderr
+        assert (f"the runner crashed on {sshd['device']}: killed by signal 11 (SIGSEGV); its last output: "
+                "about to crash") in done.stderr, done.stderr
+        assert "cannot connect" not in done.stderr
+    # a board without MNN: that row names the package to install there, the others are measured
+    blocker = tmp_path / "no-mnn"
+    (blocker / "MNN").mkdir(parents=True)
+    (blocker / "MNN" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'MNN'\", name='MNN')\n")
+    python = tmp_path / "python-without-mnn"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={blocker} exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    artifacts = [str(small_artifacts[("mnn", "int8")]), str(small_artifacts[("onnx", "int8")])]
+    done = run_cli("bench", *artifacts, "--device", sshd["device"], *sshd["options"], "--remote-python", str(python),
+                   "--runs", "2", "--warmup", "0", "--min-time", "0", "--json")
+    assert done.returncode == 1
+    mnn, onnx = json.loads(done.stdout)["results"]
+    assert mnn["status"] == "failed" and mnn["error"] == (
+        f"{sshd['device']} lacks the runtime module 'MNN'; install it there: python3 -m pip install MNN"), mnn
+    assert onnx["status"] == "measured"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--device", "telnet://pi"], "error: unknown device 'telnet://pi'; pass one of local, ssh://[user@]host[:port], "
+                                  "adb://SERIAL, qemu://pi5"),
+    (["--device", "qemu://pi9"], "error: unknown emulated board 'pi9'; pass one of qemu://pi5, qemu://pi4"),
+    (["--device", "adb://emulator-5554"], "error: adb://emulator-5554: adb devices cannot return an artifact's outputs "
+                                          "(benchmark_model only times it); measure drift on local, ssh:// or "
+                                          "qemu://pi5 and latency with bench --device adb://emulator-5554"),
+])
+def test_bad_drift_devices_are_one_line(args, expected, small_artifacts, evaluation_images):
+    done = run_cli("drift", str(small_artifacts[("tflite", "fp32")]), "--data", str(evaluation_images), *args)
+    assert done.returncode == 2 and done.stderr.strip() == expected, done.stderr
+
+
+def test_an_emulated_board_without_qemu_says_what_to_install(small_artifacts, tmp_path):
+    """PATH without qemu-aarch64-static (and without mmdebstrap): one line naming the Debian package."""
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("sh", "ssh"):
+        if Path(f"/usr/bin/{tool}").exists():
+            (bare / tool).symlink_to(f"/usr/bin/{tool}")
+    done = run_cli("bench", str(small_artifacts[("onnx", "fp32")]), "--device", "qemu://pi5",
+                   env={"PATH": str(bare)})
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "error: an emulated board needs qemu's user-mode emulator, and there is no qemu-aarch64-static here; "
+        "install it: apt-get install qemu-user-static"), done.stderr
