@@ -60,8 +60,9 @@ def _row(model, precision: str, device: str | None, export_row: dict, outcomes: 
     if drift["status"] == "failed":
         return {**row, "status": "failed", "stage": "drift", "reason": drift["error"]}
     result = drift["result"]
-    row["drift"] = {key: result[key] for key in ("samples", "accuracy_top1", "accuracy_drop", "accuracy_drop_ci95",
-                                                "agreement_top1", "agreement_top1_ci95", "cosine", "sqnr_db")}
+    row["drift"] = {key: result.get(key) for key in ("samples", "accuracy_top1", "accuracy_drop", "accuracy_drop_ci95",
+                                                    "agreement_top1", "agreement_top1_ci95", "cosine", "sqnr_db",
+                                                    "exec_precision", "runtime_version")}
     row["drift_device"] = result.get("device")
     row["emulated"] = bool((result.get("device") or {}).get("emulated"))
     gate = _gate_failure(row["drift"], pipeline)

@@ -156,6 +156,38 @@ def small_artifacts(tmp_path_factory) -> dict[tuple[str, str], Path]:
     return paths
 
 
+@pytest.fixture(scope="session")
+def boards(tmp_path_factory) -> Path:
+    """The boards folder, with qemu://pi5 prepared in it from nothing (one folder for both xdist workers:
+    prepare() locks it, so the second worker waits and uses the first one's board)."""
+    from bbdeploy.targets.devices import emulated_board
+
+    shared = tmp_path_factory.getbasetemp()
+    folder = (shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared) / "boards"
+    saved = {name: os.environ.get(name) for name in (emulated_board.BOARDS_ENV, "BBDEPLOY_OFFLINE", "BBDEPLOY_CACHE_DIR")}
+    os.environ[emulated_board.BOARDS_ENV] = str(folder)
+    os.environ["BBDEPLOY_CACHE_DIR"] = str(folder.parent / "board-cache")
+    os.environ.pop("BBDEPLOY_OFFLINE", None)
+    try:
+        emulated_board.prepare("pi5")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return folder
+
+
+@pytest.fixture
+def on_board(boards, monkeypatch):
+    """The prepared pi5 (emulated_board.PreparedBoard), with the tests' CLI pointed at its folder."""
+    from bbdeploy.targets.devices import emulated_board
+
+    monkeypatch.setenv(emulated_board.BOARDS_ENV, str(boards))
+    return emulated_board.prepare("pi5")
+
+
 @pytest.fixture
 def phone(tmp_path):
     """The stand-in adb and benchmark_model of tests/fakes, with a phone folder and a call log."""

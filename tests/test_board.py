@@ -7,7 +7,6 @@ Emulated inference is 20-450x slower than native: tiny artifacts, few images, on
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,33 +22,6 @@ AARCH64 = 183  # ELF e_machine of AArch64
 
 
 @pytest.fixture(scope="session")
-def boards(tmp_path_factory) -> Path:
-    """The boards folder, with qemu://pi5 prepared in it from nothing (one folder for both xdist workers:
-    prepare() locks it, so the second worker waits and uses the first one's board)."""
-    folder = tmp_path_factory.getbasetemp().parent / "boards"
-    saved = {name: os.environ.get(name) for name in (emulated_board.BOARDS_ENV, "BBDEPLOY_OFFLINE", "BBDEPLOY_CACHE_DIR")}
-    os.environ[emulated_board.BOARDS_ENV] = str(folder)
-    os.environ["BBDEPLOY_CACHE_DIR"] = str(folder.parent / "board-cache")
-    os.environ.pop("BBDEPLOY_OFFLINE", None)
-    try:
-        emulated_board.prepare("pi5")
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-    return folder
-
-
-@pytest.fixture
-def on_board(boards, monkeypatch) -> emulated_board.PreparedBoard:
-    """The prepared pi5, with the tests' CLI pointed at its folder."""
-    monkeypatch.setenv(emulated_board.BOARDS_ENV, str(boards))
-    return emulated_board.prepare("pi5")
-
-
-@pytest.fixture(scope="session")
 def evaluation_images(tmp_path_factory, photos) -> Path:
     """Four of the built-in evaluation photos, as files (no labels: agreement with the float model)."""
     from PIL import Image
@@ -62,6 +34,7 @@ def evaluation_images(tmp_path_factory, photos) -> Path:
     return folder
 
 
+@pytest.mark.long(seconds=30)
 def test_the_board_is_prepared_from_nothing_and_then_cached(on_board):
     root = on_board.root
     header = (root / emulated_board.PYTHON).resolve().read_bytes()[:20]
@@ -135,6 +108,7 @@ def emulated_board_warning(row: dict) -> bool:
     return row["warnings"] == [EMULATED_WARNING]
 
 
+@pytest.mark.long(seconds=15)
 def test_drift_on_the_board_says_what_precision_ran(on_board, small_artifacts, evaluation_images):
     """OpenVINO's default float precision is the CPU's: f16 on a Cortex-A76 (bf16 on x86 with AVX512_BF16)."""
     artifact = str(small_artifacts[("openvino", "fp32")])
@@ -200,3 +174,18 @@ def test_an_emulated_board_without_qemu_says_what_to_install(small_artifacts, tm
     assert done.returncode == 2 and done.stderr.strip() == (
         "error: an emulated board needs qemu's user-mode emulator, and there is no qemu-aarch64-static here; "
         "install it: apt-get install qemu-user-static"), done.stderr
+
+
+def test_preparing_a_board_without_mmdebstrap_says_what_to_install(small_artifacts, tmp_path):
+    """qemu is there, the board is not prepared, and nothing can build its userland: one line."""
+    import shutil
+
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "qemu-aarch64-static").symlink_to(shutil.which("qemu-aarch64-static"))
+    done = run_cli("bench", str(small_artifacts[("onnx", "fp32")]), "--device", "qemu://pi5",
+                   env={"PATH": str(bare), "BBDEPLOY_OFFLINE": "", emulated_board.BOARDS_ENV: str(tmp_path / "none")})
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "error: an emulated board is prepared with mmdebstrap, and there is none here; install it: "
+        "apt-get install mmdebstrap"), done.stderr
+    assert not (tmp_path / "none").exists()  # nothing half-made

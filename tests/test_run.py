@@ -251,3 +251,43 @@ def test_an_unreachable_device_fails_its_rows_and_the_others_finish(tmp_path):
     assert rows["gone"]["status"] == "failed" and rows["gone"]["stage"] == "drift", rows["gone"]
     assert rows["gone"]["reason"].startswith(f"cannot connect to ssh://nobody@127.0.0.1:{closed}: ")
     assert report["recommended"] == {"local": report["recommended"]["local"], "gone": None}
+
+
+@pytest.mark.long(seconds=80)
+def test_drift_is_measured_on_each_device_and_emulated_latency_is_never_compared(on_board, tmp_path):
+    """local + qemu://pi5: each row's drift is its device's own (OpenVINO computes an fp32 IR in f16 on
+    a Cortex-A76 by default, in f32 or bf16 here), the board's rows are marked emulated, carry no
+    latency for speed-ups, and its recommendation is by agreement; a rerun is answered from the cache."""
+    from bbdeploy.run_report import EMULATED_NOTE
+
+    pipeline = {"models": [SMALL_MODEL], "targets": ["onnx", "openvino"],
+                "precisions": {"fp32": {}, "int8": {"min_cosine": 0.0}}, "calibration": {"size": 8},
+                "validation": {"limit": 8}, "devices": {"local": {}, "pi5": {"url": "qemu://pi5"}},
+                "bench": QUICK_BENCH, "output": str(tmp_path / "out")}
+    path = _write(tmp_path, pipeline)
+    code, report, stderr, _ = _run(path)
+    assert code == 0, stderr
+    rows = {(r["target"], r["precision"], r["device"]): r for r in report["rows"]}
+    assert len(rows) == 8 and all(r["status"] == "ok" for r in rows.values()), rows
+    for (target, precision, device), row in rows.items():
+        measured_on = row["drift_device"]
+        if device == "local":
+            assert (measured_on["name"], measured_on["emulated"], row["emulated"]) == ("local", False, False)
+            assert row["latency_ms"]["p50"] > 0 and row["speedup_vs_fp32"] is not None
+        else:
+            assert (measured_on["name"], measured_on["machine"], measured_on["emulated"]) == ("qemu://pi5", "aarch64", True)
+            assert row["emulated"] and row["latency_ms"] is None and row["speedup_vs_fp32"] is None
+            assert row["emulated_latency_ms"]["p50"] > 0
+    assert rows[("openvino", "fp32", "pi5")]["drift"]["exec_precision"] == "f16"
+    assert rows[("openvino", "fp32", "local")]["drift"]["exec_precision"] in ("f32", "bf16")
+    assert rows[("openvino", "fp32", "pi5")]["drift"]["cosine"] != rows[("openvino", "fp32", "local")]["drift"]["cosine"]
+    pi5, local = report["recommended"]["pi5"], report["recommended"]["local"]
+    assert pi5["p50_ms"] is None and pi5["basis"].startswith("agreement on the emulated board")
+    best = max((r for r in rows.values() if r["device"] == "pi5"), key=lambda r: r["drift"]["agreement_top1"])
+    assert pi5["agreement_top1"] == best["drift"]["agreement_top1"]
+    assert local["p50_ms"] == min(r["latency_ms"]["p50"] for r in rows.values() if r["device"] == "local")
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert markdown.count(EMULATED_NOTE) == 4
+    code, again, stderr, _ = _run(path, jobs=1)
+    assert code == 0, stderr
+    assert all(set(r["stages"].values()) == {"cached"} for r in again["rows"]), [r["stages"] for r in again["rows"]]

@@ -2,7 +2,9 @@
 # System packages the test suite needs, installed only when missing (Debian/Ubuntu, as root or via sudo):
 #   chromium + chromium-driver: headless browser that checks the drift HTML report renders;
 #   openssh-server + openssh-client: a real sshd on loopback plays the board for `bench --device ssh://`;
-#   strace: the "nothing leaves the machine" tests trace every connect() of a command, C++ code included.
+#   strace: the "nothing leaves the machine" tests trace every connect() of a command, C++ code included;
+#   qemu-user-static + mmdebstrap: the emulated arm64 board (qemu://pi5) that bench and drift --device
+#   run on in the tests, prepared by bbdeploy itself from a Debian arm64 userland.
 set -euo pipefail
 needed=()
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || needed+=(chromium)
@@ -10,6 +12,8 @@ command -v chromedriver >/dev/null 2>&1 || needed+=(chromium-driver)
 [ -x /usr/sbin/sshd ] || needed+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || needed+=(openssh-client)
 command -v strace >/dev/null 2>&1 || needed+=(strace)
+command -v qemu-aarch64-static >/dev/null 2>&1 || needed+=(qemu-user-static)
+command -v mmdebstrap >/dev/null 2>&1 || needed+=(mmdebstrap arch-test)
 if [ ${#needed[@]} -eq 0 ]; then
     exit 0
 fi
