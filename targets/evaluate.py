@@ -101,7 +101,7 @@ def evaluate(request: dict, folder: Path, say=lambda done, total: None) -> list[
         except ImportError as exc:
             outcomes.append({"error": f"no runtime module {exc.name or exc}", "module": exc.name or str(exc)})
         except Exception as exc:  # an artifact its runtime refuses: this row fails, the others run
-            outcomes.append({"error": runner._one_line(exc)})
+            outcomes.append({"error": runner.one_line(exc)})
         done = sum(len(array) for array in images[:len(outcomes)])
         say(done, total)
     return outcomes

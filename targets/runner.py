@@ -335,7 +335,7 @@ def measure(paths: list[str | Path], *, threads: int = 1, warmup: int = 10, runs
             outcomes[index] = {"error": f"no runtime module {exc.name or exc}", "module": exc.name or str(exc)}
             continue
         except Exception as exc:  # an artifact its runtime refuses: this row fails, the others run
-            outcomes[index] = {"error": _one_line(exc)}
+            outcomes[index] = {"error": one_line(exc)}
             continue
         after = current_rss_bytes()
         outcomes[index] = {"result": {
@@ -362,7 +362,7 @@ def measure(paths: list[str | Path], *, threads: int = 1, warmup: int = 10, runs
                     runner._invoke(sample)
                     times_ns.append(time.perf_counter_ns() - begin)
             except Exception as exc:
-                outcomes[index] = {"error": _one_line(exc)}
+                outcomes[index] = {"error": one_line(exc)}
                 active.remove(entry)
     for outcome in outcomes:
         if "result" in outcome:
@@ -370,7 +370,7 @@ def measure(paths: list[str | Path], *, threads: int = 1, warmup: int = 10, runs
     return outcomes
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
 
 

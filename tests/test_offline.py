@@ -50,10 +50,13 @@ def test_no_command_reaches_past_this_machine_or_writes_into_home(offline_guard,
                                  "--json"))
     assert all(row["agreement_top1"] is not None for row in report["results"]), report["results"]
     quick = ("--runs", "2", "--warmup", "1", "--min-time", "0", "--json")
-    for device in (("--device", "local"), ("--device", sshd["device"], *sshd["options"], "--remote-python",
-                                              str(guard.board_python))):
+    board = ("--device", sshd["device"], *sshd["options"], "--remote-python", str(guard.board_python))
+    for device in (("--device", "local"), board):
         bench = json.loads(bbdeploy("bench", *artifacts, *device, *quick))
         assert [row["status"] for row in bench["results"]] == ["measured"] * len(artifacts), bench["results"]
+    # drift on the board: evaluate.py runs the artifacts there (the runtimes' switches applied there too)
+    on_board = json.loads(bbdeploy("drift", *artifacts, "--data", str(data), *board, "--json"))
+    assert [row["status"] for row in on_board["results"]] == ["ok"] * len(artifacts), on_board["results"]
     guard.env.update(phone["env"])  # the stand-in adb and phone: what bbdeploy's side of adb does
     timed_over_adb = [artifact for artifact in artifacts for target in TARGETS.values()
                       if target.adb_tool and artifact.endswith(target.suffix)]

@@ -41,6 +41,8 @@ def test_the_installed_wheel_exports_drifts_and_benches(tmp_path, photos, offlin
     packages = {name.split("/")[0] for name in names if not name.startswith("bbdeploy-")}
     assert packages == {"bbdeploy"}, packages  # no generic top-level names (pipeline, targets) installed
     assert "bbdeploy/targets/runner.py" in names and "bbdeploy/targets/devices/ssh.py" in names
+    # what a board is sent beside the runner (drift --device), and the emulated board
+    assert "bbdeploy/targets/evaluate.py" in names and "bbdeploy/targets/devices/emulated_board.py" in names
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], tmp_path)

@@ -110,4 +110,5 @@ class ProcessDevice:
 
 
 class LocalDevice(ProcessDevice):
-    pass
+    """This machine's own Python: the same process boundary as a board (a fresh interpreter, nothing of
+    bbdeploy's state), so `local` times what a board would."""
