@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .manifest import now, write_json_atomic
 from .pipeline_file import Pipeline
-from .report import html_document, html_table, png_data
+from .report import device_line, html_document, html_table, png_data
 from .run import Outcomes, model_key
 
 COLUMNS = ("model", "target", "precision", "device", "status", "size MB", "accuracy", "agreement", "cosine",
@@ -35,6 +35,7 @@ def build_report(pipeline: Pipeline, outcomes: Outcomes, baseline: dict | None =
     gates = {"max_drop": pipeline.validation.max_drop, "min_agreement": pipeline.validation.min_agreement}
     report = {"created": now(), "pipeline": pipeline.source, "output": str(pipeline.output), "gates": gates,
               "wall_s": round(outcomes.wall_s, 1), "rows": rows, "jobs": outcomes.jobs,
+              "devices": {device: _device_facts(rows, device) for device in devices if device is not None},
               "recommended": {device: _recommended(rows, device) for device in devices if device is not None}}
     if baseline is not None:
         mark_regressions(rows, baseline)
@@ -49,7 +50,8 @@ def _row(model, precision: str, device: str | None, export_row: dict, outcomes: 
            "stages": {"export": "cached" if export_row["status"] == "cached" else
                       "failed" if export_row["status"] == "failed" else "ran"},
            "bench_started": None, "bench_finished": None, "regressions": [], "drift_device": None, "emulated": False,
-           "emulated_latency_ms": None}
+           "emulated_latency_ms": None, "bench_device": None,
+           "device_url": next((d.url for d in pipeline.devices if d.name == device), None)}
     if export_row["status"] == "failed":
         return {**row, "status": "failed", "stage": "export", "reason": export_row["error"]}
     # the device's own drift where it measured one (ssh, qemu), else the one here (local, and adb,
@@ -76,7 +78,7 @@ def _row(model, precision: str, device: str | None, export_row: dict, outcomes: 
             return {**row, "status": "unsupported", "stage": "bench", "reason": bench["error"]}
         measured = bench["row"]
         latency = {k: measured["latency_ms"][k] for k in ("p50", "p90", "mean")}
-        row.update(bench_started=bench["started"], bench_finished=bench["finished"],
+        row.update(bench_started=bench["started"], bench_finished=bench["finished"], bench_device=measured.get("device"),
                    runtime=measured.get("runtime"), warnings=measured.get("warnings", []))
         if (measured.get("device") or {}).get("emulated"):  # qemu's speed, not the board's: never compared
             row.update(emulated=True, emulated_latency_ms=latency)
@@ -85,6 +87,15 @@ def _row(model, precision: str, device: str | None, export_row: dict, outcomes: 
     if gate:
         row.update(status="gated", stage="drift", reason=gate)
     return row
+
+
+def _device_facts(rows: list[dict], device: str) -> dict | None:
+    """What the device said of itself (its bench, else its drift), for the report's device lines."""
+    for key in ("bench_device", "drift_device"):
+        for row in rows:
+            if row["device"] == device and (row.get(key) or {}).get("name") == row["device_url"]:
+                return row[key]
+    return None
 
 
 def _gate_failure(drift: dict, pipeline: Pipeline) -> str | None:
@@ -201,6 +212,8 @@ def markdown(report: dict) -> str:
     lines = ["# bbdeploy run", "", f"Pipeline: {report['pipeline']}; {len(report['rows'])} rows; "
              f"{report['wall_s']} s.", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table_rows(report)]
+    lines += ["", "## Devices", ""]
+    lines += [f"- **{name}**: {device_line(facts)}" for name, facts in report["devices"].items()]
     lines += ["", "## Recommended per device", ""]
     for device, choice in report["recommended"].items():
         lines.append(f"- **{device}**: " + (f"`{Path(choice['artifact']).name}` ({recommendation_text(choice)})"
@@ -252,10 +265,13 @@ def html_page(report: dict) -> str:
     figures = "".join(f"<figure class='device-plot'><img alt='latency against drift on {escape(device)}' "
                       f"src='data:image/png;base64,{data}'><figcaption>{escape(device)}</figcaption></figure>"
                       for device, data in device_plots(report))
+    devices = "".join(f"<li><b>{escape(name)}</b>: {escape(device_line(facts))}</li>"
+                      for name, facts in report["devices"].items())
     recommended = "".join(f"<li><b>{escape(device)}</b>: " + (escape(Path(c["artifact"]).name) if c else "none")
                           + "</li>" for device, c in report["recommended"].items())
     return html_document("bbdeploy run", f"""<p>{escape(report['pipeline'])}: {len(report['rows'])} rows, {report['wall_s']} s</p>
 {html_table(COLUMNS, table_rows(report), "results")}
+<h2>Devices</h2><ul>{devices}</ul>
 <h2>Recommended per device</h2><ul>{recommended}</ul>
 {figures}""")
 

@@ -371,7 +371,12 @@ def measure(paths: list[str | Path], *, threads: int = 1, warmup: int = 10, runs
 
 
 def one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+    """The exception's type and the first line of its message; OpenVINO's messages open with the source
+    locations that raised them ("Exception from src/...cpp:59:"), which say nothing to a user: skipped."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [""]
+    while len(lines) > 1 and lines[0].startswith("Exception from ") and lines[0].endswith(":"):
+        lines.pop(0)
+    return f"{type(exc).__name__}: {lines[0][:300]}"
 
 
 def current_rss_bytes() -> int | None:

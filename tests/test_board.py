@@ -119,6 +119,22 @@ def test_drift_on_the_board_says_what_precision_ran(on_board, small_artifacts, e
     assert 0 < row["max_abs_diff"] < FLOAT_TOLERANCE["fp16"], row
 
 
+@pytest.mark.long(seconds=20)
+def test_a_failing_artifact_on_the_board_is_a_failed_row_and_the_others_are_measured(on_board, small_artifacts,
+                                                                                    evaluation_images):
+    """Seen under qemu 7.2's Cortex-A72 model (a Pi 4): OpenVINO 2026.4 cannot compile int8 IRs ("object is
+    not initialized"; the A76 model can), while its fp32 IR runs, in f32: the A72 has no fp16 arithmetic."""
+    artifacts = [str(small_artifacts[("openvino", "int8")]), str(small_artifacts[("openvino", "fp32")])]
+    done = run_cli("drift", *artifacts, "--data", str(evaluation_images), "--device", "qemu://pi4", "--json",
+                   timeout=300)
+    assert done.returncode == 1, done.stderr
+    int8, fp32 = json.loads(done.stdout)["results"]
+    assert (int8["status"], int8["error"], int8["agreement_top1"]) == (
+        "failed", "RuntimeError: object is not initialized", None), int8
+    assert fp32["status"] == "ok" and fp32["exec_precision"] == "f32" and fp32["device"]["cpu"] == "Cortex-A72"
+    assert "❌ mobilenet_v3_small_64px_int8.xml: RuntimeError: object is not initialized" in done.stderr
+
+
 def test_a_crash_on_the_board_is_a_crash_and_a_missing_runtime_names_its_package(sshd, small_artifacts,
                                                                                  evaluation_images, tmp_path):
     """A runner killed by a signal behind ssh (which exits 255 for that too) is not a lost connection."""

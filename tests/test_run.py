@@ -258,6 +258,8 @@ def test_drift_is_measured_on_each_device_and_emulated_latency_is_never_compared
     """local + qemu://pi5: each row's drift is its device's own (OpenVINO computes an fp32 IR in f16 on
     a Cortex-A76 by default, in f32 or bf16 here), the board's rows are marked emulated, carry no
     latency for speed-ups, and its recommendation is by agreement; a rerun is answered from the cache."""
+    import platform
+
     from bbdeploy.run_report import EMULATED_NOTE
 
     pipeline = {"models": [SMALL_MODEL], "targets": ["onnx", "openvino"],
@@ -288,6 +290,8 @@ def test_drift_is_measured_on_each_device_and_emulated_latency_is_never_compared
     assert local["p50_ms"] == min(r["latency_ms"]["p50"] for r in rows.values() if r["device"] == "local")
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert markdown.count(EMULATED_NOTE) == 4
+    assert "- **pi5**: Measured on: qemu://pi5 (aarch64 Cortex-A76, emulated); Raspberry Pi 5 Model B" in markdown
+    assert f"- **local**: Measured on: local ({platform.machine()} " in markdown
     code, again, stderr, _ = _run(path, jobs=1)
     assert code == 0, stderr
     assert all(set(r["stages"].values()) == {"cached"} for r in again["rows"]), [r["stages"] for r in again["rows"]]
