@@ -158,7 +158,7 @@ def small_artifacts(tmp_path_factory) -> dict[tuple[str, str], Path]:
 
 @pytest.fixture(scope="session")
 def boards(tmp_path_factory) -> Path:
-    """The boards folder, with qemu://pi5 prepared in it from nothing (one folder for both xdist workers:
+    """The boards folder, with every emulated board prepared in it from nothing (one folder for both xdist workers:
     prepare() locks it, so the second worker waits and uses the first one's board)."""
     from bbdeploy.targets.devices import emulated_board
 
@@ -169,7 +169,8 @@ def boards(tmp_path_factory) -> Path:
     os.environ["BBDEPLOY_CACHE_DIR"] = str(folder.parent / "board-cache")
     os.environ.pop("BBDEPLOY_OFFLINE", None)
     try:
-        emulated_board.prepare("pi5")
+        for board in emulated_board.BOARDS:  # the first from nothing, the others a hard-linked copy of it
+            emulated_board.prepare(board)
     finally:
         for name, value in saved.items():
             if value is None:

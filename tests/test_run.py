@@ -253,7 +253,7 @@ def test_an_unreachable_device_fails_its_rows_and_the_others_finish(tmp_path):
     assert report["recommended"] == {"local": report["recommended"]["local"], "gone": None}
 
 
-@pytest.mark.long(seconds=80)
+@pytest.mark.long(seconds=50)
 def test_drift_is_measured_on_each_device_and_emulated_latency_is_never_compared(on_board, tmp_path):
     """local + qemu://pi5: each row's drift is its device's own (OpenVINO computes an fp32 IR in f16 on
     a Cortex-A76 by default, in f32 or bf16 here), the board's rows are marked emulated, carry no
@@ -262,7 +262,7 @@ def test_drift_is_measured_on_each_device_and_emulated_latency_is_never_compared
 
     from bbdeploy.run_report import EMULATED_NOTE
 
-    pipeline = {"models": [SMALL_MODEL], "targets": ["onnx", "openvino"],
+    pipeline = {"models": [SMALL_MODEL], "targets": ["openvino"],
                 "precisions": {"fp32": {}, "int8": {"min_cosine": 0.0}}, "calibration": {"size": 8},
                 "validation": {"limit": 8}, "devices": {"local": {}, "pi5": {"url": "qemu://pi5"}},
                 "bench": QUICK_BENCH, "output": str(tmp_path / "out")}
@@ -270,7 +270,7 @@ def test_drift_is_measured_on_each_device_and_emulated_latency_is_never_compared
     code, report, stderr, _ = _run(path)
     assert code == 0, stderr
     rows = {(r["target"], r["precision"], r["device"]): r for r in report["rows"]}
-    assert len(rows) == 8 and all(r["status"] == "ok" for r in rows.values()), rows
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows.values()), rows
     for (target, precision, device), row in rows.items():
         measured_on = row["drift_device"]
         if device == "local":
@@ -289,7 +289,7 @@ def test_drift_is_measured_on_each_device_and_emulated_latency_is_never_compared
     assert pi5["agreement_top1"] == best["drift"]["agreement_top1"]
     assert local["p50_ms"] == min(r["latency_ms"]["p50"] for r in rows.values() if r["device"] == "local")
     markdown = (tmp_path / "out" / "report.md").read_text()
-    assert markdown.count(EMULATED_NOTE) == 4
+    assert markdown.count(EMULATED_NOTE) == 2
     assert "- **pi5**: Measured on: qemu://pi5 (aarch64 Cortex-A76, emulated); Raspberry Pi 5 Model B" in markdown
     assert f"- **local**: Measured on: local ({platform.machine()} " in markdown
     code, again, stderr, _ = _run(path, jobs=1)
