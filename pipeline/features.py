@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import BBDeployError
+from .fidelity import cosine_per_sample, sqnr_db
 from .stages import stage_by_index, stage_table, trunk
 
 
@@ -110,12 +111,10 @@ def compare_features(reference: list[np.ndarray], candidate: list[np.ndarray], n
             per_output.append({"name": name, "nonfinite_outputs": nonfinite, "max_abs_diff": None, "cosine": None,
                                "sqnr_db": None})
             continue
-        norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
-        cosine = np.sum(ref * got, axis=1) / np.maximum(norms, 1e-12)
         error_power = float(np.mean((ref - got) ** 2))
         per_output.append({"name": name, "nonfinite_outputs": 0, "max_abs_diff": float(np.abs(ref - got).max()),
-                           "cosine": float(cosine.mean()),
-                           "sqnr_db": float(10 * np.log10(np.mean(ref ** 2) / error_power)) if error_power else None})
+                           "cosine": float(cosine_per_sample(ref, got).mean()),
+                           "sqnr_db": sqnr_db(float(np.mean(ref ** 2)), error_power)})
     finite = [o for o in per_output if not o["nonfinite_outputs"]]
     sqnrs = [o["sqnr_db"] for o in finite if o["sqnr_db"] is not None]
     return {

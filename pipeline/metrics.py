@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .fidelity import cosine_per_sample, sqnr_db
+
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 
@@ -42,8 +44,7 @@ class DriftAccumulator:
         self.reference_top1.append(top1)
         self.agree_top1.append(agree1)
         self.agree_top5.append(agree5)
-        norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(artifact, axis=1)
-        self.cosine.append(np.sum(reference * artifact, axis=1) / np.maximum(norms, 1e-12))
+        self.cosine.append(cosine_per_sample(reference, artifact))
         self.signal += float(np.sum(reference ** 2))
         self.noise += float(np.sum((reference - artifact) ** 2))
         self.max_abs_diff = max(self.max_abs_diff, float(np.abs(reference - artifact).max()))
@@ -76,7 +77,7 @@ class DriftAccumulator:
             "agreement_top1_ci95": bootstrap_interval(agree1.astype(np.float64)),
             "agreement_top5": float(np.concatenate(self.agree_top5).mean()),
             "cosine": float(np.concatenate(self.cosine).mean()),
-            "sqnr_db": float(10 * np.log10(self.signal / self.noise)) if self.noise > 0 else None,
+            "sqnr_db": sqnr_db(self.signal, self.noise),
             "max_abs_diff": self.max_abs_diff,
         }
         if labelled:

@@ -6,6 +6,8 @@ import numpy as np
 
 from bbdeploy.targets.evaluate import run_batched  # noqa: F401 - one implementation, host and device
 
+from .fidelity import cosine_per_sample, sqnr_db
+
 
 CONFIDENT_MARGIN = 0.1  # top-1 minus top-2 softmax probability above which a prediction is not a near-tie
 FLOAT_TOLERANCE = {"fp32": 1e-3, "fp16": 1e-1}  # max |logit diff| a float export may show, per precision
@@ -31,8 +33,7 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
                 "mean_abs_diff": None, "top1_agreement": None, "confident_samples": None,
                 "confident_top1_agreement": None, "cosine": None, "sqnr_db": None}
     diff = np.abs(reference - candidate)
-    norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1)
-    cosine = np.sum(reference * candidate, axis=1) / np.maximum(norms, 1e-12)
+    cosine = cosine_per_sample(reference, candidate)
     agree = reference.argmax(1) == candidate.argmax(1)
     probabilities = np.exp(reference - reference.max(1, keepdims=True))
     probabilities /= probabilities.sum(1, keepdims=True)
@@ -49,7 +50,7 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
         "confident_top1_agreement": float(np.mean(agree[confident])) if confident.any() else None,
         "cosine": float(cosine.mean()),
         # identical logits have no finite SQNR: None, drawn and printed as "exact"
-        "sqnr_db": float(10 * np.log10(np.mean(reference ** 2) / error_power)) if error_power > 0 else None,
+        "sqnr_db": sqnr_db(float(np.mean(reference ** 2)), error_power),
     }
 
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bbdeploy.errors import BBDeployError
+from bbdeploy.fidelity import sqnr_db
 from bbdeploy.progress import Progress
 
 from .fake_quant import (ActivationFakeQuant, Grid, attach_weight_fake_quant, input_ranges, quantized_layers,
@@ -253,8 +254,8 @@ class QATRun:
             agreed += int((logits.argmax(1) == reference.argmax(1)).sum())
             signal += float((reference.double() ** 2).sum())
             noise += float(((logits - reference).double() ** 2).sum())
-        return {"agreement": round(agreed / len(self.data), 4),
-                "sqnr_db": round(10 * math.log10(signal / max(noise, 1e-30)), 3)}
+        sqnr = sqnr_db(signal, noise)
+        return {"agreement": round(agreed / len(self.data), 4), "sqnr_db": None if sqnr is None else round(sqnr, 3)}
 
     def _save(self, grid: Grid, epoch: int, student: nn.Module, optimizer, ranges: dict, history: list) -> None:
         """epoch-NNN.pt in the grid's folder, written atomically, by the first process only."""
