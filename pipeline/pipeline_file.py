@@ -134,7 +134,7 @@ devices:                      # name: {url: ...}; `local` is this machine
   #   url: qemu://pi5
   # pi5-a:
   #   url: ssh://pi@192.168.1.20
-  #   ssh_options: [-i, ~/.ssh/id_ed25519]
+  #   ssh_options: [IdentityFile=~/.ssh/id_ed25519]   # `ssh -o KEY=VALUE` options
   #   python: python3
   # pixel8:
   #   url: adb://SERIAL
@@ -384,8 +384,26 @@ def _devices(data: dict, where: _Where) -> tuple[DeviceSpec, ...]:
         if url is None or not (url == "local" or url.startswith(DEVICE_SCHEMES[1:])):
             raise where.error((*path, "url") if url else path,
                               f"{url!r} is not a device; pass url: local, ssh://[user@]host[:port], adb://SERIAL or qemu://pi5")
+        _check_device(url, typed, path, where)
         devices.append(DeviceSpec(str(name), url, **{k: v for k, v in typed.items() if v is not None}))
     return tuple(devices)
+
+
+def _check_device(url: str, options: dict, path: tuple, where: _Where) -> None:
+    """What the device would refuse at bench time, said at load in the file's words: its address, and
+    each ssh option (the form `ssh -o` takes)."""
+    from bbdeploy.targets.devices import device_class
+    from bbdeploy.targets.devices.ssh import ssh_option_problem
+
+    try:
+        device_class(url).check_address(url)
+    except BBDeployError as error:
+        raise where.error((*path, "url"), str(error)) from None
+    for index, option in enumerate(options.get("ssh_options") or []):
+        problem = ssh_option_problem(str(option))
+        if problem:
+            raise where.error((*path, "ssh_options"), f"item {index + 1}: {problem}; write e.g. "
+                                                      "[IdentityFile=~/.ssh/id_ed25519, Port=2222]")
 
 
 def _check_ranges(validation: ValidationSpec, calibration: CalibrationSpec, where: _Where) -> None:

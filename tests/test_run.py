@@ -70,6 +70,15 @@ BAD_PIPELINES = {
     "unknown top-level key": ("model: [mobilenet_v2]\n", r"^error: FILE:1: model: unknown key \(did you mean 'models'\?\)"),
     "bad device": ("models: [mobilenet_v2]\ndevices:\n  pi:\n    url: telnet://pi\n",
                    r"^error: FILE:4: devices\.pi\.url: 'telnet://pi' is not a device; pass url: local, "),
+    # what the device would refuse only at bench time, after the exports, is said at load
+    "ssh option as a flag": ("models: [mobilenet_v2]\ndevices:\n  pi:\n    url: ssh://pi@host\n"
+                             "    ssh_options: [-i, ~/.ssh/id_ed25519]\n",
+                             r"^error: FILE:5: devices\.pi\.ssh_options: item 1: '-i' is not KEY=VALUE \(an `ssh -o` "
+                             r"option\); write e\.g\. \[IdentityFile=~/\.ssh/id_ed25519, Port=2222\]$"),
+    "unknown emulated board": ("models: [mobilenet_v2]\ndevices:\n  pi:\n    url: qemu://pi9\n",
+                               r"^error: FILE:4: devices\.pi\.url: unknown emulated board 'pi9'; pass one of qemu://pi5"),
+    "bad ssh address": ("models: [mobilenet_v2]\ndevices:\n  pi:\n    url: ssh://pi@host:99999\n",
+                        r"^error: FILE:4: devices\.pi\.url: port 99999 of device 'ssh://pi@host:99999' is out of range"),
 }
 
 
@@ -85,6 +94,23 @@ def test_bad_pipeline_is_one_line_naming_line_and_key(case, tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert re.search(expected.replace("FILE", re.escape(str(path))), done.stderr.strip()), done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_every_example_line_of_the_init_file_loads_uncommented():
+    """`bbdeploy init`'s file documents each option as a commented line: each one, uncommented, is a
+    valid pipeline (its devices, options and gates as written), so the template never shows a form the
+    code refuses."""
+    import re
+
+    commented = re.compile(r"^(\s*)# (\s*)([\w-]+:.*)$")  # `  # key: value`: an example line, not prose
+    lines = [commented.sub(r"\1\2\3", line) for line in EXAMPLE.splitlines()]
+    assert sum(1 for a, b in zip(EXAMPLE.splitlines(), lines) if a != b) >= 25  # every example line taken
+    pipeline = parse_pipeline("\n".join(lines), "uncommented")
+    assert [device.url for device in pipeline.devices] == ["local", "qemu://pi5", "ssh://pi@192.168.1.20",
+                                                         "adb://SERIAL"]
+    assert pipeline.devices[2].ssh_options == ("IdentityFile=~/.ssh/id_ed25519",)
+    assert [p.name for p in pipeline.precisions] == ["fp32", "int8", "int8-qat"]
+    assert (pipeline.validation.labels, pipeline.validation.limit, pipeline.validation.max_drop) == ("labels.csv", 1000, 1.0)
 
 
 def test_parse_reads_lists_and_mappings_alike():

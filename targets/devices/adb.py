@@ -64,6 +64,12 @@ class ADBDevice:
         self.binary, self.delegate = Path(binary), delegate
 
     @staticmethod
+    def check_address(spec: str) -> None:
+        """One line when `spec` names no phone (nothing is connected)."""
+        if not spec.removeprefix("adb://").strip("/"):
+            raise BBDeployError(f"device {spec!r} names no phone; pass adb://SERIAL (see `adb devices`)")
+
+    @staticmethod
     def identity(spec: str) -> dict:
         """The same board behind the same address."""
         return {"url": spec}

@@ -75,6 +75,10 @@ class ProcessDevice:
         return [sys.executable], None
 
     @staticmethod
+    def check_address(spec: str) -> None:
+        """This machine needs no address."""
+
+    @staticmethod
     def identity(spec: str) -> dict:
         """This machine's host and CPU: what a result measured here is a property of."""
         import platform

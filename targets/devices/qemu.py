@@ -38,6 +38,11 @@ class QemuDevice(ProcessDevice):
         self._board = None
 
     @staticmethod
+    def check_address(spec: str) -> None:
+        """One line when `spec` names no emulated board bbdeploy knows."""
+        board_of(spec)
+
+    @staticmethod
     def identity(spec: str) -> dict:
         """The board and everything its userland holds (the runtimes' versions among it)."""
         return {"url": spec, "board": emulated_board.userland_key(emulated_board.runtime_pins())}

@@ -33,6 +33,13 @@ COMMAND_NOT_FOUND = 127  # what a POSIX shell exits with when it cannot find the
 SSH_FAILED = 255  # what ssh exits with when it fails itself (and when the remote command dies of a signal)
 
 
+def ssh_option_problem(option: str) -> str | None:
+    """Why `option` is not an OpenSSH `-o KEY=VALUE` option (the only form bbdeploy passes), or None."""
+    if "=" not in option or option.startswith("-") or not option.partition("=")[0].strip():
+        return f"{option!r} is not KEY=VALUE (an `ssh -o` option)"
+    return None
+
+
 def parse_device(spec: str) -> tuple[str | None, str, int | None]:
     """(user, host, port) of `ssh://[user@]host[:port]`."""
     match = DEVICE.match(spec)
@@ -52,7 +59,7 @@ class SSHDevice:
         user, host, port = parse_device(spec)
         command = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}"]
         for option in ssh_options:
-            if "=" not in option or option.startswith("-"):
+            if ssh_option_problem(option):
                 raise BBDeployError(f"--ssh-option {option!r} is not KEY=VALUE; pass e.g. --ssh-option Port=2222")
             command += ["-o", option]
         if port is not None:
@@ -60,6 +67,11 @@ class SSHDevice:
         self.base = [*command, f"{user}@{host}" if user else host, "--"]
         self.python = remote_python
         self.timeout = timeout
+
+    @staticmethod
+    def check_address(spec: str) -> None:
+        """One line when `spec` is not ssh://[user@]host[:port] (nothing is connected)."""
+        parse_device(spec)
 
     @staticmethod
     def identity(spec: str) -> dict:
