@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bbdeploy.targets.bench import where_measured
+from bbdeploy.targets.devices import where_measured
 from bbdeploy.targets.evaluate import normalize, run_batched
 from bbdeploy.targets.runner import device_facts
 from bbdeploy.targets.runner import load as load_runner

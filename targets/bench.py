@@ -108,13 +108,6 @@ def _sibling_key(entry: dict) -> tuple:
 
 EMULATED_WARNING = ("emulated device: the numbers are the ARM runtime's, the latency is qemu's (20-450x slower than "
                     "the board) and is never used for a speed-up or a recommendation; time it on the real board")
-DEVICE_KEYS = ("machine", "cpu", "model", "cores", "os", "python", "emulated", "kernel_machine")
-
-
-def where_measured(name: str, facts: dict | None) -> dict:
-    """The device a row was measured on, as the device itself reported it (every row carries it)."""
-    facts = facts or {}
-    return {"name": name, **{key: facts.get(key) for key in DEVICE_KEYS}, "emulated": bool(facts.get("emulated"))}
 
 
 def add_warnings(rows: list[dict], entries: list[dict]) -> None:
@@ -147,7 +140,7 @@ def bench(options: BenchOptions, progress=None) -> dict:
     """Benchmark every artifact on the device: {"device": {...}, "results": [...]}, one row per
     artifact, a failed one included (status "failed" and its error), in the order given, each with the
     device it ran on. `progress(step, done, total)` hears of a first-use device preparation."""
-    from .devices import open_device
+    from .devices import open_device, where_measured
 
     options.validate()
     entries = []

@@ -16,6 +16,14 @@ from .qemu import QemuDevice
 from .ssh import SSHDevice
 
 SCHEMES = ("local", "ssh://[user@]host[:port]", "adb://SERIAL", "qemu://pi5")
+DEVICE_KEYS = ("machine", "cpu", "model", "cores", "os", "python", "emulated", "kernel_machine")
+
+
+def where_measured(name: str, facts: dict | None) -> dict:
+    """The device a drift or bench row was measured on, as the device itself reported it (every row
+    carries it)."""
+    facts = facts or {}
+    return {"name": name, **{key: facts.get(key) for key in DEVICE_KEYS}, "emulated": bool(facts.get("emulated"))}
 
 
 def device_class(spec: str) -> type:
