@@ -23,7 +23,7 @@ from bbdeploy.drift_device import DeviceOutputs
 from bbdeploy.export import ExportOptions, export
 from bbdeploy.parity import compare_logits
 from bbdeploy.run_stages import write_builtin_validation
-from bbdeploy.targets.evaluate import normalize
+from bbdeploy.targets.runner.evaluate import normalize
 
 
 def all_logits(plan, outputs) -> tuple[list[np.ndarray], list[np.ndarray]]:

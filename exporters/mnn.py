@@ -69,7 +69,7 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, path: Path, *, precisi
 
 def op_histogram(path: Path) -> dict[str, int]:
     """Operator counts of the .mnn graph (an int8 model keeps Convolution ops, with int8 weights)."""
-    from bbdeploy.targets.runner import quiet_import_mnn
+    from bbdeploy.targets.runner.runtimes.mnn import quiet_import_mnn
 
     expr = quiet_import_mnn().expr
     return dict(Counter(var.op_type for var in expr.load_as_list(str(path)) if var.op_type not in ("Input", "Const")))

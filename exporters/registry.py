@@ -1,6 +1,6 @@
 """The one table of export targets. The CLI, export, int8, drift, bench (local, ssh, adb), the
 benchmarks and the tests read it; what differs between targets is a field here or lives in the
-target's own modules (its exporter, its quantizer, its runner class in `targets/runner.py`).
+target's own modules (its exporter, its quantizer, its runtime module in `targets/runner/runtimes/`).
 
 Adding a target is one record here plus those modules: every parametrized test then covers it.
 The record is plain data (no heavy imports), so `bbdeploy --help` can list it instantly.
@@ -30,10 +30,10 @@ class Target:
     calib_methods: tuple[str, ...]  # --calib-method choices, the first the measured default
     weight_roundings: tuple[str, ...]  # --weight-rounding choices, the first the measured default
     io_types: tuple[str, ...]  # int8 input/output types (--io), the first the default
-    runner: str  # the class in targets/runner.py (self-contained: it ships to boards alone)
+    runner: str  # its module in targets/runner/runtimes/ (self-contained: it ships to boards in the runner)
     packages: tuple[str, ...]  # import names the converter, quantizer and runtime need here
     distributions: tuple[str, ...]  # their PyPI names: pip install hint, versions in manifests
-    device_distributions: tuple[str, ...]  # what a board needs for runner.py to run the artifact
+    device_distributions: tuple[str, ...]  # what a board needs for the runner to run the artifact
     adb_tool: str | None  # the Android binary that times it over adb; None: adb cannot
     # the calib methods whose quantizer can leave layers in float (--keep-float); None: all of them
     keep_float_methods: tuple[str, ...] | None = None
@@ -48,28 +48,28 @@ TARGETS: dict[str, Target] = {
         Target("onnx", ".onnx", (), ("fp32", "fp16", "int8"), ("nchw",),
                exporter="bbdeploy.exporters.onnx", quantizer="bbdeploy.quantization.onnx",
                calib_methods=("minmax", "percentile", "entropy"), weight_roundings=("gptq", "nearest"),
-               io_types=("float",), runner="OnnxRunner",
+               io_types=("float",), runner="onnxruntime",
                packages=("onnx", "onnxscript", "onnxruntime"), distributions=("onnx", "onnxscript", "onnxruntime"),
                device_distributions=("onnxruntime",), adb_tool=None),
         Target("tflite", ".tflite", (), ("fp32", "fp16", "int8"), ("nhwc", "nchw"),
                exporter="bbdeploy.exporters.tflite", quantizer="bbdeploy.quantization.tflite",
                # mse: Lite0 cosine 0.9967 vs 0.9958 with minmax; GPTQ is not offered (quantization/tflite.py)
                calib_methods=("mse", "minmax"), weight_roundings=("nearest",),
-               io_types=("float", "int8", "uint8"), runner="LiteRTRunner",
+               io_types=("float", "int8", "uint8"), runner="litert",
                packages=("litert_torch", "ai_edge_litert", "torchao"),
                distributions=("litert-torch", "ai-edge-litert", "torchao"),
                device_distributions=("ai-edge-litert",), adb_tool="benchmark_model"),
         Target("openvino", ".xml", (".bin",), ("fp32", "fp16", "int8"), ("nchw",),
                exporter="bbdeploy.exporters.openvino", quantizer="bbdeploy.quantization.openvino",
                calib_methods=("minmax",), weight_roundings=("gptq", "nearest"),
-               io_types=("float",), runner="OpenVINORunner",
+               io_types=("float",), runner="openvino",
                packages=("openvino", "nncf"), distributions=("openvino", "nncf"),
                device_distributions=("openvino",), adb_tool=None),
         Target("mnn", ".mnn", (), ("fp32", "fp16", "int8"), ("nchw",),
                exporter="bbdeploy.exporters.mnn", quantizer="bbdeploy.quantization.mnn",
                # KL crashes MNN 3.6.1's quantizer; ADMM measured worse than EMA (quantization/mnn.py)
                calib_methods=("ema", "admm"), weight_roundings=("gptq", "nearest"),
-               io_types=("float",), runner="MNNRunner",
+               io_types=("float",), runner="mnn",
                packages=("MNN", "onnx", "onnxscript"), distributions=("MNN", "onnx", "onnxscript"),
                device_distributions=("MNN",), adb_tool=None,
                # MNN's EMA quantizer quantizes every layer; its ADMM one honours skip_quant_op_names

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from bbdeploy.targets.evaluate import normalize
+from bbdeploy.targets.runner.evaluate import normalize
 
 from .backbones.registry import Preprocess
 from .errors import BBDeployError

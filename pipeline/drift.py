@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bbdeploy.targets.devices import where_measured
-from bbdeploy.targets.evaluate import normalize, run_batched
+from bbdeploy.targets.runner.evaluate import normalize, run_batched
 from bbdeploy.targets.runner import device_facts
 from bbdeploy.targets.runner import load as load_runner
 

@@ -2,7 +2,7 @@
 
 The images are decoded and cropped here once (uint8, the network's input size: never more bytes than
 the image itself), written to one file per distinct preprocessing, and sent with the artifacts; the
-device normalises and runs them (targets/evaluate.py) and sends back every output, which the drift
+device normalises and runs them (targets/runner/evaluate.py) and sends back every output, which the drift
 stage compares with the reference's logits on the same crops, exactly as for a local run.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bbdeploy.errors import BBDeployError
-from bbdeploy.targets.evaluate import decode
+from bbdeploy.targets.runner.evaluate import decode
 
 from .drift import DECODE_BATCH, Crops, DriftOptions, DriftPlan
 

@@ -10,7 +10,7 @@ the processes it starts inherit), never by writing the user's global settings (a
 home). `tests/test_offline.py` runs every command under a guard that records name lookups and
 connections, and fails when a library update brings a new way out.
 
-The runtimes' switches live with their runners in `targets/runner.py`, which runs alone on a board and
+The runtimes' switches live with their runners in `targets/runner/runtimes/`, which run alone on a board and
 applies them there itself (NNCF uses OpenVINO's telemetry package, so the OpenVINO runner's switch
 covers it). MNN's tool wrappers are never imported (see `exporters/mnn_tools.py`).
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bbdeploy.targets.evaluate import run_batched  # noqa: F401 - one implementation, host and device
+from bbdeploy.targets.runner.evaluate import run_batched  # noqa: F401 - one implementation, host and device
 
 from .fidelity import cosine_per_sample, sqnr_db
 

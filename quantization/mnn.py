@@ -90,7 +90,7 @@ def op_names_of_layers(model, float_path: Path, layers: list[str]) -> list[str]:
     model's conv/linear layers, which is how they are matched here (the counts must agree)."""
     if not layers:
         return []
-    from bbdeploy.targets.runner import quiet_import_mnn
+    from bbdeploy.targets.runner.runtimes.mnn import quiet_import_mnn
 
     from .bias_correction import LAYERS
 

@@ -1,3 +1,3 @@
-"""Running artifacts: the self-contained scripts a device runs (runner.py: one Runner class per runtime, the
-timing loop, the device's facts; evaluate.py: outputs over given images), the latency method (bench.py)
-and the devices (local, ssh, adb, qemu)."""
+"""Running artifacts: the self-contained runner a device runs (runner/: one module per runtime, the timing
+loop, outputs over given images, the device's facts), the latency method (bench.py) and the devices
+(local, ssh, adb, qemu) that run the runner."""

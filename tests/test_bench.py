@@ -105,7 +105,7 @@ def test_artifacts_are_timed_interleaved_in_rounds(monkeypatch, tmp_path):
             calls.append(self.name)
             return [batch]
 
-    monkeypatch.setattr(runner_module, "load", lambda path, threads, precision: Fake(path))
+    monkeypatch.setattr(runner_module.artifact, "load", lambda path, threads, precision: Fake(path))
     outcomes = runner_module.measure(["A", "B"], warmup=1, runs=20, min_time=0)
     assert [o["result"]["runs"] for o in outcomes] == [20, 20]
     timed = calls[2:]  # after one warm-up run each

@@ -4,11 +4,13 @@ and agree with it (a new record is checked here unedited)."""
 from __future__ import annotations
 
 import inspect
+from importlib import import_module
 
 import pytest
 
 from bbdeploy.exporters.registry import TARGETS, exporter, quantizer
 from bbdeploy.targets import runner as runner_module
+from bbdeploy.targets.runner import runtimes
 
 RECORDS = pytest.mark.parametrize("target", TARGETS.values(), ids=list(TARGETS))
 # the one quantizer signature (quantization/ptq.py), shaped like nncf.quantize(model, calibration, *, subset_size, ...)
@@ -18,7 +20,7 @@ QUANTIZER_PARAMETERS = ["model", "calibration", "subset_size", "sample", "out_pa
 
 @RECORDS
 def test_the_runner_class_runs_the_targets_files(target):
-    runner_class = getattr(runner_module, target.runner)
+    runner_class = import_module(f"{runtimes.__name__}.{target.runner}").RUNNER
     assert runner_class.SUFFIX == target.suffix
     assert runner_module.RUNNERS[target.suffix] is runner_class  # what a board picks by suffix alone
 

@@ -1,5 +1,6 @@
-"""This machine: the runner script runs in one fresh Python process for all artifacts, as on a board,
-timing them interleaved (see `runner.measure`); `drift --device` runs `evaluate.py` the same way.
+"""This machine: the runner (as the zipapp a board gets) runs in one fresh Python process for all
+artifacts, as on a board, timing them interleaved (`runner.measure`); `drift --device` runs its
+`evaluate` command the same way.
 
 `ProcessDevice` is any device whose Python runs here as a child process: this machine's own
 interpreter (`LocalDevice`) or an emulated board's (`qemu.QemuDevice`)."""
@@ -15,14 +16,12 @@ from bbdeploy.errors import EXIT_FAILED, BBDeployError
 from bbdeploy.exporters.registry import TARGETS
 
 from .process import run_streaming, runner_failure
-
-RUNNER = Path(__file__).resolve().parent.parent / "runner.py"
-EVALUATE = RUNNER.with_name("evaluate.py")  # drift on the device: ships with the runner
+from .runner_archive import write_runner_archive
 
 
 def runner_arguments(artifacts: list[str], options) -> list[str]:
-    """The runner's command-line arguments (after the interpreter and the script)."""
-    arguments = [*artifacts, "--threads", str(options.threads), "--warmup", str(options.warmup),
+    """The runner's command-line arguments (after the interpreter and the archive)."""
+    arguments = ["bench", *artifacts, "--threads", str(options.threads), "--warmup", str(options.warmup),
                  "--runs", str(options.runs), "--min-time", str(options.min_time)]
     if options.exec_precision != "default":
         arguments += ["--exec-precision", options.exec_precision]
@@ -31,7 +30,7 @@ def runner_arguments(artifacts: list[str], options) -> list[str]:
 
 def parse_runner_output(stdout: str, where: str, entries: list[dict]) -> tuple[list[dict], dict]:
     """(one outcome per artifact of `entries`, device facts) from the JSON line of the runner or of
-    evaluate.py. An outcome is {"result": {...}} or {"error": "one line"}; a missing runtime names the
+    its evaluate command. An outcome is {"result": {...}} or {"error": "one line"}; a missing runtime names the
     pip command to run there."""
     try:
         answer = json.loads(stdout.strip().splitlines()[-1])
@@ -50,7 +49,7 @@ def parse_runner_output(stdout: str, where: str, entries: list[dict]) -> tuple[l
 
 
 def evaluation_request(jobs: list[dict], settings: dict, path_of) -> dict:
-    """evaluate.py's request: `jobs` as drift plans them ({"artifact", "images", "mean", "std",
+    """The runner's evaluate request: `jobs` as drift plans them ({"artifact", "images", "mean", "std",
     "layout", "batch"}), with each file named by `path_of(index, path)` as the device sees it."""
     return {**settings, "artifacts": [
         {"path": path_of(index, job["artifact"]), "images": path_of(index, job["images"]), "mean": job["mean"],
@@ -66,7 +65,7 @@ class ProcessDevice:
     """A device whose Python is a child process here."""
 
     where = "this machine"
-    NO_OUTPUTS = None  # drift --device: it returns the artifacts' outputs (evaluate.py)
+    NO_OUTPUTS = None  # drift --device: it returns the artifacts' outputs (the runner's evaluate)
 
     def __init__(self, timeout: float):
         self.timeout = timeout
@@ -101,15 +100,17 @@ class ProcessDevice:
         return done.stdout
 
     def run(self, entries: list[dict], options) -> tuple[list[dict], dict]:
-        stdout = self._run([str(RUNNER), *runner_arguments([e["artifact"] for e in entries], options)])
+        with tempfile.TemporaryDirectory(prefix="bbdeploy-bench-") as folder:
+            archive = write_runner_archive(Path(folder))
+            stdout = self._run([str(archive), *runner_arguments([e["artifact"] for e in entries], options)])
         return parse_runner_output(stdout, self.where, entries)
 
     def evaluate(self, entries: list[dict], jobs: list[dict], settings: dict, progress=None) -> tuple[list[dict], dict]:
-        """Outputs of every job's artifact on its images (evaluate.py), with the device's facts."""
+        """Outputs of every job's artifact on its images (the runner's evaluate), with the device's facts."""
         with tempfile.TemporaryDirectory(prefix="bbdeploy-evaluate-") as folder:
-            request = Path(folder) / "request.json"
+            archive, request = write_runner_archive(Path(folder)), Path(folder) / "request.json"
             request.write_text(json.dumps(evaluation_request(jobs, settings, lambda index, path: str(Path(path).resolve()))))
-            stdout = self._run([str(EVALUATE), str(request)], progress, DRIFT_TOO_LONG)
+            stdout = self._run([str(archive), "evaluate", str(request)], progress, DRIFT_TOO_LONG)
         return parse_runner_output(stdout, self.where, entries)
 
 

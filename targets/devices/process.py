@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..evaluate import PROGRESS  # the device's progress lines: `bbdeploy-progress DONE TOTAL` on stderr
+from ..runner.evaluate import PROGRESS  # the device's progress lines: `bbdeploy-progress DONE TOTAL` on stderr
 
 EXIT_MARK = "bbdeploy-runner-exit"  # `bbdeploy-runner-exit STATUS`: printed by the ssh wrapper (see ssh.py)
 STDERR_KEPT = 40  # last stderr lines kept for the error message

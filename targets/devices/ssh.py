@@ -1,9 +1,9 @@
 """A Linux board (Raspberry Pi, Jetson, ...) over SSH, through the system OpenSSH client, so that the
 user's ~/.ssh/config aliases, keys, agent and jump hosts work as they do in a terminal.
 
-The artifacts go with the runner scripts into a fresh temp folder on the device (one `tar` stream
+The artifacts go with the runner (one zipapp) into a fresh temp folder on the device (one `tar` stream
 over ssh, each artifact in a subfolder of its own so that equal names do not collide), run there in
-one runner process (interleaved; for drift, evaluate.py over the crops sent along), and the folder is
+one runner process (interleaved; for drift, its evaluate command over the crops sent along), and the folder is
 removed afterwards, also when the run fails or is interrupted. Local commands are argument lists; the
 one command line the remote shell sees is built with every piece quoted. ssh's own failure (exit 255)
 and the runner's (its status, reported by the remote shell) are told apart.
@@ -23,9 +23,9 @@ from typing import BinaryIO
 
 from bbdeploy.errors import EXIT_FAILED, BBDeployError
 
-from .local import (BENCH_TOO_LONG, DRIFT_TOO_LONG, EVALUATE, RUNNER, evaluation_request, parse_runner_output,
-                    runner_arguments)
+from .local import BENCH_TOO_LONG, DRIFT_TOO_LONG, evaluation_request, parse_runner_output, runner_arguments
 from .process import EXIT_MARK, run_streaming, runner_failure
+from .runner_archive import NAME as RUNNER, write_runner_archive
 
 DEVICE = re.compile(r"^ssh://(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s]+)(?::(?P<port>\d{1,5}))?/?$")
 CONNECT_TIMEOUT_S = 10
@@ -52,7 +52,7 @@ def parse_device(spec: str) -> tuple[str | None, str, int | None]:
 
 
 class SSHDevice:
-    NO_OUTPUTS = None  # drift --device: it returns the artifacts' outputs (evaluate.py)
+    NO_OUTPUTS = None  # drift --device: it returns the artifacts' outputs (the runner's evaluate)
 
     def __init__(self, spec: str, ssh_options: list[str], remote_python: str, timeout: float):
         self.spec = spec
@@ -138,11 +138,11 @@ class SSHDevice:
     def run(self, entries: list[dict], options) -> tuple[list[dict], dict]:
         arguments = runner_arguments([f"{i}/{Path(e['artifact']).name}" for i, e in enumerate(entries)], options)
         with self._session([e["files"] for e in entries], {}) as folder:
-            stdout = self._run_script(folder, [RUNNER.name, *arguments])
+            stdout = self._run_script(folder, [RUNNER, *arguments])
         return parse_runner_output(stdout, self.spec, entries)
 
     def evaluate(self, entries: list[dict], jobs: list[dict], settings: dict, progress=None) -> tuple[list[dict], dict]:
-        """Outputs of every job's artifact on its images (evaluate.py on the device), with its facts.
+        """Outputs of every job's artifact on its images (the runner's evaluate there), with its facts.
         Each distinct image file travels once, whatever the number of artifacts that read it."""
         images = {path: f"images-{k}.npy" for k, path in enumerate(dict.fromkeys(job["images"] for job in jobs))}
         names = {job["artifact"]: f"{index}/{Path(job['artifact']).name}" for index, job in enumerate(jobs)}
@@ -152,12 +152,12 @@ class SSHDevice:
             (Path(local) / "request.json").write_text(json.dumps(request))
             extra["request.json"] = Path(local) / "request.json"
             with self._session([e["files"] for e in entries], extra) as folder:
-                stdout = self._run_script(folder, [EVALUATE.name, "request.json"], progress, DRIFT_TOO_LONG)
+                stdout = self._run_script(folder, [RUNNER, "evaluate", "request.json"], progress, DRIFT_TOO_LONG)
         return parse_runner_output(stdout, self.spec, entries)
 
     @contextlib.contextmanager
     def _session(self, artifacts: list[list[Path]], extra: dict[str, Path]):
-        """A fresh temp folder on the device holding the scripts, the artifacts (artifact i in subfolder
+        """A fresh temp folder on the device holding the runner, the artifacts (artifact i in subfolder
         i) and `extra` files by name; removed afterwards, also when the run fails or is interrupted."""
         folder = self._ssh("mktemp -d -t bbdeploy.XXXXXXXX").strip()
         if not folder.startswith("/"):
@@ -180,10 +180,9 @@ class SSHDevice:
 
 
 def _bundle(stream, artifacts: list[list[Path]], extra: dict[str, Path]) -> None:
-    """A tar archive of the scripts, the files of artifact i in subfolder i, and `extra` by name."""
-    with tarfile.open(fileobj=stream, mode="w") as archive:
-        for script in (RUNNER, EVALUATE):
-            archive.add(str(script), arcname=script.name)
+    """A tar archive of the runner, the files of artifact i in subfolder i, and `extra` by name."""
+    with tarfile.open(fileobj=stream, mode="w") as archive, tempfile.TemporaryDirectory() as folder:
+        archive.add(str(write_runner_archive(Path(folder))), arcname=RUNNER)
         for index, files in enumerate(artifacts):
             for path in files:
                 archive.add(str(path), arcname=f"{index}/{Path(path).name}")

@@ -1,12 +1,12 @@
 """Run artifacts over evaluation images on the device and send their outputs back (`drift --device`).
 
-Self-contained like `runner.py` (standard library + numpy + the runtimes), and shipped beside it: the
-host sends each image once, as the uint8 crop the network sees (never more bytes than the image), the
-device normalises it here and runs it, so that the float reference on the host and the artifact on the
-device see bit-identical inputs. `normalize` and `run_batched` are also what the host uses for its own
+Part of the self-contained runner (standard library + numpy + the runtimes): the host sends each image
+once, as the uint8 crop the network sees (never more bytes than the image), the device normalises it
+here and runs it, so that the float reference on the host and the artifact on the device see
+bit-identical inputs. `normalize` and `run_batched` are also what the host uses for its own
 drift and parity, so there is one implementation of each.
 
-    python evaluate.py REQUEST.json     # one JSON object on stdout, progress lines on stderr
+    python bbdeploy-runner.pyz evaluate REQUEST.json   # one JSON object on stdout, progress lines on stderr
 
 REQUEST: {"threads": N | null, "exec_precision": P | null, "artifacts": [{"path", "images" (.npy of
 uint8 N x H x W x 3), "mean", "std", "layout" (nchw | nhwc), "batch"}]}.
@@ -15,16 +15,12 @@ uint8 N x H x W x 3), "mean", "std", "layout" (nchw | nhwc), "batch"}]}.
 from __future__ import annotations
 
 import base64
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-try:
-    from . import runner  # inside bbdeploy
-except ImportError:  # a script on the device, beside runner.py
-    import runner
+from .artifact import load
+from .errors import one_line
 
 PROGRESS = "bbdeploy-progress"  # stderr lines `bbdeploy-progress DONE TOTAL` (images run, all artifacts)
 
@@ -88,7 +84,7 @@ def evaluate(request: dict, folder: Path, say=lambda done, total: None) -> list[
     outcomes = []
     for job, crops in zip(jobs, images):
         try:
-            model = runner.load(folder / job["path"], threads, pinned)
+            model = load(folder / job["path"], threads, pinned)
             parts = []
             for start in range(0, len(crops), STEP):
                 batch = normalize(crops[start:start + STEP], job["mean"], job["std"])
@@ -101,28 +97,7 @@ def evaluate(request: dict, folder: Path, say=lambda done, total: None) -> list[
         except ImportError as exc:
             outcomes.append({"error": f"no runtime module {exc.name or exc}", "module": exc.name or str(exc)})
         except Exception as exc:  # an artifact its runtime refuses: this row fails, the others run
-            outcomes.append({"error": runner.one_line(exc)})
+            outcomes.append({"error": one_line(exc)})
         done = sum(len(array) for array in images[:len(outcomes)])
         say(done, total)
     return outcomes
-
-
-def main(argv: list[str] | None = None) -> int:
-    arguments = sys.argv[1:] if argv is None else argv
-    if len(arguments) != 1:
-        print("usage: python evaluate.py REQUEST.json", file=sys.stderr)
-        return 2
-    runner.keep_runtimes_offline()
-    path = Path(arguments[0])
-    request = json.loads(path.read_text())
-
-    def say(done: int, total: int) -> None:
-        print(f"{PROGRESS} {done} {total}", file=sys.stderr, flush=True)
-
-    outcomes = evaluate(request, path.parent, say)
-    print(json.dumps({"device": runner.device_facts(), "outcomes": outcomes}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per runtime, each defining RUNNER (a `Runner` subclass with the SUFFIX of its artifacts)."""
