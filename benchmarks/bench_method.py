@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bbdeploy.export import ExportOptions, export
+from bbdeploy.stages.export import ExportOptions, export
 from bbdeploy.targets.bench import BenchOptions, bench
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bbdeploy.drift import DECODE_BATCH, DriftOptions, InProcessOutputs, plan_drift
-from bbdeploy.drift_device import DeviceOutputs
-from bbdeploy.export import ExportOptions, export
-from bbdeploy.parity import compare_logits
-from bbdeploy.run_stages import write_builtin_validation
+from bbdeploy.stages.drift import DECODE_BATCH, DriftOptions, InProcessOutputs, plan_drift
+from bbdeploy.stages.drift_device import DeviceOutputs
+from bbdeploy.stages.export import ExportOptions, export
+from bbdeploy.stages.parity import compare_logits
+from bbdeploy.run.jobs import write_builtin_validation
 from bbdeploy.targets.runner.evaluate import normalize
 
 

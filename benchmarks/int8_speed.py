@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from bbdeploy.backbones import resolve
-from bbdeploy.export import ExportOptions, export
+from bbdeploy.stages.export import ExportOptions, export
 from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.targets.runner import load
-from bbdeploy.weights import find_offline
+from bbdeploy.backbones.weights import find_offline
 
 
 def cpu_int8_features() -> str:

@@ -39,7 +39,7 @@ def write_digits(root: Path) -> None:
 def train_float(root: Path) -> Path:
     import bbdeploy
     from bbdeploy.backbones import resolve
-    from bbdeploy.data import load_image, preprocess_image
+    from bbdeploy.data.photos import load_image, preprocess_image
 
     torch.manual_seed(0)
     preprocess = resolve(BACKBONE).preprocess
@@ -70,8 +70,8 @@ def train_float(root: Path) -> Path:
 
 
 def main() -> None:
-    from bbdeploy.drift import DriftOptions, drift
-    from bbdeploy.export import ExportOptions, export
+    from bbdeploy.stages.drift import DriftOptions, drift
+    from bbdeploy.stages.export import ExportOptions, export
     from bbdeploy.quantization.options import QuantOptions
     from bbdeploy.quantization.qat import QATOptions
 

@@ -25,7 +25,7 @@ def write_training_photos(folder: Path, count: int, side: int) -> None:
     """`count` seeded crops of the built-in calibration photos (none of them an evaluation photo)."""
     from PIL import Image
 
-    from bbdeploy.data import builtin_photo
+    from bbdeploy.data.photos import builtin_photo
     from bbdeploy.quantization.calibration import PhotoCrops
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -6,16 +6,16 @@ The API names below are imported on first use, so that `bbdeploy --help` does no
 
 from importlib import import_module
 
-from .offline import keep_dependencies_offline
+from bbdeploy.offline import keep_dependencies_offline
 
 __version__ = "0.1.0"
 
 keep_dependencies_offline()  # before any dependency is imported: see bbdeploy.offline
 
 _LAZY = {
-    "list_backbones": "bbdeploy.zoo",
-    "create_backbone": "bbdeploy.zoo",
-    "backbone_info": "bbdeploy.zoo",
+    "list_backbones": "bbdeploy.backbones.zoo",
+    "create_backbone": "bbdeploy.backbones.zoo",
+    "backbone_info": "bbdeploy.backbones.zoo",
     "register_backbone": "bbdeploy.backbones",
     "BBDeployError": "bbdeploy.errors",
 }

@@ -1,5 +1,5 @@
 """`python -m bbdeploy` runs the CLI."""
 
-from .cli import main
+from bbdeploy.cli import main
 
 main()

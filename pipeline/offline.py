@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .targets.runner import keep_runtimes_offline
+from bbdeploy.targets.runner import keep_runtimes_offline
 
 CACHE_ENV = "BBDEPLOY_CACHE_DIR"
 

@@ -23,7 +23,7 @@ class Step:
 
 
 class Progress:
-    """Silent progress, what `bbdeploy.export` gets unless its caller shows it (`BarProgress`)."""
+    """Silent progress, what `bbdeploy.stages.export` gets unless its caller shows it (`BarProgress`)."""
 
     def say(self, message: str) -> None:
         """What the command does now, between steps."""

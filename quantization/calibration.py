@@ -26,9 +26,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from bbdeploy.backbones.registry import Preprocess
-from bbdeploy.data import CALIBRATION_PHOTOS, EVALUATION_PHOTOS, IMAGE_SUFFIXES, builtin_photo, preprocess_image
+from bbdeploy.data.photos import CALIBRATION_PHOTOS, EVALUATION_PHOTOS, IMAGE_SUFFIXES, builtin_photo, preprocess_image
 from bbdeploy.errors import BBDeployError
-from bbdeploy.manifest import tool_versions
+from bbdeploy.stages.manifest import tool_versions
 
 DEFAULT_SIZE = 300  # images; what NNCF and onnxruntime examples use, and enough for min/max ranges
 SAMPLE_SEED = 0

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from bbdeploy.data import load_image, preprocess_image, recorded_preprocess
+from bbdeploy.data.photos import load_image, preprocess_image, recorded_preprocess
 from bbdeploy.exporters.registry import TARGETS, quantizer
-from bbdeploy.parity import compare_logits
+from bbdeploy.stages.parity import compare_logits
 
 from .bias_correction import LAYERS, fold_batchnorm, forward_with_hooks
 from .rounding import input_correlations, roundable_layers, rounded_weight

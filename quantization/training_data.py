@@ -19,8 +19,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from bbdeploy.backbones.registry import Preprocess
-from bbdeploy.data import IMAGE_SUFFIXES, preprocess_image
-from bbdeploy.dataset import eval_data
+from bbdeploy.data.photos import IMAGE_SUFFIXES, preprocess_image
+from bbdeploy.data.folders import eval_data
 from bbdeploy.errors import BBDeployError
 
 MEMORY_BUDGET_BYTES = 4 * 1024**3  # decoded training images, float32

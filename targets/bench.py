@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bbdeploy.errors import BBDeployError
-from bbdeploy.manifest import files_intact, read_manifest
+from bbdeploy.stages.manifest import files_intact, read_manifest
 
 from .runner import EXEC_PRECISIONS
 

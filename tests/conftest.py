@@ -13,7 +13,7 @@ import torch
 
 import bbdeploy
 from bbdeploy.backbones import resolve
-from bbdeploy.data import calibration_photos, evaluation_photos, preprocess_image
+from bbdeploy.data.photos import calibration_photos, evaluation_photos, preprocess_image
 
 # Under xdist every worker gets one torch (and OpenMP) thread: two workers with two threads each on a
 # 2-core machine spend their time switching (the real Lite0 int8 tests took 2x as long that way).
@@ -25,7 +25,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 FAKES = Path(__file__).parent / "fakes"  # stand-ins for adb and LiteRT's benchmark_model
 TINY = 64  # pixels: plumbing tests run the whole zoo at this resolution
 # int8 floor for plumbing tests on random networks: at 64 px with 4-16 calibration crops their int8
-# logit cosine measured 0.74-0.91 (trained networks: >= 0.985, see bbdeploy.parity.DEFAULT_MIN_COSINE),
+# logit cosine measured 0.74-0.91 (trained networks: >= 0.985, see bbdeploy.stages.parity.DEFAULT_MIN_COSINE),
 # while a broken quantization (e.g. weights scaled away from their grid) gives < 0.4
 PLUMBING_MIN_COSINE = 0.5
 
@@ -142,7 +142,7 @@ def sshd(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_artifacts(tmp_path_factory) -> dict[tuple[str, str], Path]:
     """(target, precision) -> artifact, for every target: all fp32 ones first, then all int8 ones."""
-    from bbdeploy.export import ExportOptions, export
+    from bbdeploy.stages.export import ExportOptions, export
     from bbdeploy.exporters.registry import TARGETS
     from bbdeploy.quantization.options import QuantOptions
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bbdeploy.exporters.registry import TARGETS
-from bbdeploy.parity import FLOAT_TOLERANCE
+from bbdeploy.stages.parity import FLOAT_TOLERANCE
 from bbdeploy.targets.devices import emulated_board
 from tests.conftest import run_cli
 
@@ -26,7 +26,7 @@ def evaluation_images(tmp_path_factory, photos) -> Path:
     """Four of the built-in evaluation photos, as files (no labels: agreement with the float model)."""
     from PIL import Image
 
-    from bbdeploy.data import EVALUATION_PHOTOS
+    from bbdeploy.data.photos import EVALUATION_PHOTOS
 
     folder = tmp_path_factory.mktemp("evaluation")
     for name in EVALUATION_PHOTOS[:4]:

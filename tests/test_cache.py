@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bbdeploy import manifest as manifest_module
-from bbdeploy.export import ExportOptions, export
+from bbdeploy.stages import manifest as manifest_module
+from bbdeploy.stages.export import ExportOptions, export
 from bbdeploy.exporters.registry import TARGETS, quantizer
 from bbdeploy.quantization.options import QuantOptions
 from tests.conftest import PLUMBING_MIN_COSINE, TINY, calibrated_checkpoint
@@ -81,8 +81,8 @@ def test_a_change_gives_a_fresh_export(change, photos, tmp_path, monkeypatch):
 def test_an_unchanged_request_is_answered_before_anything_expensive(precision, photos, tmp_path, monkeypatch):
     """The issue's bar: a cached rerun builds the model and takes digests, nothing more. Decoding an
     image, running the float model on the parity images or converting anything would fail here."""
-    from bbdeploy import export as export_module
-    from bbdeploy.data import builtin_photo
+    from bbdeploy.stages import export as export_module
+    from bbdeploy.data.photos import builtin_photo
     from bbdeploy.quantization import calibration, ptq
 
     options = ExportOptions(MODEL, targets="onnx,openvino", weights=str(calibrated_checkpoint(MODEL, photos, tmp_path)),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bbdeploy.data import CALIBRATION_PHOTOS, EVALUATION_PHOTOS, calibration_photos, evaluation_photos
+from bbdeploy.data.photos import CALIBRATION_PHOTOS, EVALUATION_PHOTOS, calibration_photos, evaluation_photos
 from bbdeploy.backbones import resolve
 from bbdeploy.errors import BBDeployError
 from bbdeploy.quantization import calibration

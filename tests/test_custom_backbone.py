@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from bbdeploy.exporters.registry import TARGETS
-from bbdeploy.manifest import read_manifest
+from bbdeploy.stages.manifest import read_manifest
 from tests.conftest import run_cli
 
 PREPROCESS = {"input_size": 64, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}

@@ -16,12 +16,12 @@ import torch
 from PIL import Image
 
 from bbdeploy.backbones import resolve
-from bbdeploy.data import load_image, preprocess_image
-from bbdeploy.dataset import eval_data
-from bbdeploy.drift import DriftOptions, drift, gate_failures
-from bbdeploy.export import ExportOptions, export
+from bbdeploy.data.photos import load_image, preprocess_image
+from bbdeploy.data.folders import eval_data
+from bbdeploy.stages.drift import DriftOptions, drift, gate_failures
+from bbdeploy.stages.export import ExportOptions, export
 from bbdeploy.exporters.registry import TARGETS
-from bbdeploy.metrics import DriftAccumulator, bootstrap_interval
+from bbdeploy.stages.metrics import DriftAccumulator, bootstrap_interval
 from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.targets.runner import load as load_runner
 from tests.conftest import TINY, calibrated_checkpoint, run_cli
@@ -103,7 +103,7 @@ def _independent_predictions(artifact: Path, folder: Path) -> tuple[np.ndarray, 
     runner = load_runner(artifact, exec_precision="f32")
     model = bbdeploy.create_backbone(BACKBONE, width=WIDTH, weights=str(folder.parent / "digits.pth"))
     images, labels = _tensors(folder)
-    from bbdeploy.manifest import read_manifest
+    from bbdeploy.stages.manifest import read_manifest
 
     nhwc = read_manifest(artifact)["input"]["layout"] == "NHWC"
     logits = np.concatenate([runner(np.ascontiguousarray((x.permute(0, 2, 3, 1) if nhwc else x).numpy()))
@@ -151,7 +151,7 @@ def test_drift_report_renders_in_headless_chromium(digits, digits_artifacts, tmp
 
     import onnxruntime
 
-    from bbdeploy.report import device_text
+    from bbdeploy.stages.drift_report import device_text
 
     # every row says where it ran, as this machine reported itself, and with which runtime
     assert report["device"]["machine"] == platform.machine() and report["device"]["emulated"] is False
@@ -226,8 +226,8 @@ def test_artifacts_of_different_backbones_are_each_compared_with_their_own_refer
 def test_int8_parity_uses_calibration_folder_images_that_calibration_did_not_sample(digits, digits_artifacts):
     """With --calib-data, export judges int8 on in-domain images no quantizer saw (built-in photos are
     out of this digits model's domain: its openvino int8 cosine there measured 0.81)."""
-    from bbdeploy.manifest import read_manifest
-    from bbdeploy.parity import DEFAULT_MIN_COSINE
+    from bbdeploy.stages.manifest import read_manifest
+    from bbdeploy.stages.parity import DEFAULT_MIN_COSINE
 
     for target in TARGETS:
         parity = read_manifest(digits_artifacts[(target, "int8")])["parity"]
@@ -256,7 +256,7 @@ def test_limit_draws_across_classes(digits):
 
 
 def test_nan_output_is_a_failed_row_and_identical_logits_are_exact():
-    from bbdeploy.report import plots, result_rows
+    from bbdeploy.stages.drift_report import plots, result_rows
 
     reference = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
     broken = DriftAccumulator()

@@ -13,49 +13,58 @@ import pytest
 import bbdeploy
 from bbdeploy.backbones import resolve
 from bbdeploy.download import sha256_of
-from bbdeploy.export import ExportOptions, export
+from bbdeploy.stages.export import ExportOptions, export
 from bbdeploy.exporters.registry import TARGETS
-from bbdeploy.exporters.tflite import float_ops
-from bbdeploy.manifest import read_manifest
+from bbdeploy.stages.manifest import read_manifest
 from bbdeploy.quantization.calibration import BUILTIN_WARNING
 from bbdeploy.quantization.options import QuantOptions
 from tests.conftest import PLUMBING_MIN_COSINE, TINY, calibrated_checkpoint, run_cli
+from tests.target_checks import target_checks
+from tests.zoo_graphs import deploy_form, distinct_graphs, graph_signature
 
 
 ALL = bbdeploy.list_backbones()
-FULL_ZOO_ENV = "BBDEPLOY_TEST_FULL_ZOO"  # =1: every backbone on every target
+FULL_ZOO_ENV = "BBDEPLOY_TEST_FULL_ZOO"  # =1: int8 for every backbone, not one per distinct graph
+GRAPHS = distinct_graphs(tuple(ALL))  # the first backbone of each distinct deploy graph: every one with it
+INT8_ZOO = ALL if os.environ.get(FULL_ZOO_ENV) == "1" else list(GRAPHS)
+
+# seconds each took in the suite (2 workers on 2 cores), where far from the defaults: the longest start
+# first (tests/conftest.py), so that one does not run alone at the end
+FP32_SECONDS = {"efficientnet_lite4": 30, "shufflenet_v1_g8": 30, "regnet_y_800mf": 25}
+INT8_SECONDS = {"regnet_y_200mf": 80, "shufflenet_v1_g3": 75, "shufflenet_v2_x0_5": 70, "mobilenet_v3_large": 60}
 
 
-def zoo_targets_of(name: str) -> list[str]:
-    """The targets the zoo-wide test exports `name` to: every target for the first member of each
-    family (in registry order), one target for each other member, in turn (member k: target k mod n).
-    Members of a family differ only in constructor arguments (widths, depths, groups), so every family
-    goes to every target and every member to one, in fp32 and int8: 108 of the 216 exports of the
-    whole matrix, which `BBDEPLOY_TEST_FULL_ZOO=1` runs."""
-    family = resolve(name).family
-    members = [other for other in ALL if resolve(other).family == family]
-    index = members.index(name)
-    if index == 0 or os.environ.get(FULL_ZOO_ENV) == "1":
-        return list(TARGETS)
-    return [list(TARGETS)[index % len(TARGETS)]]
+def test_backbones_share_an_int8_run_only_where_their_graphs_are_the_same():
+    """By the architectures: the members of a family differ in widths and depths only, so each family
+    is one graph, except MobileNetV3, whose Large has 5x5 depthwise convolutions after ReLU and a
+    residual add after hardswish that Small has not; a network of one's own is a graph of its own, and
+    swapping one activation makes another graph."""
+    from torch import nn
+
+    from tests.custom_net import TinyNet
+
+    expected: dict[str, list[str]] = {}
+    for name in ALL:
+        expected.setdefault(name if name.startswith("mobilenet_v3") else resolve(name).family, []).append(name)
+    assert sorted(GRAPHS.values()) == sorted(expected.values())
+    own = TinyNet().eval()
+    assert graph_signature(own) not in {graph_signature(deploy_form(name)) for name in GRAPHS}
+    own.stem[2] = nn.SiLU()
+    assert graph_signature(own) != graph_signature(TinyNet().eval())
 
 
-# seconds the zoo-wide test took in the suite (2 workers on 2 cores), where far from the usual 15-50: the
-# longest start first (tests/conftest.py), so that one does not run alone at the end
-ZOO_SECONDS = {"regnet_y_200mf": 90, "shufflenet_v1_g3": 85, "shufflenet_v1_g8": 80, "efficientnet_lite0": 75,
-               "mobilenet_v3_large": 75, "regnet_x_200mf": 65}
+def _exported_rows(name: str, weights: Path, out: Path, **options) -> list[dict]:
+    rows = export(ExportOptions(name, weights=str(weights), input_size=TINY, output=out, **options))
+    assert [(r["target"], r["status"], r["error"]) for r in rows] == [(t, "exported", None) for t in TARGETS]
+    return rows
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.long(seconds=ZOO_SECONDS.get(name, 40)))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.long(seconds=FP32_SECONDS.get(name, 20)))
                                   for name in ALL])
-def test_every_backbone_exports_float_and_int8_to_every_target(name, photos, tmp_path):
-    """The whole zoo at 64 px, fp32 then int8, on the targets of zoo_targets_of (one test per backbone,
-    so the two share the calibrated checkpoint and the worker)."""
-    targets = zoo_targets_of(name)
-    weights = calibrated_checkpoint(name, photos, tmp_path)
+def test_every_backbone_exports_fp32_to_every_target(name, photos, tmp_path):
+    """The whole zoo at 64 px in fp32 on every target: parity with PyTorch, intact files, the names."""
     out = tmp_path / "out"
-    rows = export(ExportOptions(name, targets=",".join(targets), weights=str(weights), input_size=TINY, output=out))
-    assert [(r["target"], r["status"], r["error"]) for r in rows] == [(t, "exported", None) for t in targets]
+    rows = _exported_rows(name, calibrated_checkpoint(name, photos, tmp_path), out)
     for row in rows:
         assert row["parity"]["max_abs_diff"] <= 1e-3
         assert row["parity"]["top1_agreement"] == 1.0
@@ -63,21 +72,25 @@ def test_every_backbone_exports_float_and_int8_to_every_target(name, photos, tmp
         for entry in manifest["files"]:
             assert sha256_of(out / entry["path"]) == entry["sha256"]
         assert manifest["backbone"]["name"] == name and manifest["preprocess"]["size"] == TINY
-    if "tflite" in targets:
-        tflite = _row_of("tflite", rows)
-        assert tflite["input"]["shape"] == [1, TINY, TINY, 3] and tflite["input"]["layout"] == "NHWC"
-        assert tflite["ops"].get("TRANSPOSE", 0) == 0, tflite["ops"]
+        target_checks(row["target"]).check_fp32_graph(row)
     stem = f"{name}_{TINY}px_fp32"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        name for t in targets for name in (stem + TARGETS[t].suffix, stem + TARGETS[t].suffix + ".json",
+        name for t in TARGETS for name in (stem + TARGETS[t].suffix, stem + TARGETS[t].suffix + ".json",
                                            *(stem + companion for companion in TARGETS[t].companions)))
-    _check_int8(name, weights, tmp_path / "int8", targets)
 
 
-def _check_int8(name: str, weights: Path, out: Path, targets: list[str]) -> None:
-    rows = export(ExportOptions(name, targets=",".join(targets), weights=str(weights), input_size=TINY, output=out,
-                                precision="int8", quant=QuantOptions(calib_size=8), min_cosine=PLUMBING_MIN_COSINE))
-    assert [(r["target"], r["status"], r["error"]) for r in rows] == [(t, "exported", None) for t in targets]
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.long(seconds=INT8_SECONDS.get(name, 50)))
+                                  for name in INT8_ZOO])
+def test_every_distinct_graph_exports_int8_to_every_target(name, photos, tmp_path):
+    """int8 at 64 px on every target for the first backbone of each distinct deploy graph
+    (tests/zoo_graphs.py): the others with that graph (GRAPHS[name]) meet the same ops in the same
+    places, so a new backbone with a new op or wiring gets a run of its own unedited."""
+    _check_int8(name, calibrated_checkpoint(name, photos, tmp_path), tmp_path / "int8")
+
+
+def _check_int8(name: str, weights: Path, out: Path) -> None:
+    rows = _exported_rows(name, weights, out, precision="int8", quant=QuantOptions(calib_size=8),
+                          min_cosine=PLUMBING_MIN_COSINE)
     for row in rows:
         manifest = read_manifest(Path(row["manifest"]))
         assert manifest["calibration"]["samples"] == 8 and manifest["calibration"]["warning"] == BUILTIN_WARNING
@@ -88,24 +101,7 @@ def _check_int8(name: str, weights: Path, out: Path, targets: list[str]) -> None
         # 960 slices, beside 2.6 MB of weights (.bin) for 2.4 M parameters
         weights_file = max(entry["bytes"] for entry in manifest["files"])
         assert weights_file < 2 * manifest["backbone"]["params"], (row["target"], manifest["files"])
-    by_target = {r["target"]: r for r in rows}
-    if "onnx" in by_target:
-        assert by_target["onnx"]["ops"]["QuantizeLinear"] > 0
-    if "openvino" in by_target:
-        assert by_target["openvino"]["ops"]["FakeQuantize"] > 0
-    if "tflite" in by_target:
-        _check_int8_tflite_graph(name, by_target["tflite"])
-
-
-def _check_int8_tflite_graph(name: str, row: dict) -> None:
-    tflite = row["ops"]
-    # one int8 graph inside: no layout shuffles, and float only at the two ends (the float input's
-    # QUANTIZE and the float output's DEQUANTIZE); ShuffleNet's concatenations add int8 -> int8
-    # QUANTIZE (requantize) ops, as TFLite's int8 CONCATENATION takes one scale for all inputs
-    assert tflite["CONV_2D"] > 0 and "TRANSPOSE" not in tflite, tflite
-    assert float_ops(Path(row["artifact"])) == ["QUANTIZE", "DEQUANTIZE"], tflite
-    assert tflite["DEQUANTIZE"] == 1 and (tflite["QUANTIZE"] == 1 or name.startswith("shufflenet")), tflite
-    assert row["input"]["dtype"] == "float32" and row["output"]["dtype"] == "float32"
+        target_checks(row["target"]).check_int8_graph(row, name)
 
 
 def _row_of(target: str, rows: list[dict]) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bbdeploy.exporters.registry import TARGETS
-from bbdeploy.manifest import read_manifest
+from bbdeploy.stages.manifest import read_manifest
 from tests.conftest import PLUMBING_MIN_COSINE, TINY, calibrated_checkpoint, run_cli
 
 # MobileNetV3-Large's stage 3/4/5 maps (stride 8/16/32) at 64 px: its block table's channels 40, 112 and

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bbdeploy.export import ExportOptions, export
+from bbdeploy.stages.export import ExportOptions, export
 from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.exporters.tflite import float_ops
-from bbdeploy.manifest import read_manifest
+from bbdeploy.stages.manifest import read_manifest
 from bbdeploy.quantization.options import CALIB_METHODS, IO_TYPES, WEIGHT_ROUNDINGS, QuantOptions
 from tests.conftest import PLUMBING_MIN_COSINE, TINY, calibrated_checkpoint, run_cli
 
@@ -164,7 +164,7 @@ def test_nan_logits_fail_the_row(tmp_path, monkeypatch):
     """NaN is reported as what it is: max(0.0, nan) is 0.0, so a NaN artifact must not reach the figures."""
     import numpy as np
 
-    import bbdeploy.export as export_stage
+    import bbdeploy.stages.export as export_stage
 
     real = export_stage.run_batched
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bbdeploy.data import builtin_photo
+from bbdeploy.data.photos import builtin_photo
 from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.quantization.calibration import PhotoCrops
 from bbdeploy.quantization.fake_quant import activation_qparams, weight_on_grid

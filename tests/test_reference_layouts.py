@@ -13,7 +13,7 @@ import torch
 import bbdeploy
 from bbdeploy.backbones import resolve
 from bbdeploy.backbones.complexity import measure
-from bbdeploy.checkpoints import to_model_keys
+from bbdeploy.backbones.checkpoints import to_model_keys
 from tests.conftest import FIXTURES
 
 REFERENCE = json.loads((FIXTURES / "reference_state_dicts.json").read_text())

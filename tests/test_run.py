@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from bbdeploy.exporters.registry import TARGETS
-from bbdeploy.pipeline_file import EXAMPLE, load_pipeline, parse_pipeline
+from bbdeploy.run.pipeline_file import EXAMPLE, load_pipeline, parse_pipeline
 from tests.conftest import run_cli
 
 SMALL_MODEL = {"name": "mobilenet_v1", "weights": "random", "width": 0.25, "input_size": 32}
@@ -286,7 +286,7 @@ def test_drift_is_measured_on_each_device_and_emulated_latency_is_never_compared
     latency for speed-ups, and its recommendation is by agreement; a rerun is answered from the cache."""
     import platform
 
-    from bbdeploy.run_report import EMULATED_NOTE
+    from bbdeploy.run.report import EMULATED_NOTE
 
     pipeline = {"models": [SMALL_MODEL], "targets": ["openvino"],
                 "precisions": {"fp32": {}, "int8": {"min_cosine": 0.0}}, "calibration": {"size": 8},

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import bbdeploy
-from bbdeploy.stages import describe_stages, trunk
+from bbdeploy.backbones.receptive_fields import describe_stages, trunk
 from tests.conftest import run_cli
 
 # no squeeze-excite: their receptive field is a number (one of each kind of block, branch and padding)

@@ -11,6 +11,7 @@ import pytest
 from bbdeploy.exporters.registry import TARGETS, exporter, quantizer
 from bbdeploy.targets import runner as runner_module
 from bbdeploy.targets.runner import runtimes
+from tests.target_checks import target_checks
 
 RECORDS = pytest.mark.parametrize("target", TARGETS.values(), ids=list(TARGETS))
 # the one quantizer signature (quantization/ptq.py), shaped like nncf.quantize(model, calibration, *, subset_size, ...)
@@ -41,3 +42,9 @@ def test_the_record_is_consistent(target):
     assert set(target.layouts) <= {"nchw", "nhwc"} and target.layouts
     assert target.calib_methods and target.weight_roundings and target.io_types[0] == "float"
     assert len(target.packages) == len(target.distributions) and target.device_distributions
+
+
+@RECORDS
+def test_the_target_has_its_own_graph_checks(target):
+    """tests/test_target_<name>.py: what the generic zoo tests ask of this target's graphs."""
+    target_checks(target.name)

@@ -12,9 +12,9 @@ import torch
 
 import bbdeploy
 from bbdeploy.backbones import resolve
-from bbdeploy.data import preprocess_image
+from bbdeploy.data.photos import preprocess_image
 from bbdeploy.errors import BBDeployError
-from bbdeploy.weights import find_offline
+from bbdeploy.backbones.weights import find_offline
 
 CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 

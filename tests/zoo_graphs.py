@@ -22,7 +22,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from bbdeploy.backbones import resolve
-from bbdeploy.manifest import code_digest
+from bbdeploy.stages.manifest import code_digest
 
 SIZE = 64  # the zoo tests' resolution: what the graph is traced at
 

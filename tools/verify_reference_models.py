@@ -31,7 +31,7 @@ import torchvision
 from torchvision import models as tvm
 
 import bbdeploy
-from bbdeploy.checkpoints import load_into
+from bbdeploy.backbones.checkpoints import load_into
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "reference_state_dicts.json"
 

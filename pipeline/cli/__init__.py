@@ -15,11 +15,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import __version__
-from .errors import EXIT_FAILED, BBDeployError
-from .exporters.registry import TARGETS, choices_help
-from .parity import DEFAULT_MIN_COSINE
-from .targets.bench import check_exec_precision
+from bbdeploy import __version__
+from bbdeploy.errors import EXIT_FAILED, BBDeployError
+from bbdeploy.exporters.registry import TARGETS, choices_help
+from bbdeploy.stages.parity import DEFAULT_MIN_COSINE
+from bbdeploy.targets.bench import check_exec_precision
 
 EXEC_PRECISION_HELP = ("Precision of float compute where the runtime has the setting (OpenVINO: bf16 by default on "
                        "CPUs with native bf16): default (what an application gets) | f32 | bf16 | f16.")
@@ -57,15 +57,15 @@ def models(
     detail: Annotated[bool, typer.Option("--detail", help="Add each stage's channels and the receptive field at the default input size.")] = False,
 ) -> None:
     """List the backbones: family, parameters, MACs, input size, ImageNet weights available offline."""
-    from .zoo import backbone_info, list_backbones
+    from bbdeploy.backbones.zoo import backbone_info, list_backbones
 
     names = list_backbones(pattern)
     if not names:
         raise BBDeployError(f"no backbone matches {pattern!r}; run `bbdeploy models` to list them all")
     rows = [backbone_info(name) for name in names]
     if detail:
-        from .stages import describe_stages
-        from .zoo import create_backbone
+        from bbdeploy.backbones.receptive_fields import describe_stages
+        from bbdeploy.backbones.zoo import create_backbone
 
         for row in rows:
             row["stages"] = describe_stages(create_backbone(row["name"]), row["input_size"])
@@ -74,7 +74,7 @@ def models(
         return
     from rich.table import Table
 
-    from .quiet import stderr_console
+    from bbdeploy.quiet import stderr_console
 
     table = Table(title="bbdeploy backbones")
     columns = ["name", "params", "MACs", "input", "widths", "ImageNet weights"]
@@ -105,10 +105,10 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object on stdout.")] = False,
 ) -> None:
     """Build one backbone with its weights (checking they load) and describe it."""
-    from .backbones.custom import is_import_path, load_custom
-    from .checkpoints import head_name
-    from .export import input_size as checked_input_size
-    from .zoo import backbone_info, create_backbone
+    from bbdeploy.backbones.custom import is_import_path, load_custom
+    from bbdeploy.backbones.checkpoints import head_name
+    from bbdeploy.stages.export import input_size as checked_input_size
+    from bbdeploy.backbones.zoo import backbone_info, create_backbone
 
     if is_import_path(model):
         load_custom(model)  # the user named this code on the command line
@@ -119,14 +119,14 @@ def info(
     if input_size is not None and not stages:
         raise BBDeployError("--input-size only applies to --stages; add --stages or leave it out")
     if stages:
-        from .backbones import resolve
-        from .stages import describe_stages
+        from bbdeploy.backbones import resolve
+        from bbdeploy.backbones.receptive_fields import describe_stages
 
         details["stages"] = describe_stages(module, checked_input_size(resolve(model), input_size))
     if as_json:
         print(json.dumps(details, indent=2))
         return
-    from .quiet import stderr_console
+    from bbdeploy.quiet import stderr_console
 
     console = stderr_console()
     for key in ("name", "family", "paper", "weights", "num_classes", "params", "macs", "input_size", "preprocess"):
@@ -196,11 +196,11 @@ def export(
     from bbdeploy.quantization.options import QuantOptions
     from bbdeploy.quantization.qat import QATOptions
 
-    from .export import ExportOptions
-    from .export import export as run_export
-    from .features import parse_features
-    from .progress import BarProgress
-    from .quiet import stderr_console
+    from bbdeploy.stages.export import ExportOptions
+    from bbdeploy.stages.export import export as run_export
+    from bbdeploy.backbones.features import parse_features
+    from bbdeploy.progress import BarProgress
+    from bbdeploy.quiet import stderr_console
 
     if fp16 and int8:
         raise BBDeployError("--fp16 and --int8 exclude each other; pass one of them")
@@ -295,9 +295,9 @@ def drift(
     the float model here; every row says where it was measured."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .drift import DriftOptions, gate_failures, plan_drift
-    from .drift import drift as run_drift
-    from .quiet import stderr_console
+    from bbdeploy.stages.drift import DriftOptions, gate_failures, plan_drift
+    from bbdeploy.stages.drift import drift as run_drift
+    from bbdeploy.quiet import stderr_console
 
     if min_agreement is not None and not 0 <= min_agreement <= 1:
         raise BBDeployError(f"--min-agreement {min_agreement:g} is a fraction; pass a number from 0 to 1, e.g. 0.99")
@@ -317,7 +317,7 @@ def drift(
         result = run_drift(plan, progress=lambda done, total: bar.update(task, description="images", completed=done,
                                                                          total=total))
     if report is not None:
-        from .report import write_report
+        from bbdeploy.stages.drift_report import write_report
 
         write_report(result, report)
     _print_drift_table(console, result)
@@ -333,7 +333,7 @@ def drift(
 def _print_drift_table(console, result: dict) -> None:
     from rich.table import Table
 
-    from .report import COLUMNS, device_line, result_rows
+    from bbdeploy.stages.drift_report import COLUMNS, device_line, result_rows
 
     table = Table(title=f"bbdeploy drift ({result['data']['images']} images, labels: {result['data']['labels']})",
                   caption=device_line(result["device"]))
@@ -374,7 +374,7 @@ def bench(
     from bbdeploy.targets.bench import BenchOptions
     from bbdeploy.targets.bench import bench as run_bench
 
-    from .quiet import stderr_console
+    from bbdeploy.quiet import stderr_console
 
     console = stderr_console()
     options = BenchOptions(artifacts=list(artifacts), device=device, threads=threads, warmup=warmup, runs=runs,
@@ -393,7 +393,7 @@ def bench(
 def _print_bench_table(console, result: dict) -> None:
     from rich.table import Table
 
-    from .report import device_line
+    from bbdeploy.stages.drift_report import device_line
 
     facts = result["device"]
     table = Table(title=f"bbdeploy bench on {facts['name']} ({facts.get('cpu')}, {facts.get('cores')} cores)",
@@ -432,10 +432,10 @@ def run(
     """Every model x target x precision of the pipeline: export, drift, bench on every device, cached;
     one report (report.json, report.md, report.html) in the output folder. Exit 1 when a row failed or
     missed a gate."""
-    from .pipeline_file import load_pipeline
-    from .quiet import stderr_console
-    from .run import RunOptions, execute
-    from .run_report import build_report, read_baseline, table_rows, write_run_report
+    from bbdeploy.run.pipeline_file import load_pipeline
+    from bbdeploy.quiet import stderr_console
+    from bbdeploy.run.matrix import RunOptions, execute
+    from bbdeploy.run.report import build_report, read_baseline, table_rows, write_run_report
 
     console = stderr_console()
     pipeline = load_pipeline(pipeline_file)
@@ -448,7 +448,7 @@ def run(
     report = build_report(pipeline, outcomes, old)
     page = write_run_report(report, Path(pipeline.output))
     from rich.table import Table
-    from .run_report import COLUMNS
+    from bbdeploy.run.report import COLUMNS
 
     table = Table(title=f"bbdeploy run: {pipeline.source}")
     for column in COLUMNS:
@@ -478,7 +478,7 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented example pipeline (the built-in default) for `bbdeploy run`."""
-    from .pipeline_file import EXAMPLE
+    from bbdeploy.run.pipeline_file import EXAMPLE
 
     if path.exists() and not force:
         raise BBDeployError(f"{path} exists; pass another path or --force to overwrite it")
@@ -502,8 +502,8 @@ def _weights_status(imagenet: dict | None) -> str:
 
 def main() -> None:
     """Console-script entry point: run the app, turning user errors into one line on stderr."""
-    from .offline import keep_dependency_state_in_cache
-    from .quiet import silence_known_noise
+    from bbdeploy.offline import keep_dependency_state_in_cache
+    from bbdeploy.quiet import silence_known_noise
 
     silence_known_noise()
     keep_dependency_state_in_cache()

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbones.registry import Preprocess
-from .data import calibration_photos, preprocess_image
+from bbdeploy.backbones.registry import Preprocess
+from bbdeploy.data.photos import calibration_photos, preprocess_image
 
 RANDOM_WEIGHTS_NOTE = ("random weights (batch-norm statistics from the built-in photos): fidelity figures check "
                        "the plumbing only; pass --weights imagenet or PATH for figures that mean something")

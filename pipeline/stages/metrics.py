@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fidelity import cosine_per_sample, sqnr_db
+from bbdeploy.fidelity import cosine_per_sample, sqnr_db
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0

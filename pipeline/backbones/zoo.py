@@ -7,13 +7,13 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from .backbones import all_specs, resolve
-from .backbones.complexity import measure
-from .backbones.registry import BackboneSpec
-from .checkpoints import head_classes, load_into, read_state_dict
-from .errors import BBDeployError
-from .random_weights import with_photo_statistics
-from .weights import find_offline, resolve_imagenet
+from bbdeploy.backbones import all_specs, resolve
+from bbdeploy.backbones.complexity import measure
+from bbdeploy.backbones.registry import BackboneSpec
+from bbdeploy.backbones.checkpoints import head_classes, load_into, read_state_dict
+from bbdeploy.errors import BBDeployError
+from bbdeploy.backbones.random_weights import with_photo_statistics
+from bbdeploy.backbones.weights import find_offline, resolve_imagenet
 
 SPECIAL_WEIGHTS = ("random", "imagenet")
 

@@ -12,10 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backbones.registry import BackboneSpec
-from .download import DownloadError, download, hash_matches, sha256_of
-from .errors import BBDeployError
-from .offline import cache_dir
+from bbdeploy.backbones.registry import BackboneSpec
+from bbdeploy.download import DownloadError, download, hash_matches, sha256_of
+from bbdeploy.errors import BBDeployError
+from bbdeploy.offline import cache_dir
 
 OFFLINE_ENV = "BBDEPLOY_OFFLINE"  # set to 1 to never download
 

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import BBDeployError
+from bbdeploy.errors import BBDeployError
 
 PLOTTED_LAYERS = 15  # most sensitive layers drawn per artifact
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from bbdeploy.targets.runner.evaluate import run_batched  # noqa: F401 - one implementation, host and device
 
-from .fidelity import cosine_per_sample, sqnr_db
+from bbdeploy.fidelity import cosine_per_sample, sqnr_db
 
 
 CONFIDENT_MARGIN = 0.1  # top-1 minus top-2 softmax probability above which a prediction is not a near-tie

@@ -19,8 +19,8 @@ from importlib import import_module
 from importlib import metadata
 from pathlib import Path
 
-from .download import sha256_of
-from .errors import BBDeployError
+from bbdeploy.download import sha256_of
+from bbdeploy.errors import BBDeployError
 
 SCHEMA = 1
 MANIFEST_SUFFIX = ".json"

@@ -21,14 +21,14 @@ from bbdeploy.targets.runner.evaluate import normalize, run_batched
 from bbdeploy.targets.runner import device_facts
 from bbdeploy.targets.runner import load as load_runner
 
-from .backbones.custom import is_import_path, load_custom
-from .data import crop_image, load_image, recorded_preprocess
-from .dataset import EvalData, check_labels, eval_data
-from .errors import BBDeployError
-from .export import float_model, weights_digest
-from .manifest import files_intact, read_manifest
-from .metrics import DriftAccumulator
-from .parity import nonfinite_failure
+from bbdeploy.backbones.custom import is_import_path, load_custom
+from bbdeploy.data.photos import crop_image, load_image, recorded_preprocess
+from bbdeploy.data.folders import EvalData, check_labels, eval_data
+from bbdeploy.errors import BBDeployError
+from bbdeploy.stages.export import float_model, weights_digest
+from bbdeploy.stages.manifest import files_intact, read_manifest
+from bbdeploy.stages.metrics import DriftAccumulator
+from bbdeploy.stages.parity import nonfinite_failure
 
 DECODE_BATCH = 32  # images decoded at a time
 
@@ -139,7 +139,7 @@ def plan_drift(options: DriftOptions) -> DriftPlan:
         raise BBDeployError(f"--max-drop needs labels, and --data has none ({data.label_source.removeprefix('none: ')})")
     device = None
     if options.device != "local":
-        from .drift_device import open_drift_device
+        from bbdeploy.stages.drift_device import open_drift_device
 
         device = open_drift_device(options)
     references = {}
@@ -203,7 +203,7 @@ def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None
     if plan.device is None:
         outputs = InProcessOutputs(plan, pinned)
     else:
-        from .drift_device import DeviceOutputs
+        from bbdeploy.stages.drift_device import DeviceOutputs
 
         outputs = DeviceOutputs(plan, pinned, progress)
     try:

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import BBDeployError
-from .fidelity import cosine_per_sample, sqnr_db
-from .stages import stage_by_index, stage_table, trunk
+from bbdeploy.errors import BBDeployError
+from bbdeploy.fidelity import cosine_per_sample, sqnr_db
+from bbdeploy.backbones.receptive_fields import stage_by_index, stage_table, trunk
 
 
 class FeatureExtractor(nn.Module):

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import BBDeployError
-from .executors import InlineExecutor, LocalExecutor, RayExecutor
-from .pipeline_file import DeviceSpec, ModelSpec, Pipeline
-from .run_stages import (BenchJob, DriftJob, ExportJob, run_bench, run_drift, run_export,
+from bbdeploy.errors import BBDeployError
+from bbdeploy.run.executors import InlineExecutor, LocalExecutor, RayExecutor
+from bbdeploy.run.pipeline_file import DeviceSpec, ModelSpec, Pipeline
+from bbdeploy.run.jobs import (BenchJob, DriftJob, ExportJob, run_bench, run_drift, run_export,
                          write_builtin_validation)
 
 

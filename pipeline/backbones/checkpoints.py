@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import BBDeployError
+from bbdeploy.errors import BBDeployError
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "state_dict_ema")
 MAX_NAMED = 3  # key names quoted in a mismatch message before "..."

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .backbones.complexity import layer_macs
-from .errors import BBDeployError
+from bbdeploy.backbones.complexity import layer_macs
+from bbdeploy.errors import BBDeployError
 
 
 @dataclass(frozen=True)

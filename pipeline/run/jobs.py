@@ -15,9 +15,9 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BBDeployError
-from .manifest import code_digest, read_manifest, stage_id, tool_versions, write_json_atomic
-from .pipeline_file import BenchSpec, CalibrationSpec, DeviceSpec, ModelSpec, PrecisionSpec, ValidationSpec
+from bbdeploy.errors import BBDeployError
+from bbdeploy.stages.manifest import code_digest, read_manifest, stage_id, tool_versions, write_json_atomic
+from bbdeploy.run.pipeline_file import BenchSpec, CalibrationSpec, DeviceSpec, ModelSpec, PrecisionSpec, ValidationSpec
 
 BUILTIN_VALIDATION_IMAGES = 112  # as many as int8 parity uses (crops of the built-in evaluation photos)
 BUILTIN_VALIDATION_SIDE = 320  # pixels: above every zoo input size's resize
@@ -54,8 +54,8 @@ def export_options(job: ExportJob):
     from bbdeploy.quantization.options import QuantOptions
     from bbdeploy.quantization.qat import QATOptions
 
-    from .export import ExportOptions
-    from .parity import DEFAULT_MIN_COSINE
+    from bbdeploy.stages.export import ExportOptions
+    from bbdeploy.stages.parity import DEFAULT_MIN_COSINE
 
     options = dict(job.precision.options)
     qat = None
@@ -76,7 +76,7 @@ def export_options(job: ExportJob):
 def run_export(job: ExportJob) -> dict:
     """{"rows": one per target (export's rows), "started", "finished"}; a job that cannot start
     (bad options, a missing folder) gives every target a failed row with the reason."""
-    from .export import export
+    from bbdeploy.stages.export import export
 
     started = time.time()
     try:
@@ -116,8 +116,8 @@ def run_drift(job: DriftJob) -> dict:
 
 
 def _drift_outcomes(job: DriftJob) -> dict:
-    from .dataset import eval_data
-    from .drift import DriftOptions, drift
+    from bbdeploy.data.folders import eval_data
+    from bbdeploy.stages.drift import DriftOptions, drift
 
     validation = job.validation
     try:
@@ -268,7 +268,7 @@ def write_builtin_validation(folder: Path) -> Path:
 
     from PIL import Image
 
-    from .data import EVALUATION_PHOTOS, builtin_photo
+    from bbdeploy.data.photos import EVALUATION_PHOTOS, builtin_photo
     from bbdeploy.quantization.calibration import PhotoCrops
 
     if folder.is_dir():

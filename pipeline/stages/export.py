@@ -37,20 +37,20 @@ from bbdeploy.quantization.qat import QATOptions, QATRun, is_main_process, world
 from bbdeploy.quantization.training_data import training_set
 from bbdeploy.targets.runner import load as load_runner
 
-from .backbones import resolve
-from .backbones.complexity import count_macs, count_params
-from .backbones.custom import is_import_path, load_custom, read_preprocess
-from .backbones.registry import BackboneSpec
-from .data import EVALUATION_PHOTOS, evaluation_photos, preprocess_image
-from .errors import EXIT_FAILED, BBDeployError
-from .features import compare_features, extractor, stage_ends
-from .manifest import (SCHEMA, code_digest, file_entry, files_intact, manifest_path, now, read_manifest, stage_id,
+from bbdeploy.backbones import resolve
+from bbdeploy.backbones.complexity import count_macs, count_params
+from bbdeploy.backbones.custom import is_import_path, load_custom, read_preprocess
+from bbdeploy.backbones.registry import BackboneSpec
+from bbdeploy.data.photos import EVALUATION_PHOTOS, evaluation_photos, preprocess_image
+from bbdeploy.errors import EXIT_FAILED, BBDeployError
+from bbdeploy.backbones.features import compare_features, extractor, stage_ends
+from bbdeploy.stages.manifest import (SCHEMA, code_digest, file_entry, files_intact, manifest_path, now, read_manifest, stage_id,
                        tool_versions, write_json_atomic)
-from .parity import DEFAULT_MIN_COSINE, FLOAT_TOLERANCE, compare_logits, parity_failure, run_batched
-from .progress import Progress
-from .random_weights import RANDOM_WEIGHTS_NOTE
-from .quiet import captured_output
-from .zoo import create_backbone
+from bbdeploy.stages.parity import DEFAULT_MIN_COSINE, FLOAT_TOLERANCE, compare_logits, parity_failure, run_batched
+from bbdeploy.progress import Progress
+from bbdeploy.backbones.random_weights import RANDOM_WEIGHTS_NOTE
+from bbdeploy.quiet import captured_output
+from bbdeploy.backbones.zoo import create_backbone
 
 MAX_INPUT_SIZE = 1024
 MAX_BATCH = 64

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import BBDeployError, did_you_mean
+from bbdeploy.errors import BBDeployError, did_you_mean
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-qat")
 DEVICE_SCHEMES = ("local", "ssh://", "adb://", "qemu://")
@@ -289,7 +289,7 @@ def _section(data: dict, name: str, keys: dict, spec_type, where: _Where):
 
 
 def _models(data: dict, where: _Where, default: Pipeline | None) -> tuple[ModelSpec, ...]:
-    from .backbones import resolve
+    from bbdeploy.backbones import resolve
 
     if "models" not in data:
         return default.models if default else ()
@@ -316,7 +316,7 @@ def _models(data: dict, where: _Where, default: Pipeline | None) -> tuple[ModelS
 
 
 def _targets(data: dict, where: _Where) -> tuple[str, ...]:
-    from .exporters.registry import TARGETS
+    from bbdeploy.exporters.registry import TARGETS
 
     value = data.get("targets", "all")
     if value == "all":

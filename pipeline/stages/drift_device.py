@@ -16,7 +16,7 @@ import numpy as np
 from bbdeploy.errors import BBDeployError
 from bbdeploy.targets.runner.evaluate import decode
 
-from .drift import DECODE_BATCH, Crops, DriftOptions, DriftPlan
+from bbdeploy.stages.drift import DECODE_BATCH, Crops, DriftOptions, DriftPlan
 
 
 def open_drift_device(options: DriftOptions):

@@ -13,10 +13,10 @@ import html
 import json
 from pathlib import Path
 
-from .manifest import now, write_json_atomic
-from .pipeline_file import Pipeline
-from .report import device_line, html_document, html_table, png_data
-from .run import Outcomes, model_key
+from bbdeploy.stages.manifest import now, write_json_atomic
+from bbdeploy.run.pipeline_file import Pipeline
+from bbdeploy.stages.drift_report import device_line, html_document, html_table, png_data
+from bbdeploy.run.matrix import Outcomes, model_key
 
 COLUMNS = ("model", "target", "precision", "device", "status", "size MB", "accuracy", "agreement", "cosine",
            "p50 ms", "p90 ms", "vs fp32", "note")
@@ -288,7 +288,7 @@ def write_run_report(report: dict, folder: Path) -> Path:
 
 
 def read_baseline(path: Path) -> dict:
-    from .errors import BBDeployError
+    from bbdeploy.errors import BBDeployError
 
     try:
         data = json.loads(Path(path).read_text())

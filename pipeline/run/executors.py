@@ -13,7 +13,7 @@ import os
 import secrets
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from .errors import BBDeployError
+from bbdeploy.errors import BBDeployError
 
 EXECUTORS = ("local", "ray")
 

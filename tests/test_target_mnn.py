@@ -1,6 +1,6 @@
-"""What only MNN has: its tools must not phone home, a converter crash is a failed row, and its int8
-figures on EfficientNet-Lite0. (Export, int8, drift and bench of MNN run in the tests parametrized
-over the target table.)"""
+"""What only MNN has: its graphs as the zoo tests export them (looked up by tests/target_checks.py), its
+tools must not phone home, a converter crash is a failed row, and its int8 figures on EfficientNet-Lite0.
+(Export, int8, drift and bench of MNN run in the tests parametrized over the target table.)"""
 
 from __future__ import annotations
 
@@ -11,11 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from bbdeploy.export import ExportOptions, export
+from bbdeploy.stages.export import ExportOptions, export
 from bbdeploy.exporters import mnn_tools
 from bbdeploy.quantization.options import QuantOptions
 from tests.conftest import PLUMBING_MIN_COSINE, TINY
 from tests.test_int8 import LITE0_INT8_MEASURED
+
+
+def check_fp32_graph(row: dict) -> None:
+    assert row["ops"].get("Convolution", 0) > 0, row["ops"]
+
+
+def check_int8_graph(row: dict, backbone: str) -> None:
+    # an int8 MNN model keeps its Convolution ops and stores their weights as int8 (the generic test
+    # checks the file is under 2 bytes per parameter)
+    assert row["ops"].get("Convolution", 0) > 0, (backbone, row["ops"])
 
 
 def test_an_mnn_export_imports_no_telemetry_runs_no_pip_and_opens_no_outside_socket(tmp_path, monkeypatch):

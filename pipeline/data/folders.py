@@ -12,8 +12,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import IMAGE_SUFFIXES
-from .errors import BBDeployError
+from bbdeploy.data.photos import IMAGE_SUFFIXES
+from bbdeploy.errors import BBDeployError
 
 LIMIT_SEED = 0  # `--limit` draws the same images every run
 

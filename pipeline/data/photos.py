@@ -10,8 +10,8 @@ from PIL import Image, UnidentifiedImageError
 
 from bbdeploy.targets.runner.evaluate import normalize
 
-from .backbones.registry import Preprocess
-from .errors import BBDeployError
+from bbdeploy.backbones.registry import Preprocess
+from bbdeploy.errors import BBDeployError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # what image folders are searched for
 _FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}

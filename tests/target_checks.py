@@ -1,0 +1,32 @@
+"""Each target's own graph checks live in its own test module, `tests/test_target_<name>.py`, found here
+through the target table: the generic tests (the zoo's) call them for every record, so a new target is
+tested by every generic test unedited and fails with "no graph check for target X" until it has its own.
+
+A module holds `check_fp32_graph(row)` and `check_int8_graph(row, backbone)` (row: an export result row)."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from types import ModuleType
+
+import pytest
+
+CHECKS = ("check_fp32_graph", "check_int8_graph")
+
+
+def module_name(target: str) -> str:
+    return f"tests.test_target_{target}"
+
+
+def target_checks(target: str) -> ModuleType:
+    try:
+        module = import_module(module_name(target))
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name(target):
+            raise
+        pytest.fail(f"no graph check for target {target}: add tests/test_target_{target}.py with "
+                    f"{' and '.join(CHECKS)}")
+    missing = [name for name in CHECKS if not callable(getattr(module, name, None))]
+    if missing:
+        pytest.fail(f"tests/test_target_{target}.py lacks {', '.join(missing)}")
+    return module
