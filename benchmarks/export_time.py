@@ -161,7 +161,8 @@ def fp32_report(models: list[str], rounds: int) -> None:
     import torch
 
     from bbdeploy.backbones import resolve
-    from bbdeploy.stages.export import ExportOptions, build, export_target, input_size, layout_for, plan_target
+    from bbdeploy.stages.build import build, input_size
+    from bbdeploy.stages.export import ExportOptions, export_target, layout_for, plan_target
     from bbdeploy.exporters.registry import TARGETS, exporter
     from bbdeploy.quiet import captured_output
 

@@ -81,6 +81,7 @@ def test_a_change_gives_a_fresh_export(change, photos, tmp_path, monkeypatch):
 def test_an_unchanged_request_is_answered_before_anything_expensive(precision, photos, tmp_path, monkeypatch):
     """The issue's bar: a cached rerun builds the model and takes digests, nothing more. Decoding an
     image, running the float model on the parity images or converting anything would fail here."""
+    from bbdeploy.stages import build as build_module
     from bbdeploy.stages import export as export_module
     from bbdeploy.data.photos import builtin_photo
     from bbdeploy.quantization import calibration, ptq
@@ -95,7 +96,7 @@ def test_an_unchanged_request_is_answered_before_anything_expensive(precision, p
 
     builtin_photo.cache_clear()  # a photo decoded by the first export would be free to ask for again
     for owner, name in [(calibration.CalibrationSet, "_decode"), (calibration, "builtin_photo"),
-                        (export_module, "evaluation_photos"), (export_module, "preprocess_image"),
+                        (build_module, "evaluation_photos"), (build_module, "preprocess_image"),
                         (export_module, "export_target"), (ptq, "quantize"), (ptq, "measure_float")]:
         monkeypatch.setattr(owner, name, expensive)
     rows = export(options)

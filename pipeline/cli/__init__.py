@@ -20,6 +20,8 @@ from bbdeploy.errors import EXIT_FAILED, BBDeployError
 from bbdeploy.exporters.registry import TARGETS, choices_help
 from bbdeploy.stages.parity import DEFAULT_MIN_COSINE
 from bbdeploy.targets.bench import check_exec_precision
+from bbdeploy.cli.tables import (backbones_table, print_bench_table, print_drift_table, print_export_table,
+                                 print_run_table, stage_table)
 
 EXEC_PRECISION_HELP = ("Precision of float compute where the runtime has the setting (OpenVINO: bf16 by default on "
                        "CPUs with native bf16): default (what an application gets) | f32 | bf16 | f16.")
@@ -72,26 +74,9 @@ def models(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    from rich.table import Table
-
     from bbdeploy.quiet import stderr_console
 
-    table = Table(title="bbdeploy backbones")
-    columns = ["name", "params", "MACs", "input", "widths", "ImageNet weights"]
-    if detail:
-        columns += ["channels s2/s4/s8/s16/s32", "receptive field"]
-    for column in columns:
-        table.add_column(column, no_wrap=column == "name",
-                         justify="right" if column in ("params", "MACs", "input", "receptive field") else "left")
-    for row in rows:
-        cells = [row["name"], f"{row['params'] / 1e6:.2f}M", f"{row['macs'] / 1e6:.0f}M",
-                 str(row["input_size"]), " ".join(str(w) for w in row["widths"]) or "-",
-                 _weights_status(row["imagenet"])]
-        if detail:
-            stages = row["stages"]
-            cells += ["/".join(str(s["channels"]) for s in stages["stages"]), _field(stages["stages"][-1])]
-        table.add_row(*cells)
-    stderr_console().print(table)
+    stderr_console().print(backbones_table(rows, detail))
 
 
 @app.command()
@@ -107,7 +92,7 @@ def info(
     """Build one backbone with its weights (checking they load) and describe it."""
     from bbdeploy.backbones.custom import is_import_path, load_custom
     from bbdeploy.backbones.checkpoints import head_name
-    from bbdeploy.stages.export import input_size as checked_input_size
+    from bbdeploy.stages.build import input_size as checked_input_size
     from bbdeploy.backbones.zoo import backbone_info, create_backbone
 
     if is_import_path(model):
@@ -132,27 +117,7 @@ def info(
     for key in ("name", "family", "paper", "weights", "num_classes", "params", "macs", "input_size", "preprocess"):
         console.print(f"[bold]{key:12s}[/bold] {details[key]}")
     if stages:
-        console.print(_stage_table(details["stages"]))
-
-
-def _field(stage: dict) -> str:
-    return f"{stage['receptive_field']} px" + (" + global (SE)" if stage["global_context"] else "")
-
-
-def _stage_table(described: dict):
-    """The --stages table: one row per stage, the receptive field marked where it exceeds the input."""
-    from rich.table import Table
-
-    size = described["input_size"]
-    table = Table(title=f"stages at {size}x{size} px (receptive field: r += (k-1)*j, j *= s; max over branches)")
-    for column in ("stage", "stride", "feature map", "channels", "receptive field", "params", "MACs", "ends at"):
-        table.add_column(column, justify="left" if column == "ends at" else "right")
-    for stage in described["stages"]:
-        field = _field(stage) + (" > input" if stage["receptive_field"] >= size else "")
-        table.add_row(str(stage["index"]), str(stage["stride"]), "x".join(map(str, stage["size"])),
-                      str(stage["channels"]), field, f"{stage['params'] / 1e6:.3f}M", f"{stage['macs'] / 1e6:.1f}M",
-                      stage["end"])
-    return table
+        console.print(stage_table(details["stages"]))
 
 
 @app.command()
@@ -240,33 +205,11 @@ def export(
     with BarProgress(console) as progress:
         rows = run_export(options, progress=progress,
                           warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}"))
-    _print_export_table(console, rows)
+    print_export_table(console, rows)
     if as_json:
         print(json.dumps(rows, indent=2))
     if any(row["status"] == "failed" for row in rows):
         raise typer.Exit(EXIT_FAILED)
-
-
-def _print_export_table(console, rows: list[dict]) -> None:
-    """One row per artifact; failures are spelled out in full under the table."""
-    from rich.table import Table
-
-    table = Table(title="bbdeploy export")
-    for column in ("", "target", "precision", "artifact", "MB", "max |diff|", "top-1 agree", "cosine"):
-        table.add_column(column, no_wrap=column == "artifact")
-    for row in rows:
-        parity = row["parity"]
-        if row["artifact"] is None:  # nothing converted
-            table.add_row("❌", row["target"], row["precision"], "failed (see below)", "", "", "", "")
-            continue
-        table.add_row("❌" if row["status"] == "failed" else "✅", row["target"], row["precision"],
-                      Path(row["artifact"]).name + (" (cached)" if row["status"] == "cached" else ""),
-                      f"{row['bytes'] / 1e6:.1f}", _figure(parity["max_abs_diff"], ".1e"),
-                      _figure(parity["top1_agreement"], ".0%"), _figure(parity["cosine"], ".4f"))
-    console.print(table)
-    for row in rows:
-        if row["status"] == "failed":
-            console.print(f"❌ {row['target']} {row['precision']}: {row['error']}", soft_wrap=True)
 
 
 @app.command()
@@ -320,7 +263,7 @@ def drift(
         from bbdeploy.stages.drift_report import write_report
 
         write_report(result, report)
-    _print_drift_table(console, result)
+    print_drift_table(console, result)
     if as_json:
         print(json.dumps(result, indent=2))
     failures = gate_failures(result, max_drop, min_agreement)
@@ -328,27 +271,6 @@ def drift(
         console.print(f"❌ {line}", soft_wrap=True)
     if failures:
         raise typer.Exit(EXIT_FAILED)
-
-
-def _print_drift_table(console, result: dict) -> None:
-    from rich.table import Table
-
-    from bbdeploy.stages.drift_report import COLUMNS, device_line, result_rows
-
-    table = Table(title=f"bbdeploy drift ({result['data']['images']} images, labels: {result['data']['labels']})",
-                  caption=device_line(result["device"]))
-    keep = [COLUMNS.index(c) for c in ("", "artifact", "precision", "exec", "top-1", "drop (pts)", "agree top-1",
-                                       "agree 95% CI", "cosine", "SQNR dB")]
-    for index in keep:
-        table.add_column(COLUMNS[index], no_wrap=COLUMNS[index] == "artifact")
-    for row in result_rows(result):
-        table.add_row(*(row[index] for index in keep))
-    console.print(table)
-    for row in result["results"]:
-        if row.get("layers"):
-            console.print(f"{Path(row['artifact']).name}: most sensitive layers "
-                          f"{', '.join(r['layer'] for r in row['layers']['ranked'][:5])}; try {row['layers']['suggest']}",
-                          soft_wrap=True)
 
 
 @app.command()
@@ -383,40 +305,11 @@ def bench(
                            timeout=timeout)
     with console.status(f"benchmarking on {device}") as status:
         result = run_bench(options, progress=lambda step, done, total: status.update(f"{step} ({done}/{total})"))
-    _print_bench_table(console, result)
+    print_bench_table(console, result)
     if as_json:
         print(json.dumps(result, indent=2))
     if any(row["status"] == "failed" for row in result["results"]):
         raise typer.Exit(EXIT_FAILED)
-
-
-def _print_bench_table(console, result: dict) -> None:
-    from rich.table import Table
-
-    from bbdeploy.stages.drift_report import device_line
-
-    facts = result["device"]
-    table = Table(title=f"bbdeploy bench on {facts['name']} ({facts.get('cpu')}, {facts.get('cores')} cores)",
-                  caption=device_line(facts))
-    for column in ("", "artifact", "precision", "exec", "threads", "runs", "p50 ms", "p90 ms", "p99 ms", "mean ms",
-                   "MB", "load RSS MB"):
-        table.add_column(column, no_wrap=column == "artifact")
-    for row in result["results"]:
-        if row["status"] == "failed":
-            table.add_row("❌", Path(row["artifact"]).name, row["precision"], *[""] * 7, f"{row['size_bytes'] / 1e6:.1f}", "")
-            continue
-        latency = row["latency_ms"]
-        rss = row["load_rss_bytes"]
-        ms = {key: "-" if value is None else f"{value:.3f}" for key, value in latency.items()}
-        table.add_row("✅", Path(row["artifact"]).name, row["precision"], row["exec_precision"] or "-",
-                      str(row["threads"]), str(row["runs"]), ms["p50"], ms["p90"], ms["p99"], ms["mean"],
-                      f"{row['size_bytes'] / 1e6:.1f}", "-" if rss is None else f"{rss / 1e6:.0f}")
-    console.print(table)
-    for row in result["results"]:
-        if row["status"] == "failed":
-            console.print(f"❌ {Path(row['artifact']).name}: {row['error']}", soft_wrap=True)
-        for warning in row["warnings"]:
-            console.print(f"[bold yellow]warning:[/] {Path(row['artifact']).name}: {warning}", soft_wrap=True)
 
 
 @app.command()
@@ -435,7 +328,7 @@ def run(
     from bbdeploy.run.pipeline_file import load_pipeline
     from bbdeploy.quiet import stderr_console
     from bbdeploy.run.matrix import RunOptions, execute
-    from bbdeploy.run.report import build_report, read_baseline, table_rows, write_run_report
+    from bbdeploy.run.report import build_report, read_baseline, write_run_report
 
     console = stderr_console()
     pipeline = load_pipeline(pipeline_file)
@@ -447,23 +340,7 @@ def run(
                            say=lambda message: status.update(message))
     report = build_report(pipeline, outcomes, old)
     page = write_run_report(report, Path(pipeline.output))
-    from rich.table import Table
-    from bbdeploy.run.report import COLUMNS
-
-    table = Table(title=f"bbdeploy run: {pipeline.source}")
-    for column in COLUMNS:
-        table.add_column(column, overflow="fold")
-    reasons = []
-    for row in table_rows(report):
-        if row[-1]:
-            reasons.append(row[-1])
-            row[-1] = f"[{len(reasons)}]"
-        table.add_row(*row)
-    console.print(table)
-    for number, reason in enumerate(reasons, 1):
-        console.print(f"[{number}] {reason}", markup=False, highlight=False)
-    for device, choice in report["recommended"].items():
-        console.print(f"recommended on {device}: " + (Path(choice["artifact"]).name if choice else "none passed"))
+    print_run_table(console, pipeline.source, report)
     console.print(f"report: {page} (and report.md, report.json), {report['wall_s']} s")
     if as_json:
         print(json.dumps(report, indent=2))
@@ -484,20 +361,6 @@ def init(
         raise BBDeployError(f"{path} exists; pass another path or --force to overwrite it")
     path.write_text(EXAMPLE, encoding="utf-8")
     print(f"wrote {path}; edit it, then: bbdeploy run {path}", file=sys.stderr)
-
-
-def _figure(value: float | None, spec: str) -> str:
-    """A parity figure, or "n/a" where the artifact's outputs were not finite."""
-    return "n/a" if value is None else format(value, spec)
-
-
-def _weights_status(imagenet: dict | None) -> str:
-    """Where `--weights imagenet` would come from, in a few words."""
-    if imagenet is None:
-        return "none published"
-    if imagenet["offline"]:
-        return "offline (" + imagenet["source"].split()[0] + ")"
-    return "download" if imagenet["url"] else "bring your own"
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from bbdeploy.backbones.custom import is_import_path, load_custom
 from bbdeploy.data.photos import crop_image, load_image, recorded_preprocess
 from bbdeploy.data.folders import EvalData, check_labels, eval_data
 from bbdeploy.errors import BBDeployError
-from bbdeploy.stages.export import float_model, weights_digest
+from bbdeploy.stages.build import float_model, weights_digest
 from bbdeploy.stages.manifest import files_intact, read_manifest
 from bbdeploy.stages.metrics import DriftAccumulator
 from bbdeploy.stages.parity import nonfinite_failure
