@@ -73,7 +73,7 @@ def main() -> None:
     from bbdeploy.stages.drift import DriftOptions, drift
     from bbdeploy.stages.export import ExportOptions, export
     from bbdeploy.quantization.options import QuantOptions
-    from bbdeploy.quantization.qat import QATOptions
+    from bbdeploy.quantization.options import QATOptions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--output", type=Path, default=None)

@@ -28,7 +28,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+
 from pathlib import Path
 
 import torch
@@ -39,53 +39,13 @@ from bbdeploy.errors import BBDeployError
 from bbdeploy.fidelity import sqnr_db
 from bbdeploy.progress import Progress
 
+from .options import QATOptions
 from .fake_quant import (ActivationFakeQuant, Grid, attach_weight_fake_quant, input_ranges, quantized_layers,
                          snapped_onto_grid)
 from .training_data import TrainingSet
 
 CHECKPOINT_FORMAT = "bbdeploy-qat-1"
-DISTILL_LOSSES = ("kl", "mse")
-DEVICES = ("auto", "cpu", "cuda")
 MEASURE_BATCH = 32
-
-
-@dataclass
-class QATOptions:
-    train_data: str | None = None  # folder of images (labels optional)
-    train_labels: str | None = None  # path,label CSV, as `bbdeploy drift --labels`
-    class_names: str | None = None  # one class name per line, for folders named by class
-    epochs: int = 4
-    lr: float = 1e-5
-    batch_size: int = 32  # global: split over the processes of a torchrun
-    distill: str = "mse"  # logit MSE: Lite0 held-out SQNR 21.0 dB after 4 epochs, KL (T=2) 20.4 dB
-    temperature: float = 2.0
-    resume: str | None = None  # a checkpoint file written by an earlier run
-    device: str = "auto"
-    seed: int = 0
-
-    def validate(self) -> "QATOptions":
-        if self.train_data is None:
-            raise BBDeployError("--qat needs --train-data DIR (a folder of in-domain images; labels optional)")
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise BBDeployError(f"--epochs {self.epochs}, --batch-size {self.batch_size}, --lr {self.lr:g}: pass "
-                                "at least 1 epoch, a batch of at least 1 and a positive learning rate")
-        if self.distill not in DISTILL_LOSSES:
-            raise BBDeployError(f"unknown --distill {self.distill!r}; pass one of {', '.join(DISTILL_LOSSES)}")
-        if self.device not in DEVICES:
-            raise BBDeployError(f"unknown --train-device {self.device!r}; pass one of {', '.join(DEVICES)}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise BBDeployError("--train-device cuda, but torch sees no CUDA GPU here (torch "
-                                f"{torch.__version__}); pass --train-device cpu")
-        processes = world_size()
-        if self.batch_size % processes:
-            raise BBDeployError(f"--batch-size {self.batch_size} does not split over {processes} torchrun processes; "
-                                f"pass a multiple of {processes}")
-        return self
-
-    def as_config(self) -> dict:
-        """What shapes the trained weights (not where they are computed, nor the data's path)."""
-        return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size, "distill": self.distill,
-                "temperature": self.temperature, "seed": self.seed}
 
 
 def world_size() -> int:

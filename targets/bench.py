@@ -6,10 +6,11 @@ here, so that numbers from this machine, a board or a phone mean the same thing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bbdeploy.errors import BBDeployError
+from bbdeploy.schema import option
 from bbdeploy.stages.manifest import files_intact, read_manifest
 
 from .runner import EXEC_PRECISIONS
@@ -18,20 +19,31 @@ NOISY_SPREAD = 1.5  # p99 / p50 above this: the device is noisy (other load, the
 EXEC_PRECISION_CHOICES = ("default", *EXEC_PRECISIONS)  # default: what an application gets
 
 
+EXEC_PRECISION_HELP = ("Precision of float compute where the runtime has the setting (OpenVINO: bf16 by default on "
+                       "CPUs with native bf16): default (what an application gets) | f32 | bf16 | f16.")
+
+
 @dataclass
 class BenchOptions:
-    artifacts: list[Path]
-    device: str = "local"
-    threads: int = 1
-    warmup: int = 10
-    runs: int = 50
-    min_time: float = 1.0
-    ssh_options: list[str] = field(default_factory=list)
-    remote_python: str = "python3"
-    benchmark_binary: Path | None = None  # adb: LiteRT's benchmark_model for the phone
-    delegate: str = "xnnpack"  # adb: benchmark_model's delegate (xnnpack | gpu | nnapi | none)
-    exec_precision: str = "default"  # float compute precision, where the runtime has the setting
-    timeout: float = 3600.0  # seconds for the whole run on the device
+    """`bbdeploy bench` and a pipeline's `bench:` section and `devices:` entries (`bbdeploy.schema`)."""
+
+    artifacts: list[Path] = option(help="Artifacts written by `bbdeploy export`.", flag=None,
+                                   key=None)  # the command's arguments; a pipeline benches its own exports
+    device: str = option("local", "Where to run: local | ssh://[user@]host[:port] | adb://SERIAL | qemu://pi5 | "
+                                  "qemu://pi4 (emulated: no meaningful latency).", key="devices.*.url")
+    threads: int = option(1, "Runtime threads (fixed and recorded).")
+    warmup: int = option(10, "Untimed runs first.")
+    runs: int = option(50, "At least this many timed runs.")
+    min_time: float = option(1.0, "And at least this many seconds of timed runs.")
+    ssh_options: list[str] = option(default_factory=list, help="ssh: -o KEY=VALUE for the OpenSSH client "
+                                    "(repeatable).", flag="--ssh-option", key="devices.*.ssh_options")
+    remote_python: str = option("python3", "ssh: the device's Python with the runtimes.", key="devices.*.python")
+    benchmark_binary: Path | None = option(None, "adb: LiteRT's benchmark_model built for the phone.",
+                                           key="devices.*.benchmark_binary")
+    delegate: str = option("xnnpack", "adb: benchmark_model's delegate, xnnpack | gpu | nnapi | none.",
+                           key="devices.*.delegate")
+    exec_precision: str = option("default", EXEC_PRECISION_HELP)
+    timeout: float = option(3600.0, "Seconds the whole run on the device may take.")
 
     def validate(self) -> "BenchOptions":
         if not self.artifacts:

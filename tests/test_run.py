@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from bbdeploy.exporters.registry import TARGETS
-from bbdeploy.run.pipeline_file import EXAMPLE, load_pipeline, parse_pipeline
+from bbdeploy.run.example import EXAMPLE
+from bbdeploy.run.pipeline_file import load_pipeline, parse_pipeline
 from tests.conftest import run_cli
 
 SMALL_MODEL = {"name": "mobilenet_v1", "weights": "random", "width": 0.25, "input_size": 32}

@@ -19,12 +19,11 @@ from bbdeploy import __version__
 from bbdeploy.errors import EXIT_FAILED, BBDeployError
 from bbdeploy.exporters.registry import TARGETS, choices_help
 from bbdeploy.stages.parity import DEFAULT_MIN_COSINE
-from bbdeploy.targets.bench import check_exec_precision
+from bbdeploy.quantization.options import QATOptions, QuantOptions
+from bbdeploy.schema import help_of
+from bbdeploy.targets.bench import BenchOptions, check_exec_precision
 from bbdeploy.cli.tables import (backbones_table, print_bench_table, print_drift_table, print_export_table,
                                  print_run_table, stage_table)
-
-EXEC_PRECISION_HELP = ("Precision of float compute where the runtime has the setting (OpenVINO: bf16 by default on "
-                       "CPUs with native bf16): default (what an application gets) | f32 | bf16 | f16.")
 
 app = typer.Typer(
     name="bbdeploy",
@@ -133,34 +132,31 @@ def export(
     output: Annotated[Optional[Path], typer.Option(help="Folder for artifacts [default: ./bbdeploy-out/MODEL].")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="Half precision, in each target's own fp16 form (see README).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Post-training int8 quantization with each target's toolchain.")] = False,
-    calib_data: Annotated[Optional[str], typer.Option(help="int8 calibration: image folder or .npy [default: built-in photo crops, with a warning].")] = None,
-    calib_size: Annotated[Optional[int], typer.Option(help="int8 calibration: number of images (deterministic sample) [default: 300].")] = None,
-    calib_method: Annotated[Optional[str], typer.Option(help=f"int8 activation ranges, per target ({choices_help('calib_methods')}) [default: the first, each target's measured best].")] = None,
-    weight_rounding: Annotated[Optional[str], typer.Option(help=f"int8 weights, per target ({choices_help('weight_roundings')}) [default: the first].")] = None,
-    bias_correction: Annotated[Optional[bool], typer.Option("--bias-correction/--no-bias-correction", help="int8 with nearest rounding: correct each layer's bias for its rounding error [default: on].")] = None,
-    io: Annotated[Optional[str], typer.Option(help=f"int8 input/output type, per target ({choices_help('io_types')}) [default: float].")] = None,
-    keep_float: Annotated[Optional[str], typer.Option(help="int8: comma list of layers or blocks to leave in float, e.g. conv_stem,classifier.")] = None,
+    calib_data: Annotated[Optional[str], typer.Option(help=help_of(QuantOptions, "calib_data"))] = None,
+    calib_size: Annotated[Optional[int], typer.Option(help=help_of(QuantOptions, "calib_size", with_default=True))] = None,
+    calib_method: Annotated[Optional[str], typer.Option(help=help_of(QuantOptions, "calib_method"))] = None,
+    weight_rounding: Annotated[Optional[str], typer.Option(help=help_of(QuantOptions, "weight_rounding"))] = None,
+    bias_correction: Annotated[Optional[bool], typer.Option("--bias-correction/--no-bias-correction", help=help_of(QuantOptions, "bias_correction", with_default=True))] = None,
+    io: Annotated[Optional[str], typer.Option(help=help_of(QuantOptions, "io", with_default=True))] = None,
+    keep_float: Annotated[Optional[str], typer.Option(help=help_of(QuantOptions, "keep_float"))] = None,
     min_cosine: Annotated[Optional[float], typer.Option(help=f"int8: fail a row whose mean logit cosine with PyTorch is below this [default: {DEFAULT_MIN_COSINE}, chosen by measurement, see README].")] = None,
     features: Annotated[Optional[str], typer.Option(help="Export the backbone without its classifier, returning these stages' feature maps, e.g. 3,4,5 (strides 8/16/32; `bbdeploy info MODEL --stages` lists them).")] = None,
     preprocess: Annotated[Optional[Path], typer.Option(help="Your own backbone: JSON with input_size, crop_pct, interpolation, mean, std [default: 224, 0.875, bilinear, ImageNet mean/std].")] = None,
-    qat: Annotated[bool, typer.Option("--qat", help="int8: quantization-aware training on --train-data before each target's quantizer (see README).")] = False,
-    train_data: Annotated[Optional[str], typer.Option(help="--qat: folder of in-domain training images; class subfolders (index) give labels, else distillation alone.")] = None,
-    train_labels: Annotated[Optional[str], typer.Option(help="--qat: CSV of path,label rows (paths relative to --train-data).")] = None,
-    train_class_names: Annotated[Optional[str], typer.Option(help="--qat: text file, one class name per line in output order, for subfolders named by class.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="--qat: passes over --train-data [default: 4].")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="--qat: Adam learning rate, cosine-decayed to 0 [default: 1e-5].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="--qat: global batch (split over torchrun processes) [default: 32].")] = None,
-    distill: Annotated[Optional[str], typer.Option(help="--qat: distillation loss on logits, kl | mse [default: mse].")] = None,
-    resume: Annotated[Optional[str], typer.Option(help="--qat: continue from a checkpoint (OUTPUT/qat-checkpoints/*/epoch-N.pt) of the same model and settings.")] = None,
-    train_device: Annotated[Optional[str], typer.Option(help="--qat: auto | cpu | cuda [default: auto, a GPU when torch sees one].")] = None,
+    qat: Annotated[bool, typer.Option("--qat", help=help_of(QuantOptions, "qat"))] = False,
+    train_data: Annotated[Optional[str], typer.Option(help=help_of(QATOptions, "train_data"))] = None,
+    train_labels: Annotated[Optional[str], typer.Option(help=help_of(QATOptions, "train_labels"))] = None,
+    train_class_names: Annotated[Optional[str], typer.Option(help=help_of(QATOptions, "class_names"))] = None,
+    epochs: Annotated[Optional[int], typer.Option(help=help_of(QATOptions, "epochs", with_default=True))] = None,
+    lr: Annotated[Optional[float], typer.Option(help=help_of(QATOptions, "lr", with_default=True))] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=help_of(QATOptions, "batch_size", with_default=True))] = None,
+    distill: Annotated[Optional[str], typer.Option(help=help_of(QATOptions, "distill", with_default=True))] = None,
+    resume: Annotated[Optional[str], typer.Option(help=help_of(QATOptions, "resume"))] = None,
+    train_device: Annotated[Optional[str], typer.Option(help=help_of(QATOptions, "device", with_default=True))] = None,
     layout: Annotated[Optional[str], typer.Option(help=f"Input layout, per target ({choices_help('layouts')}) [default: the first].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Export again even if an identical artifact exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list, one object per artifact, on stdout.")] = False,
 ) -> None:
     """Export float or int8 artifacts, check each against PyTorch on real photos, write a manifest next to each."""
-    from bbdeploy.quantization.options import QuantOptions
-    from bbdeploy.quantization.qat import QATOptions
-
     from bbdeploy.stages.export import ExportOptions
     from bbdeploy.stages.export import export as run_export
     from bbdeploy.backbones.features import parse_features
@@ -224,11 +220,11 @@ def drift(
     report: Annotated[Optional[Path], typer.Option(help="Folder for drift.json, drift.md and drift.html.")] = None,
     max_drop: Annotated[Optional[float], typer.Option(help="Gate: exit 1 if an accuracy drop exceeds this many points.")] = None,
     min_agreement: Annotated[Optional[float], typer.Option(help="Gate: exit 1 if a top-1 agreement is below this fraction.")] = None,
-    exec_precision: Annotated[str, typer.Option(help=EXEC_PRECISION_HELP)] = "default",
+    exec_precision: Annotated[str, typer.Option(help=help_of(BenchOptions, "exec_precision"))] = "default",
     model: Annotated[Optional[str], typer.Option(help="Artifacts of your own backbone: its MODULE:FUNCTION again (bbdeploy never imports code a manifest names).")] = None,
     device: Annotated[str, typer.Option(help="Where the artifacts run: local | ssh://[user@]host[:port] | qemu://pi5 | qemu://pi4 (the float model runs here).")] = "local",
-    ssh_option: Annotated[Optional[list[str]], typer.Option(help="ssh: -o KEY=VALUE for the OpenSSH client (repeatable).")] = None,
-    remote_python: Annotated[str, typer.Option(help="ssh: the device's Python with the runtimes.")] = "python3",
+    ssh_option: Annotated[Optional[list[str]], typer.Option(help=help_of(BenchOptions, "ssh_options"))] = None,
+    remote_python: Annotated[str, typer.Option(help=help_of(BenchOptions, "remote_python"))] = "python3",
     timeout: Annotated[float, typer.Option(help="Seconds the run on the device may take.")] = 3600,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
@@ -276,24 +272,23 @@ def drift(
 @app.command()
 def bench(
     artifacts: Annotated[list[Path], typer.Argument(help="Artifacts written by `bbdeploy export`.")],
-    device: Annotated[str, typer.Option(help="Where to run: local | ssh://[user@]host[:port] | adb://SERIAL | qemu://pi5 | qemu://pi4 (emulated: no meaningful latency).")] = "local",
-    ssh_option: Annotated[Optional[list[str]], typer.Option(help="ssh: -o KEY=VALUE for the OpenSSH client (repeatable).")] = None,
-    remote_python: Annotated[str, typer.Option(help="ssh: the device's Python with the runtimes.")] = "python3",
-    benchmark_binary: Annotated[Optional[Path], typer.Option(help="adb: LiteRT's benchmark_model built for the phone.")] = None,
-    delegate: Annotated[str, typer.Option(help="adb: xnnpack | gpu | nnapi | none.")] = "xnnpack",
-    threads: Annotated[int, typer.Option(help="Runtime threads (fixed and recorded).")] = 1,
-    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 10,
-    runs: Annotated[int, typer.Option(help="At least this many timed runs.")] = 50,
-    min_time: Annotated[float, typer.Option(help="And at least this many seconds of timed runs.")] = 1.0,
-    exec_precision: Annotated[str, typer.Option(help=EXEC_PRECISION_HELP)] = "default",
-    timeout: Annotated[float, typer.Option(help="Seconds the whole run on the device may take.")] = 3600,
+    device: Annotated[str, typer.Option(help=help_of(BenchOptions, "device"))] = "local",
+    ssh_option: Annotated[Optional[list[str]], typer.Option(help=help_of(BenchOptions, "ssh_options"))] = None,
+    remote_python: Annotated[str, typer.Option(help=help_of(BenchOptions, "remote_python"))] = "python3",
+    benchmark_binary: Annotated[Optional[Path], typer.Option(help=help_of(BenchOptions, "benchmark_binary"))] = None,
+    delegate: Annotated[str, typer.Option(help=help_of(BenchOptions, "delegate"))] = "xnnpack",
+    threads: Annotated[int, typer.Option(help=help_of(BenchOptions, "threads"))] = 1,
+    warmup: Annotated[int, typer.Option(help=help_of(BenchOptions, "warmup"))] = 10,
+    runs: Annotated[int, typer.Option(help=help_of(BenchOptions, "runs"))] = 50,
+    min_time: Annotated[float, typer.Option(help=help_of(BenchOptions, "min_time"))] = 1.0,
+    exec_precision: Annotated[str, typer.Option(help=help_of(BenchOptions, "exec_precision"))] = "default",
+    timeout: Annotated[float, typer.Option(help=help_of(BenchOptions, "timeout"))] = 3600,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
 ) -> None:
     """Latency of each artifact on a device: mean, std, min, p50, p90, p99, throughput, size, memory.
 
     Artifacts are timed interleaved (rounds of A, B, C, ...) in one process per device; one that
     cannot run is a failed row and the others are still measured (exit 1)."""
-    from bbdeploy.targets.bench import BenchOptions
     from bbdeploy.targets.bench import bench as run_bench
 
     from bbdeploy.quiet import stderr_console
@@ -355,7 +350,7 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented example pipeline (the built-in default) for `bbdeploy run`."""
-    from bbdeploy.run.pipeline_file import EXAMPLE
+    from bbdeploy.run.example import EXAMPLE
 
     if path.exists() and not force:
         raise BBDeployError(f"{path} exists; pass another path or --force to overwrite it")

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from bbdeploy.errors import BBDeployError
 from bbdeploy.stages.manifest import code_digest, read_manifest, stage_id, tool_versions, write_json_atomic
-from bbdeploy.run.pipeline_file import BenchSpec, CalibrationSpec, DeviceSpec, ModelSpec, PrecisionSpec, ValidationSpec
+from bbdeploy.run.pipeline_file import (BenchSpec, CalibrationSpec, DeviceSpec, ModelSpec, PrecisionSpec, ValidationSpec,
+                                        bench_options)
+from bbdeploy.schema import file_keys
 
 BUILTIN_VALIDATION_IMAGES = 112  # as many as int8 parity uses (crops of the built-in evaluation photos)
 BUILTIN_VALIDATION_SIDE = 320  # pixels: above every zoo input size's resize
@@ -52,7 +54,7 @@ class ExportJob:
 def export_options(job: ExportJob):
     """The ExportOptions of `bbdeploy export` that this job stands for."""
     from bbdeploy.quantization.options import QuantOptions
-    from bbdeploy.quantization.qat import QATOptions
+    from bbdeploy.quantization.options import QATOptions
 
     from bbdeploy.stages.export import ExportOptions
     from bbdeploy.stages.parity import DEFAULT_MIN_COSINE
@@ -60,9 +62,8 @@ def export_options(job: ExportJob):
     options = dict(job.precision.options)
     qat = None
     if job.precision.name == "int8-qat":
-        qat_keys = {"train_data": "train_data", "train_labels": "train_labels", "train_class_names": "class_names",
-                    "epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "distill": "distill"}
-        qat = QATOptions(**{field: options.pop(key) for key, field in qat_keys.items() if key in options})
+        qat_fields = {key: name for key, (name, _) in file_keys(QATOptions).items()}
+        qat = QATOptions(**{qat_fields[key]: options.pop(key) for key in list(options) if key in qat_fields})
     min_cosine = options.pop("min_cosine", DEFAULT_MIN_COSINE)
     quant = QuantOptions(calib_data=job.calibration.data, calib_size=job.calibration.size,
                          keep_float=tuple(options.pop("keep_float", ())), qat=qat, **options)
@@ -170,19 +171,15 @@ def run_bench(job: BenchJob) -> dict:
     """{"started", "finished", "device": facts, "outcomes": {artifact: {"status": ran|cached|failed,
     "row", "error"}}}: the artifacts without a cached result are benchmarked together, in one session
     on the device (started..finished is that session)."""
-    from bbdeploy.targets.bench import BenchOptions, bench
+    from bbdeploy.targets.bench import bench
 
     device, settings = job.device, job.bench
     config = {"device": device_identity(device), "threads": settings.threads, "runs": settings.runs,
-              "warmup": settings.warmup, "min_time": settings.min_time}
+              "warmup": settings.warmup, "min_time": settings.min_time, "exec_precision": settings.exec_precision}
     outcomes, pending = _split_cached(job.artifacts, "bench", config, Path(job.results))
     started = finished = None
     facts = None
-    options = BenchOptions(artifacts=[Path(a) for a in pending], device=device.url, threads=settings.threads,
-                           warmup=settings.warmup, runs=settings.runs, min_time=settings.min_time,
-                           ssh_options=list(device.ssh_options), remote_python=device.python,
-                           benchmark_binary=Path(device.benchmark_binary) if device.benchmark_binary else None,
-                           delegate=device.delegate, timeout=settings.timeout)
+    options = bench_options(device, settings, [Path(a) for a in pending])
     for artifact, reason in _unsupported(options).items():  # e.g. adb runs TFLite only: n/a, not a failure
         outcomes[artifact] = {"status": "unsupported", "error": reason}
         del pending[artifact]

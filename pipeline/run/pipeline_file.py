@@ -14,6 +14,10 @@ from pathlib import Path
 import yaml
 
 from bbdeploy.errors import BBDeployError, did_you_mean
+from bbdeploy.run.example import EXAMPLE
+from bbdeploy.quantization.options import QATOptions, QuantOptions
+from bbdeploy.schema import exposed_fields, file_keys, key_of
+from bbdeploy.targets.bench import BenchOptions
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-qat")
 DEVICE_SCHEMES = ("local", "ssh://", "adb://", "qemu://")
@@ -43,6 +47,7 @@ class PrecisionSpec:
 
 @dataclass(frozen=True)
 class DeviceSpec:
+    """A `devices:` entry: BenchOptions' keys there (`devices.*.KEY`), with its defaults."""
     name: str  # what the report calls it; a Ray resource `device:NAME` under --executor ray
     url: str = "local"  # local | ssh://[user@]host[:port] | adb://SERIAL | qemu://pi5
     ssh_options: tuple[str, ...] = ()
@@ -69,10 +74,12 @@ class ValidationSpec:
 
 @dataclass(frozen=True)
 class BenchSpec:
+    """The `bench:` section: BenchOptions' keys there, with its defaults (tests/test_schema.py)."""
     threads: int = 1
     runs: int = 50
     warmup: int = 10
     min_time: float = 1.0
+    exec_precision: str = "default"
     timeout: float = 3600.0
 
 
@@ -89,78 +96,23 @@ class Pipeline:
     source: str = field(default="built-in default", compare=False)
 
 
-EXAMPLE = """\
-# bbdeploy pipeline: every model x target x precision is exported, checked against the float model on
-# the validation images and benchmarked on every device. `bbdeploy run THIS_FILE`.
-# Stages are cached by content: a second run of an unchanged file executes nothing.
+def _types(options_class, section: str | None = None) -> dict:
+    return {key: types for key, (_, types) in file_keys(options_class, section).items()}
 
-models:                       # names as `bbdeploy models` lists them
-  - name: efficientnet_lite0
-    weights: imagenet         # imagenet | random | PATH to a state_dict
-    # width: 1.0              # width multiplier, where the backbone has one
-    # input_size: 224         # default: the backbone's own
-    # num_classes: 1000
-    # calibration: photos/    # this model's calibration images, instead of calibration.data
 
-targets: all                  # all, or a list: [onnx, tflite, openvino, mnn]
 
-precisions:                   # fp32 | fp16 | int8 | int8-qat, each with its options
-  fp32: {}
-  int8:
-    # calib_method: null      # default: each target's measured best
-    # weight_rounding: null   # default: each target's measured best (gptq | nearest | ...)
-    # keep_float: []          # layer names left in float
-    # min_cosine: 0.95        # fail an artifact whose mean logit cosine with PyTorch is below this
-  # int8-qat:                 # quantization-aware training, then each target's int8 path
-  #   train_data: photos/     # a folder of in-domain images (labels optional)
-  #   epochs: 4
-  #   lr: 1.0e-5
-  #   batch_size: 32
-
-calibration:
-  data: null                  # folder of images or .npy; null: crops of the built-in photos (recorded)
-  size: 300                   # images int8 calibration samples from it
-
-validation:
-  data: null                  # folder of images; null: crops of the built-in evaluation photos
-  # labels: labels.csv        # path,label rows; or a folder per class
-  # limit: 1000               # evaluate this many images, spread over the classes
-  # max_drop: 1.0             # gate: accuracy drop in points (needs labels)
-  # min_agreement: 0.9        # gate: top-1 agreement with the float model
-
-devices:                      # name: {url: ...}; `local` is this machine
-  local: {}
-  # pi5-emulated:             # an emulated arm64 board here: ARM numerics, no latency (prepared on first use)
-  #   url: qemu://pi5
-  # pi5-a:
-  #   url: ssh://pi@192.168.1.20
-  #   ssh_options: [IdentityFile=~/.ssh/id_ed25519]   # `ssh -o KEY=VALUE` options
-  #   python: python3
-  # pixel8:
-  #   url: adb://SERIAL
-  #   benchmark_binary: benchmark_model   # LiteRT's benchmark_model built for the phone
-
-bench:
-  threads: 1
-  runs: 50
-  warmup: 10
-
-output: bbdeploy-run          # artifacts, stage results and report.{json,md,html}
-"""
-
-# key -> accepted types, per section; the dataclass defaults supply the rest
+# key -> accepted types, per section; the dataclass defaults supply the rest. The keys of int8, int8-qat,
+# calibration, bench and devices are those the option dataclasses declare (bbdeploy.schema)
 _MODEL_KEYS = {"name": str, "weights": str, "width": (int, float), "input_size": int, "num_classes": int,
                "calibration": str}
-_INT8_KEYS = {"calib_method": str, "weight_rounding": str, "bias_correction": bool, "io": str,
-              "keep_float": list, "min_cosine": (int, float)}
-_QAT_KEYS = {**_INT8_KEYS, "train_data": str, "train_labels": str, "train_class_names": str, "epochs": int,
-             "lr": (int, float), "batch_size": int, "distill": str}
+_INT8_KEYS = {**_types(QuantOptions), "min_cosine": (int, float)}  # min_cosine: export's floor, per precision
+_QAT_KEYS = {**_INT8_KEYS, **_types(QATOptions)}
 _PRECISION_KEYS = {"fp32": {}, "fp16": {}, "int8": _INT8_KEYS, "int8-qat": _QAT_KEYS}
-_DEVICE_KEYS = {"url": str, "ssh_options": list, "python": str, "benchmark_binary": str, "delegate": str}
-_CALIBRATION_KEYS = {"data": str, "size": int}
+_DEVICE_KEYS = _types(BenchOptions, "devices.*")
+_CALIBRATION_KEYS = _types(QuantOptions, "calibration")
 _VALIDATION_KEYS = {"data": str, "labels": str, "class_names": str, "limit": int, "max_drop": (int, float),
                     "min_agreement": (int, float)}
-_BENCH_KEYS = {"threads": int, "runs": int, "warmup": int, "min_time": (int, float), "timeout": (int, float)}
+_BENCH_KEYS = _types(BenchOptions)
 _TOP_KEYS = ("models", "targets", "precisions", "calibration", "validation", "devices", "bench", "output")
 
 
@@ -415,3 +367,15 @@ def _check_ranges(validation: ValidationSpec, calibration: CalibrationSpec, wher
         raise where.error(("validation", "limit"), f"{validation.limit} must be at least 1")
     if calibration.size < 1:
         raise where.error(("calibration", "size"), f"{calibration.size} must be at least 1")
+
+
+def bench_options(device: DeviceSpec, bench: BenchSpec, artifacts: list[Path]) -> BenchOptions:
+    """The BenchOptions of a device entry and the bench section, field by field as the schema maps them."""
+    values = {}
+    for entry in exposed_fields(BenchOptions):
+        key = key_of(BenchOptions, entry.name)
+        if key is not None:
+            values[entry.name] = getattr(device, key.rpartition(".")[2]) if key.startswith("devices.") else getattr(bench, key)
+    binary = values["benchmark_binary"]
+    return BenchOptions(artifacts=artifacts, **{**values, "ssh_options": list(values["ssh_options"]),
+                                                "benchmark_binary": Path(binary) if binary else None})

@@ -32,8 +32,8 @@ from bbdeploy.backbones.features import compare_features
 from bbdeploy.progress import Progress
 from bbdeploy.quantization import ptq
 from bbdeploy.quantization.calibration import CalibrationSet, calibration_set
-from bbdeploy.quantization.options import QuantOptions
-from bbdeploy.quantization.qat import QATOptions, QATRun, is_main_process, world_size
+from bbdeploy.quantization.options import QATOptions, QuantOptions
+from bbdeploy.quantization.qat import QATRun, is_main_process, world_size
 from bbdeploy.quantization.training_data import training_set
 from bbdeploy.quiet import captured_output
 from bbdeploy.stages.build import Built, backbone_spec, build, input_size
