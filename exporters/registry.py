@@ -16,6 +16,16 @@ from bbdeploy.errors import BBDeployError, did_you_mean
 
 
 @dataclass(frozen=True)
+class QuantizerFacts:
+    """What a target's int8 toolchain computes with, for the code that works toward it (GPTQ rounds
+    onto its weight grid, QAT fake-quantizes its scheme, bias correction is left to it or done here)."""
+
+    weight_levels: float  # per-channel symmetric weights: scale = max|w| / weight_levels
+    activations: str  # its activation scheme, one of quantization.fake_quant.ACTIVATION_SCHEMES
+    own_bias_correction: bool  # with nearest rounding, the toolchain's own (else bbdeploy's)
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     suffix: str  # of the main artifact file
@@ -24,9 +34,9 @@ class Target:
     layouts: tuple[str, ...]  # input layouts it can produce; the first is the default
     # module with convert(model, sample, path, *, precision, layout) and op_histogram(path)
     exporter: str
-    # module with quantize(model, calibration, *, subset_size, ...) (see quantization/ptq.py),
-    # WEIGHT_LEVELS, OWN_BIAS_CORRECTION and ACTIVATIONS (the scheme QAT trains for)
+    # module with quantize(model, calibration, *, subset_size, ...) (see quantization/ptq.py)
     quantizer: str
+    int8: QuantizerFacts  # what that quantizer's int8 model computes with
     calib_methods: tuple[str, ...]  # --calib-method choices, the first the measured default
     weight_roundings: tuple[str, ...]  # --weight-rounding choices, the first the measured default
     io_types: tuple[str, ...]  # int8 input/output types (--io), the first the default
@@ -47,12 +57,15 @@ TARGETS: dict[str, Target] = {
     t.name: t for t in (
         Target("onnx", ".onnx", (), ("fp32", "fp16", "int8"), ("nchw",),
                exporter="bbdeploy.exporters.onnx", quantizer="bbdeploy.quantization.onnx",
+               # onnxruntime's reduce_range weights (7 bits: the u8s8 kernels of AVX2 CPUs saturate without)
+               int8=QuantizerFacts(weight_levels=64, activations="asymmetric", own_bias_correction=False),
                calib_methods=("minmax", "percentile", "entropy"), weight_roundings=("gptq", "nearest"),
                io_types=("float",), runner="onnxruntime",
                packages=("onnx", "onnxscript", "onnxruntime"), distributions=("onnx", "onnxscript", "onnxruntime"),
                device_distributions=("onnxruntime",), adb_tool=None),
         Target("tflite", ".tflite", (), ("fp32", "fp16", "int8"), ("nhwc", "nchw"),
                exporter="bbdeploy.exporters.tflite", quantizer="bbdeploy.quantization.tflite",
+               int8=QuantizerFacts(weight_levels=127, activations="asymmetric", own_bias_correction=False),
                # mse: Lite0 cosine 0.9967 vs 0.9958 with minmax; GPTQ is not offered (quantization/tflite.py)
                calib_methods=("mse", "minmax"), weight_roundings=("nearest",),
                io_types=("float", "int8", "uint8"), runner="litert",
@@ -61,12 +74,18 @@ TARGETS: dict[str, Target] = {
                device_distributions=("ai-edge-litert",), adb_tool="benchmark_model"),
         Target("openvino", ".xml", (".bin",), ("fp32", "fp16", "int8"), ("nchw",),
                exporter="bbdeploy.exporters.openvino", quantizer="bbdeploy.quantization.openvino",
+               # NNCF performance preset: unsigned over [0, max] where never negative; with nearest rounding
+               # NNCF's fast bias correction (bbdeploy's measured worse)
+               int8=QuantizerFacts(weight_levels=63.5, activations="symmetric", own_bias_correction=True),
                calib_methods=("minmax",), weight_roundings=("gptq", "nearest"),
                io_types=("float",), runner="openvino",
                packages=("openvino", "nncf"), distributions=("openvino", "nncf"),
                device_distributions=("openvino",), adb_tool=None),
         Target("mnn", ".mnn", (), ("fp32", "fp16", "int8"), ("nchw",),
                exporter="bbdeploy.exporters.mnn", quantizer="bbdeploy.quantization.mnn",
+               # MAX_ABS weights: scale max|w| / weight_clamp_value (127); feature_clamp_value 127, also for
+               # non-negative inputs
+               int8=QuantizerFacts(weight_levels=127, activations="symmetric-signed", own_bias_correction=False),
                # KL crashes MNN 3.6.1's quantizer; ADMM measured worse than EMA (quantization/mnn.py)
                calib_methods=("ema", "admm"), weight_roundings=("gptq", "nearest"),
                io_types=("float",), runner="mnn",

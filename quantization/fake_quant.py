@@ -7,7 +7,7 @@ straight-through estimator: rounding in the forward pass, identity in the backwa
 snapping the weights onto the grid gives weights the toolchain keeps exactly, as it keeps GPTQ's.
 
 Activations are fake-quantized where the toolchains quantize them, at the input of every conv/linear
-layer, per tensor, in the scheme of the target's converter (its quantizer module's `ACTIVATIONS`):
+layer, per tensor, in the scheme of the target's converter (`int8.activations` in its target record):
   asymmetric        256 levels over [min, max] (onnxruntime QUInt8, litert-torch's int8)
   symmetric         NNCF: 0..255 over [0, max] for inputs that are never negative, else +-127
   symmetric-signed  MNN: +-127 over max|x|, also for non-negative inputs

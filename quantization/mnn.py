@@ -36,9 +36,6 @@ from pathlib import Path
 
 import numpy as np
 
-WEIGHT_LEVELS = 127  # MNN's MAX_ABS weight quantization: scale max|w| / weight_clamp_value (127)
-OWN_BIAS_CORRECTION = False  # bbdeploy's applies with nearest rounding
-ACTIVATIONS = "symmetric-signed"  # feature_clamp_value 127, also for non-negative inputs (fake_quant.py)
 EMA_STEPS = 100  # batches EMA averages over (see above)
 
 

@@ -14,9 +14,6 @@ from pathlib import Path
 # onnxruntime rounds 7-bit (reduce_range) per-channel symmetric weights to nearest; given weights
 # already on that grid (GPTQ) it keeps them. Lite0: nearest 0.714 agreement / cosine 0.960,
 # nearest + bias correction 0.848 / 0.9886, error-aware GPTQ 0.911 / 0.9960.
-WEIGHT_LEVELS = 64
-OWN_BIAS_CORRECTION = False  # bbdeploy's applies with nearest rounding
-ACTIVATIONS = "asymmetric"  # its int8 activation scheme, which QAT fake-quantizes (fake_quant.py)
 
 
 def nodes_of_layers(model_path: Path, layers: list[str]) -> list[str]:

@@ -16,9 +16,6 @@ from pathlib import Path
 # of max|w| / 63.5 on which the extreme weight itself falls half-way between two levels. GPTQ on
 # that grid (Lite0: 0.92 agreement / cosine 0.9960, from 0.81 / 0.9801 with nearest rounding)
 # keeps every weight but that one exact.
-WEIGHT_LEVELS = 63.5
-OWN_BIAS_CORRECTION = True  # with nearest rounding, NNCF's fast bias correction (bbdeploy's measured worse)
-ACTIVATIONS = "symmetric"  # NNCF performance preset: unsigned over [0, max] where never negative (fake_quant.py)
 
 
 def quantize(model, calibration, *, subset_size: int, sample, out_path: Path, layout: str, method: str,

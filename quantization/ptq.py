@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from importlib import import_module
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -141,8 +140,8 @@ class SharedWork:
             self.seconds += time.perf_counter() - started
 
     def _prepare(self, rounding: str, levels: float, correct_biases_here: bool) -> torch.nn.Module:
-        # every toolchain rounds weights to nearest on a per-channel grid of WEIGHT_LEVELS steps; GPTQ
-        # puts them on that grid first, minimising each layer's output error instead (the default)
+        # every toolchain rounds weights to nearest on a per-channel grid of `levels` steps (its record's
+        # int8.weight_levels); GPTQ puts them on that grid first, minimising each layer's output error instead (the default)
         if rounding == "gptq":
             measured = self._float_measurements()
             with self.progress.step(f"GPTQ rounding onto the {levels:g}-level grid", len(measured.layers)) as step:
@@ -176,7 +175,7 @@ def quantize(target: Target, work: SharedWork, sample: torch.Tensor, out_path: P
         model, training = work.trained_model_for(rounding, target_grid(target), correct_here)
         bias_correction = False
     else:
-        model = work.model_for(rounding, quantizer.WEIGHT_LEVELS, correct_here)
+        model = work.model_for(rounding, target.int8.weight_levels, correct_here)
     batch = sample.shape[0]
     with work.progress.step(f"{target.name}: calibrating activations and converting",
                             max(1, len(work.calibration) // batch)) as step:
@@ -202,14 +201,12 @@ def _bias_correction(target: Target, options: QuantOptions, rounding: str) -> tu
     # GPTQ's weights already carry no mean output error; correcting biases on top of them measured
     # worse (OpenVINO, Lite0: 0.893 agreement with NNCF's correction, 0.920 without)
     corrected = options.bias_correction and rounding == "nearest"
-    return corrected, corrected and not quantizer_module(target).OWN_BIAS_CORRECTION
+    return corrected, corrected and not target.int8.own_bias_correction
 
 
 def target_grid(target: Target) -> Grid:
-    """The weight grid and activation scheme of `target`'s int8 model, which QAT trains through (read
-    without importing the toolchain: MNN's import prints to stdout, where --json goes)."""
-    quantizer = import_module(target.quantizer)
-    return Grid(quantizer.WEIGHT_LEVELS, quantizer.ACTIVATIONS)
+    """The weight grid and activation scheme of `target`'s int8 model, which QAT trains through."""
+    return Grid(target.int8.weight_levels, target.int8.activations)
 
 
 def target_choices(target: Target, options: QuantOptions) -> tuple[str, str, str]:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from bbdeploy.data.photos import load_image, preprocess_image, recorded_preprocess
-from bbdeploy.exporters.registry import TARGETS, quantizer
+from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.stages.parity import compare_logits
 
 from .bias_correction import LAYERS, fold_batchnorm, forward_with_hooks
@@ -30,7 +30,7 @@ def layer_sensitivity(model: nn.Module, manifest: dict, data, samples: int = 64)
     folded = fold_batchnorm(deploy)
     images = torch.from_numpy(_images(data, manifest["preprocess"], samples))
     quantization = manifest.get("quantization") or {}
-    levels = quantizer(TARGETS[manifest["target"]]).WEIGHT_LEVELS
+    levels = TARGETS[manifest["target"]].int8.weight_levels
     layers = {name: layer for name, layer in folded.named_modules() if isinstance(layer, LAYERS)}
     ranges = _input_ranges(folded, images, layers)
     hessians = (input_correlations(folded, [images.numpy()], roundable_layers(folded))

@@ -26,9 +26,6 @@ from .tflite_io import set_io_type
 # then gives Lite0 0.929 agreement / cosine 0.9967. GPTQ-rounded weights measured 0.920 / 0.9975 on
 # Lite0 but broke MobileNetV3-Small's int8 TFLite (cosine 0.37, while the same weights in PyTorch
 # keep 0.998 and ONNX/OpenVINO take them fine): not offered here until that is understood.
-WEIGHT_LEVELS = 127
-OWN_BIAS_CORRECTION = False  # bbdeploy's applies with nearest rounding
-ACTIVATIONS = "asymmetric"  # its int8 activation scheme, which QAT fake-quantizes (fake_quant.py)
 CONVOLUTIONS = (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
 ADDS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
 LINEARS = (torch.ops.aten.linear.default,)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from bbdeploy.stages import manifest as manifest_module
 from bbdeploy.stages.export import ExportOptions, export
-from bbdeploy.exporters.registry import TARGETS, quantizer
+from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.quantization.options import QuantOptions
 from tests.conftest import PLUMBING_MIN_COSINE, TINY, calibrated_checkpoint
 
@@ -128,7 +128,7 @@ def test_an_int8_request_decodes_each_image_once_and_measures_the_float_model_on
     assert all(row["status"] == "exported" for row in rows), [row["error"] for row in rows]
     assert sorted(map(str, decoded)) == sorted(str(p) for p in calib.iterdir())  # 6 calibration + 4 parity, once each
     assert len(measured) == 1
-    grids = {quantizer(TARGETS[name]).WEIGHT_LEVELS for name in gptq_targets}
+    grids = {TARGETS[name].int8.weight_levels for name in gptq_targets}
     assert sorted(rounded) == sorted(grids)  # one rounding per distinct grid
     timings = [row["timings"] for row in rows]
     assert timings[0]["shared_s"] > 0 and all(t["convert_s"] >= t["shared_s"] for t in timings)

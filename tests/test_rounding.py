@@ -29,32 +29,6 @@ def test_gptq_halves_the_output_error_of_nearest_rounding_on_correlated_inputs()
     assert torch.allclose(gptq.abs().amax(dim=1), weight.abs().amax(dim=1))
 
 
-def test_onnxruntime_keeps_gptq_weights_exactly(tmp_path):
-    """The premise of handing onnxruntime pre-rounded float weights: its 7-bit per-channel
-    quantization (reduce_range) maps them back to the same integers."""
-    import onnx
-    from onnx import numpy_helper
-
-    from bbdeploy.quantization import onnx as onnx_quantizer
-
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6(), nn.Conv2d(8, 8, 3, groups=8), nn.ReLU6(),
-                          nn.Conv2d(8, 4, 1)).eval()
-    batches = [np.random.default_rng(i).random((2, 3, 12, 12), dtype=np.float32) for i in range(3)]
-    prepared = gptq_rounded(model, lambda: batches, levels=onnx_quantizer.WEIGHT_LEVELS)
-    assert not torch.allclose(prepared[4].weight, rounded(model[4].weight, onnx_quantizer.WEIGHT_LEVELS))
-    int8 = tmp_path / "m_int8.onnx"
-    onnx_quantizer.quantize(prepared, [b[:1] for b in batches], subset_size=len(batches),
-                            sample=torch.from_numpy(batches[0][:1]), out_path=int8, layout="nchw", method="minmax",
-                            io="float", keep_float=[], bias_correction=False)
-    initializers = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(int8)).graph.initializer}
-    for index in (0, 2, 4):
-        name = f"{index}.weight"
-        q, scale = initializers[f"{name}_quantized"], initializers[f"{name}_scale"]
-        dequantized = q.astype(np.float32) * scale.reshape(-1, *[1] * (q.ndim - 1))
-        np.testing.assert_allclose(dequantized, prepared[index].weight.detach().numpy(), rtol=1e-6, atol=1e-7)
-
-
 def test_depthwise_layers_get_one_correlation_matrix_per_channel():
     layer = nn.Conv2d(4, 4, 3, groups=4)
     batches = [np.random.default_rng(0).random((2, 4, 6, 6), dtype=np.float32)]

@@ -1,5 +1,6 @@
 """The target table is what everything reads: each record names modules and a runner class that exist
-and agree with it (a new record is checked here unedited)."""
+and agree with it, each satisfying its interface (bbdeploy.interfaces), as every device kind and
+executor does (a new record, device or executor is checked here unedited)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ from importlib import import_module
 import pytest
 
 from bbdeploy.exporters.registry import TARGETS, exporter, quantizer
+from bbdeploy.interfaces import Converter, Device, Executor, Quantizer, Runtime, mismatches
+from bbdeploy.quantization.fake_quant import ACTIVATION_SCHEMES
+from bbdeploy.run import executors
 from bbdeploy.targets import runner as runner_module
+from bbdeploy.targets.devices import KINDS
 from bbdeploy.targets.runner import runtimes
 from tests.target_checks import target_checks
 
 RECORDS = pytest.mark.parametrize("target", TARGETS.values(), ids=list(TARGETS))
-# the one quantizer signature (quantization/ptq.py), shaped like nncf.quantize(model, calibration, *, subset_size, ...)
-QUANTIZER_PARAMETERS = ["model", "calibration", "subset_size", "sample", "out_path", "layout", "method", "io",
-                        "keep_float", "bias_correction"]
 
 
 @RECORDS
@@ -27,13 +29,34 @@ def test_the_runner_class_runs_the_targets_files(target):
 
 
 @RECORDS
-def test_the_modules_have_the_common_interface(target):
-    module = exporter(target)
-    assert list(inspect.signature(module.convert).parameters)[:5] == ["model", "sample", "path", "precision", "layout"]
-    assert callable(module.op_histogram)
-    quantize = quantizer(target)
-    assert list(inspect.signature(quantize.quantize).parameters) == QUANTIZER_PARAMETERS
-    assert quantize.WEIGHT_LEVELS > 0 and isinstance(quantize.OWN_BIAS_CORRECTION, bool)
+def test_the_modules_satisfy_their_interfaces(target):
+    runner_class = import_module(f"{runtimes.__name__}.{target.runner}").RUNNER
+    for implementation, protocol in ((exporter(target), Converter), (quantizer(target), Quantizer),
+                                     (runner_class, Runtime)):
+        assert mismatches(implementation, protocol) == [], (target.name, protocol.__name__)
+
+
+@pytest.mark.parametrize("scheme", KINDS)
+def test_every_device_kind_satisfies_the_device_interface(scheme):
+    assert mismatches(KINDS[scheme], Device) == []
+
+
+@pytest.mark.parametrize("name", [name for name, _ in inspect.getmembers(executors, inspect.isclass)
+                                  if name.endswith("Executor") and _.__module__ == executors.__name__])
+def test_every_executor_satisfies_the_executor_interface(name):
+    assert mismatches(getattr(executors, name), Executor) == []
+
+
+def test_the_interface_check_sees_a_missing_method_and_a_changed_signature():
+    class Changed:
+        SUFFIX, OFFLINE_ENVIRONMENT, OFFLINE_WITHOUT_MODULES = ".x", {}, ()
+
+        def __init__(self, path, threads, exec_precision=None, extra=1):  # an extra with a default is fine
+            pass
+
+    assert mismatches(Changed, Runtime) == ["no run_all"]
+    Changed.run_all = lambda self, images: None
+    assert mismatches(Changed, Runtime) == ["run_all(images) is not run_all(batch)"]
 
 
 @RECORDS
@@ -42,6 +65,8 @@ def test_the_record_is_consistent(target):
     assert set(target.layouts) <= {"nchw", "nhwc"} and target.layouts
     assert target.calib_methods and target.weight_roundings and target.io_types[0] == "float"
     assert len(target.packages) == len(target.distributions) and target.device_distributions
+    assert target.int8.weight_levels > 0 and isinstance(target.int8.own_bias_correction, bool)
+    assert target.int8.activations in ACTIVATION_SCHEMES
 
 
 @RECORDS

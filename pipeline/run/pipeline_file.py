@@ -18,9 +18,9 @@ from bbdeploy.run.example import EXAMPLE
 from bbdeploy.quantization.options import QATOptions, QuantOptions
 from bbdeploy.schema import exposed_fields, file_keys, key_of
 from bbdeploy.targets.bench import BenchOptions
+from bbdeploy.targets.devices import KINDS
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-qat")
-DEVICE_SCHEMES = ("local", "ssh://", "adb://", "qemu://")
 
 
 @dataclass(frozen=True)
@@ -333,7 +333,7 @@ def _devices(data: dict, where: _Where) -> tuple[DeviceSpec, ...]:
         _unknown_keys(options, _DEVICE_KEYS, path, where)
         typed = {key: _typed(option, _DEVICE_KEYS[key], (*path, key), where) for key, option in options.items()}
         url = typed.pop("url", None) or ("local" if name == "local" else None)
-        if url is None or not (url == "local" or url.startswith(DEVICE_SCHEMES[1:])):
+        if url is None or not (url == "local" or url.startswith(tuple(k for k in KINDS if k.endswith("://")))):
             raise where.error((*path, "url") if url else path,
                               f"{url!r} is not a device; pass url: local, ssh://[user@]host[:port], adb://SERIAL or qemu://pi5")
         _check_device(url, typed, path, where)

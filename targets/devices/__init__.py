@@ -26,12 +26,17 @@ def where_measured(name: str, facts: dict | None) -> dict:
     return {"name": name, **{key: facts.get(key) for key in DEVICE_KEYS}, "emulated": bool(facts.get("emulated"))}
 
 
+# each device kind by the start of its device string (`local` is the whole string): one row per kind,
+# each satisfying bbdeploy.interfaces.Device (tests/test_targets.py)
+KINDS = {"local": LocalDevice, "ssh://": SSHDevice, "adb://": ADBDevice, "qemu://": QemuDevice}
+
+
 def device_class(spec: str) -> type:
     """The class of the device `spec` names; an unknown scheme is one clear error."""
     if spec == "local":
         return LocalDevice
-    for scheme, kind in (("ssh://", SSHDevice), ("adb://", ADBDevice), ("qemu://", QemuDevice)):
-        if spec.startswith(scheme):
+    for scheme, kind in KINDS.items():
+        if scheme.endswith("://") and spec.startswith(scheme):
             return kind
     raise BBDeployError(f"unknown device {spec!r}; pass one of {', '.join(SCHEMES)}")
 
