@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bbdeploy.errors import BBDeployError
+from bbdeploy.rows import BenchRow, failed
 from bbdeploy.schema import option
 from bbdeploy.stages.manifest import files_intact, read_manifest
 
@@ -96,21 +97,21 @@ def artifact_entry(path: Path) -> dict:
 def result_row(entry: dict, measured: dict) -> dict:
     # the runner returns every time; benchmark_model (adb) only its own summary, without percentiles
     latency = measured["summary_ms"] if "summary_ms" in measured else latency_summary(measured["times_ns"])
-    return {"artifact": entry["artifact"], "status": "measured", "error": None, "target": entry["target"],
-            "precision": entry["precision"], "backbone": entry["backbone"], "exec_precision": measured["exec_precision"],
-            "threads": measured["threads"], "runs": measured["runs"],
-            "warmup": measured["warmup"], "batch": entry["batch"], "latency_ms": latency,
-            "throughput_per_s": 1000 * entry["batch"] / latency["mean"], "size_bytes": entry["size_bytes"],
-            "peak_rss_bytes": measured["peak_rss_bytes"], "load_rss_bytes": measured["load_rss_bytes"],
-            "device_file_bytes": measured.get("file_bytes"),  # the size of the file the device ran
-            "runtime": measured["runtime"],
-            "runtime_version": measured["runtime_version"], "xnnpack": measured.get("xnnpack"), "warnings": []}
+    return BenchRow(status="measured", error=None, **_identity(entry), exec_precision=measured["exec_precision"],
+                    threads=measured["threads"], runs=measured["runs"], warmup=measured["warmup"],
+                    batch=entry["batch"], latency_ms=latency, throughput_per_s=1000 * entry["batch"] / latency["mean"],
+                    peak_rss_bytes=measured["peak_rss_bytes"], load_rss_bytes=measured["load_rss_bytes"],
+                    device_file_bytes=measured.get("file_bytes"), runtime=measured["runtime"],
+                    runtime_version=measured["runtime_version"], xnnpack=measured.get("xnnpack")).to_json()
 
 
 def failed_row(entry: dict, error: str) -> dict:
-    return {"artifact": entry["artifact"], "status": "failed", "error": error, "target": entry["target"],
-            "precision": entry["precision"], "backbone": entry["backbone"], "size_bytes": entry["size_bytes"],
-            "warnings": []}
+    return failed(BenchRow, error, **_identity(entry))
+
+
+def _identity(entry: dict) -> dict:
+    """What a bench row says of its artifact, measured or not."""
+    return {key: entry[key] for key in ("artifact", "target", "precision", "backbone", "size_bytes")}
 
 
 def _sibling_key(entry: dict) -> tuple:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import torch
 
 import bbdeploy
 from bbdeploy.backbones import resolve
+from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.data.photos import calibration_photos, evaluation_photos, preprocess_image
 
 # Under xdist every worker gets one torch (and OpenMP) thread: two workers with two threads each on a
@@ -28,6 +30,9 @@ TINY = 64  # pixels: plumbing tests run the whole zoo at this resolution
 # logit cosine measured 0.74-0.91 (trained networks: >= 0.985, see bbdeploy.stages.parity.DEFAULT_MIN_COSINE),
 # while a broken quantization (e.g. weights scaled away from their grid) gives < 0.4
 PLUMBING_MIN_COSINE = 0.5
+# the target a plumbing test of one target runs on: the table's first record (any would do; ONNX's, the
+# first today, converts fastest). Tests that need a property pick the record by it, not by name.
+PLUMBING_TARGET = next(iter(TARGETS))
 
 
 def pytest_collection_modifyitems(items):
@@ -139,20 +144,36 @@ def sshd(tmp_path_factory):
     server.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def shared_folder(tmp_path_factory, name: str):
+    """A folder both xdist workers share, held under a lock while in use: what one worker exports there
+    (content-addressed) the other finds cached instead of exporting it again."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield shared / name
+
+
 @pytest.fixture(scope="session")
 def small_artifacts(tmp_path_factory) -> dict[tuple[str, str], Path]:
-    """(target, precision) -> artifact, for every target: all fp32 ones first, then all int8 ones."""
+    """(target, precision) -> artifact, for every target: all fp32 ones first, then all int8 ones (exported
+    once per suite run: the second worker finds them cached)."""
     from bbdeploy.stages.export import ExportOptions, export
     from bbdeploy.exporters.registry import TARGETS
     from bbdeploy.quantization.options import QuantOptions
 
-    out = tmp_path_factory.mktemp("bench")
     paths = {}
-    for precision in ("fp32", "int8"):
-        rows = export(ExportOptions("mobilenet_v3_small", weights="random", input_size=TINY, output=out, precision=precision,
-                                    quant=QuantOptions(calib_size=4), min_cosine=PLUMBING_MIN_COSINE))
-        assert [(row["target"], row["status"]) for row in rows] == [(t, "exported") for t in TARGETS], rows
-        paths.update({(row["target"], precision): Path(row["artifact"]) for row in rows})
+    with shared_folder(tmp_path_factory, "small-artifacts") as out:
+        for precision in ("fp32", "int8"):
+            rows = export(ExportOptions("mobilenet_v3_small", weights="random", input_size=TINY, output=out,
+                                        precision=precision, quant=QuantOptions(calib_size=4),
+                                        min_cosine=PLUMBING_MIN_COSINE))
+            assert [(row["target"], row["status"] in ("exported", "cached")) for row in rows] == [
+                (t, True) for t in TARGETS], rows
+            paths.update({(row["target"], precision): Path(row["artifact"]) for row in rows})
     return paths
 
 

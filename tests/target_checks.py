@@ -2,7 +2,10 @@
 through the target table: the generic tests (the zoo's) call them for every record, so a new target is
 tested by every generic test unedited and fails with "no graph check for target X" until it has its own.
 
-A module holds `check_fp32_graph(row)` and `check_int8_graph(row, backbone)` (row: an export result row)."""
+A module holds `check_fp32_graph(row)` and `check_int8_graph(row, backbone)` (row: an export result row),
+`check_keep_float(row)` (what the layers left in float look like in its file) and `LITE0_INT8`: its
+measured int8 figures on EfficientNet-Lite0 (test_int8.py says how they are measured and judged); it may
+add `check_lite0_int8_against(row, others)`, a bar of its own against the other targets' figures."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from types import ModuleType
 
 import pytest
 
-CHECKS = ("check_fp32_graph", "check_int8_graph")
+CHECKS = ("check_fp32_graph", "check_int8_graph", "check_keep_float")
+FIGURES = ("LITE0_INT8",)
 
 
 def module_name(target: str) -> str:
@@ -25,8 +29,9 @@ def target_checks(target: str) -> ModuleType:
         if exc.name != module_name(target):
             raise
         pytest.fail(f"no graph check for target {target}: add tests/test_target_{target}.py with "
-                    f"{' and '.join(CHECKS)}")
+                    f"{', '.join(CHECKS + FIGURES)}")
     missing = [name for name in CHECKS if not callable(getattr(module, name, None))]
+    missing += [name for name in FIGURES if not hasattr(module, name)]
     if missing:
         pytest.fail(f"tests/test_target_{target}.py lacks {', '.join(missing)}")
     return module

@@ -13,6 +13,7 @@ from bbdeploy.quantization.bias_correction import rounded
 from bbdeploy.quantization.rounding import gptq_rounded
 
 ONNX_LEVELS = TARGETS["onnx"].int8.weight_levels
+LITE0_INT8 = (0.920, 1.0, 0.9955, 20.4)  # measured as tests/test_int8.py says
 
 
 def check_fp32_graph(row: dict) -> None:
@@ -22,6 +23,18 @@ def check_fp32_graph(row: dict) -> None:
 def check_int8_graph(row: dict, backbone: str) -> None:
     # QDQ: every quantized tensor behind a QuantizeLinear, read through a DequantizeLinear
     assert row["ops"]["QuantizeLinear"] > 0 and row["ops"]["DequantizeLinear"] > 0, (backbone, row["ops"])
+
+
+def check_keep_float(row: dict) -> None:
+    """test_int8's keep-float export (MobileNetV2, features.0 and classifier.1 in float): those two layers
+    keep their float32 weight initializers, the next conv reads a dequantized one."""
+    import onnx
+
+    graph = onnx.load(row["artifact"]).graph
+    float_weights = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    layers = [n.input[1] for n in graph.node if n.op_type in ("Conv", "Gemm")]
+    assert layers[0] == "features.0.0.weight" and layers[-1] == "classifier.1.weight"
+    assert {layers[0], layers[-1]} <= float_weights and layers[1] not in float_weights
 
 
 def test_onnxruntime_keeps_gptq_weights_exactly(tmp_path):

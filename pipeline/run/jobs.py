@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bbdeploy.errors import BBDeployError
+from bbdeploy.rows import BenchRow, ExportRow, Outcome, failed
 from bbdeploy.stages.manifest import code_digest, read_manifest, stage_id, tool_versions, write_json_atomic
 from bbdeploy.run.pipeline_file import (BenchSpec, CalibrationSpec, DeviceSpec, ModelSpec, PrecisionSpec, ValidationSpec,
                                         bench_options)
@@ -84,8 +85,7 @@ def run_export(job: ExportJob) -> dict:
         rows = export(export_options(job))
     except Exception as error:  # noqa: BLE001 - a failed row, whatever went wrong
         reason = _failure(error)
-        rows = [{"status": "failed", "target": target, "error": reason, "artifact": None, "manifest": None}
-                for target in job.targets]
+        rows = [failed(ExportRow, reason, target=target) for target in job.targets]
     return {"rows": rows, "started": started, "finished": time.time()}
 
 
@@ -126,7 +126,7 @@ def _drift_outcomes(job: DriftJob) -> dict:
                          limit=validation.limit)
         fingerprint = data_fingerprint(data.paths, data.root, data.labels)
     except Exception as error:  # noqa: BLE001
-        return {artifact: {"status": "failed", "error": _failure(error)} for artifact in job.artifacts}
+        return {artifact: failed(Outcome, _failure(error)) for artifact in job.artifacts}
     config = {"data": fingerprint, "limit": validation.limit, "exec_precision": "default"}
     on = {}
     if job.device is not None:  # a device's own drift is a property of that device (and the host's one is not)
@@ -140,7 +140,7 @@ def _drift_outcomes(job: DriftJob) -> dict:
                                         limit=validation.limit, **on))
         except Exception as error:  # noqa: BLE001
             reason = _failure(error)
-            return {**outcomes, **{a: {"status": "failed", "error": reason} for a in pending}}
+            return {**outcomes, **{a: failed(Outcome, reason) for a in pending}}
         for (artifact, identity), result in zip(pending.items(), report["results"]):
             reference = next(r for r in report["references"] if r["backbone"] == result["backbone"])
             outcome = {"id": identity, "data": report["data"], "result": result, "reference": reference}
@@ -190,7 +190,7 @@ def run_bench(job: BenchJob) -> dict:
             result = bench(options)
             rows, facts = result["results"], result["device"]
         except Exception as error:  # noqa: BLE001 - e.g. the device cannot be reached: its rows fail
-            rows = [{"status": "failed", "error": _failure(error)} for _ in pending]
+            rows = [failed(BenchRow, _failure(error)) for _ in pending]
         finished = time.time()
         for (artifact, identity), row in zip(pending.items(), rows):
             if row["status"] == "measured":
@@ -198,8 +198,7 @@ def run_bench(job: BenchJob) -> dict:
                 _write_result(Path(job.results) / f"bench-{identity}.json", outcome)
                 outcomes[artifact] = {**outcome, "status": "ran"}
             else:
-                outcomes[artifact] = {"status": "failed", "error": row["error"], "started": started,
-                                      "finished": finished}
+                outcomes[artifact] = {**failed(Outcome, row["error"]), "started": started, "finished": finished}
     return {"started": started, "finished": finished, "outcomes": outcomes}
 
 
@@ -233,7 +232,7 @@ def _split_cached(artifacts: tuple[str, ...], stage: str, config: dict, results:
             manifest = read_manifest(Path(artifact))
             identity = stage_id(manifest["id"], stage, config, _tools(manifest))
         except Exception as error:  # noqa: BLE001
-            outcomes[artifact] = {"status": "failed", "error": _failure(error)}
+            outcomes[artifact] = failed(Outcome, _failure(error))
             continue
         cached = _read_result(results / f"{stage}-{identity}.json")
         if cached is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from bbdeploy.errors import BBDeployError
+from bbdeploy.rows import ExportRow, Outcome, failed
 from bbdeploy.run.executors import InlineExecutor, LocalExecutor, RayExecutor
 from bbdeploy.run.pipeline_file import DeviceSpec, ModelSpec, Pipeline
 from bbdeploy.run.jobs import (BenchJob, DriftJob, ExportJob, run_bench, run_drift, run_export,
@@ -67,8 +68,8 @@ def _open_executor(options: RunOptions, devices: list[str]):
 
 
 def _undeclared(device: DeviceSpec) -> dict:
-    return {"status": "failed", "error": f"the Ray cluster has no resource device:{device.name}; start a node that "
-                                         f"reaches {device.url} with --resources='{{\"device:{device.name}\": 1}}'"}
+    return failed(Outcome, f"the Ray cluster has no resource device:{device.name}; start a node that reaches "
+                           f"{device.url} with --resources='{{\"device:{device.name}\": 1}}'")
 
 
 def execute(options: RunOptions, say: Callable[[str], None] = lambda message: None) -> Outcomes:
@@ -187,10 +188,8 @@ def _result_of(future: Future, kind: str, job) -> dict:
     except Exception as error:  # noqa: BLE001
         reason = f"the {kind} worker died ({type(error).__name__}: {str(error)[:200]})"
         if kind == "export":
-            return {"rows": [{"status": "failed", "target": t, "error": reason, "artifact": None}
-                             for t in job.targets], "started": None, "finished": None}
-        failed = {"status": "failed", "error": reason}
-        return {"started": None, "finished": None, "outcomes": {artifact: failed for artifact in job.artifacts}}
+            return {"rows": [failed(ExportRow, reason, target=t) for t in job.targets], "started": None, "finished": None}
+        return {"started": None, "finished": None, "outcomes": {artifact: failed(Outcome, reason) for artifact in job.artifacts}}
 
 
 def _job_record(kind: str, job, result: dict) -> dict:

@@ -13,6 +13,7 @@ import html
 import json
 from pathlib import Path
 
+from bbdeploy.rows import Outcome, failed
 from bbdeploy.stages.manifest import now, write_json_atomic
 from bbdeploy.run.pipeline_file import Pipeline
 from bbdeploy.stages.drift_report import device_line, html_document, html_table, png_data
@@ -57,7 +58,7 @@ def _row(model, precision: str, device: str | None, export_row: dict, outcomes: 
     # the device's own drift where it measured one (ssh, qemu), else the one here (local, and adb,
     # which cannot return outputs)
     drift = (outcomes.drifts.get((artifact, device)) or outcomes.drifts.get((artifact, None))
-             or {"status": "failed", "error": "drift did not run"})
+             or failed(Outcome, "drift did not run"))
     row["stages"]["drift"] = drift["status"]
     if drift["status"] == "failed":
         return {**row, "status": "failed", "stage": "drift", "reason": drift["error"]}
@@ -69,7 +70,7 @@ def _row(model, precision: str, device: str | None, export_row: dict, outcomes: 
     row["emulated"] = bool((result.get("device") or {}).get("emulated"))
     gate = _gate_failure(row["drift"], pipeline)
     if device is not None:
-        bench = outcomes.benches.get((artifact, device), {"status": "failed", "error": "bench did not run"})
+        bench = outcomes.benches.get((artifact, device), failed(Outcome, "bench did not run"))
         row["stages"]["bench"] = bench["status"]
         if bench["status"] == "failed":
             return {**row, "status": "failed", "stage": "bench", "reason": bench["error"],

@@ -25,6 +25,7 @@ from bbdeploy.backbones.custom import is_import_path, load_custom
 from bbdeploy.data.photos import crop_image, load_image, recorded_preprocess
 from bbdeploy.data.folders import EvalData, check_labels, eval_data
 from bbdeploy.errors import BBDeployError
+from bbdeploy.rows import DriftRow
 from bbdeploy.stages.build import float_model, weights_digest
 from bbdeploy.stages.manifest import files_intact, read_manifest
 from bbdeploy.stages.metrics import DriftAccumulator
@@ -220,10 +221,10 @@ def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None
         failure = outputs.error(index)
         figures = accumulator.result() if failure is None else accumulator.failed_result(len(data))
         failure = failure or nonfinite_failure(figures["nonfinite_outputs"])
-        results.append({"artifact": str(artifact.path), "status": "failed" if failure else "ok", "error": failure,
-                        "target": artifact.manifest["target"], "precision": artifact.manifest["precision"],
-                        "backbone": backbone["name"], "reference_accuracy_top1": reference["accuracy_top1"],
-                        **figures, **outputs.runtime(index), "device": measured_on})
+        results.append(DriftRow(status="failed" if failure else "ok", error=failure, artifact=str(artifact.path),
+                                target=artifact.manifest["target"], precision=artifact.manifest["precision"],
+                                backbone=backbone["name"], reference_accuracy_top1=reference["accuracy_top1"],
+                                figures=figures, runtime=outputs.runtime(index), device=measured_on).to_json())
     report = {"data": {"folder": str(data.root), "images": len(data), "labels": data.label_source},
               "device": measured_on, "reference": next(iter(seen_references.values())),
               "references": list(seen_references.values()), "results": results}

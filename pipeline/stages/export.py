@@ -36,6 +36,7 @@ from bbdeploy.quantization.options import QATOptions, QuantOptions
 from bbdeploy.quantization.qat import QATRun, is_main_process, world_size
 from bbdeploy.quantization.training_data import training_set
 from bbdeploy.quiet import captured_output
+from bbdeploy.rows import ExportRow, failed
 from bbdeploy.stages.build import Built, backbone_spec, build, input_size
 from bbdeploy.stages.manifest import (SCHEMA, code_digest, file_entry, files_intact, manifest_path, now, read_manifest,
                                       stage_id, tool_versions, write_json_atomic)
@@ -155,7 +156,7 @@ def export(options: ExportOptions, progress: Progress = Progress(),
         try:
             rows.append(export_target(built, plan, options, out_dir, work))
         except BBDeployError as exc:  # conversion, parity or a crash of the converter: this row fails
-            rows.append(_failed_row(target, options, str(exc)))
+            rows.append(failed(ExportRow, str(exc), target=target.name, precision=options.precision))
     return rows
 
 
@@ -359,16 +360,8 @@ def _verdict(parity: dict, precision: str, min_cosine: float) -> dict:
 
 
 def _row(manifest: dict, artifact: Path, status: str) -> dict:
-    return {
-        "status": status, "artifact": str(artifact), "manifest": str(manifest_path(artifact)),
-        "target": manifest["target"], "precision": manifest["precision"],
-        "input": manifest["input"], "output": manifest["output"], "preprocess": manifest["preprocess"],
-        "parity": manifest["parity"], "ops": manifest["ops"], "timings": manifest["timings"],
-        "bytes": sum(f["bytes"] for f in manifest["files"]), "error": None,
-    }
-
-
-def _failed_row(target: Target, options: ExportOptions, error: str) -> dict:
-    return {"status": "failed", "artifact": None, "manifest": None, "target": target.name,
-            "precision": options.precision, "input": None, "output": None, "preprocess": None,
-            "parity": None, "ops": None, "timings": None, "bytes": None, "error": error}
+    return ExportRow(status=status, error=None, artifact=str(artifact), manifest=str(manifest_path(artifact)),
+                     target=manifest["target"], precision=manifest["precision"], input=manifest["input"],
+                     output=manifest["output"], preprocess=manifest["preprocess"], parity=manifest["parity"],
+                     ops=manifest["ops"], timings=manifest["timings"],
+                     bytes=sum(f["bytes"] for f in manifest["files"])).to_json()
