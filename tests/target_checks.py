@@ -3,7 +3,8 @@ through the target table: the generic tests (the zoo's) call them for every reco
 tested by every generic test unedited and fails with "no graph check for target X" until it has its own.
 
 A module holds `check_fp32_graph(row)` and `check_int8_graph(row, backbone)` (row: an export result row),
-`check_keep_float(row)` (what the layers left in float look like in its file) and `LITE0_INT8`: its
+`check_keep_float(row)` (what the layers left in float look like in its file), `check_local_bench_row(row)`
+(what its runtime reports of itself on a local bench) and `LITE0_INT8`: its
 measured int8 figures on EfficientNet-Lite0 (test_int8.py says how they are measured and judged); it may
 add `check_lite0_int8_against(row, others)`, a bar of its own against the other targets' figures."""
 
@@ -14,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-CHECKS = ("check_fp32_graph", "check_int8_graph", "check_keep_float")
+CHECKS = ("check_fp32_graph", "check_int8_graph", "check_keep_float", "check_local_bench_row")
 FIGURES = ("LITE0_INT8",)
 
 

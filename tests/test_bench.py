@@ -10,7 +10,12 @@ import pytest
 
 from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.targets.bench import add_warnings, latency_summary
-from tests.conftest import FAKES, run_cli
+from tests.conftest import FAKES, PLUMBING_TARGET, run_cli
+from tests.target_checks import target_checks
+
+SECOND = list(TARGETS)[1]  # another target than the plumbing one
+ADB = next(t for t in TARGETS.values() if t.adb_tool)  # the target an Android phone times (with adb_tool)
+NOT_ADB = next(t for t in TARGETS.values() if not t.adb_tool)
 
 
 def test_local_bench_of_every_target(small_artifacts):
@@ -31,29 +36,8 @@ def test_local_bench_of_every_target(small_artifacts):
         assert row["status"] == "measured" and row["error"] is None
         assert row["peak_rss_bytes"] > 20e6  # a Python process with a runtime loaded
         assert row["load_rss_bytes"] > 0  # what loading this artifact (and its runtime) added
-    by_target = {(r["target"], r["precision"]): r for r in rows}
-    # one XNNPACK partition: all of the graph
-    assert by_target[("tflite", "fp32")]["xnnpack"] == {"applied": True, "partitions": 1}
-    # OpenVINO reports what it computed float parts in (bf16 by default on CPUs with native bf16);
-    # onnxruntime and LiteRT have no such setting
-    for precision in ("fp32", "int8"):
-        assert by_target[("openvino", precision)]["exec_precision"] == _openvino_default_precision()
-        assert by_target[("onnx", precision)]["exec_precision"] is None
-        assert by_target[("tflite", precision)]["exec_precision"] is None
-
-
-def _openvino_default_precision() -> str:
-    """What OpenVINO's CPU plugin picks by default on this machine, asked of OpenVINO directly."""
-    import openvino as ov
-
-    return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
-
-
-def test_exec_precision_pins_what_openvino_computes_in(small_artifacts):
-    result = run_cli("bench", str(small_artifacts[("openvino", "fp32")]), "--runs", "2", "--warmup", "0", "--min-time", "0",
-                     "--exec-precision", "f32", "--json")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["results"][0]["exec_precision"] == "f32"
+        # what the runtime reports of itself (its execution precision, XNNPACK): the target's own check
+        target_checks(row["target"]).check_local_bench_row(row)
 
 
 def test_one_artifact_that_cannot_run_is_a_failed_row_and_the_others_are_measured(small_artifacts, tmp_path):
@@ -62,27 +46,27 @@ def test_one_artifact_that_cannot_run_is_a_failed_row_and_the_others_are_measure
     import hashlib
     import shutil
 
-    broken = tmp_path / "broken.onnx"
-    broken.write_bytes(b"not an onnx model")
-    manifest = json.loads(Path(str(small_artifacts[("onnx", "fp32")]) + ".json").read_text())
+    broken = tmp_path / f"broken{TARGETS[PLUMBING_TARGET].suffix}"
+    broken.write_bytes(b"not a model")
+    manifest = json.loads(Path(str(small_artifacts[(PLUMBING_TARGET, "fp32")]) + ".json").read_text())
     manifest["files"] = [{"path": broken.name, "sha256": hashlib.sha256(broken.read_bytes()).hexdigest(),
                           "bytes": broken.stat().st_size}]
     Path(str(broken) + ".json").write_text(json.dumps(manifest))
-    source = small_artifacts[("tflite", "fp32")]
+    source = small_artifacts[(SECOND, "fp32")]
     tampered = tmp_path / source.name
     shutil.copy(source, tampered)
     shutil.copy(str(source) + ".json", str(tampered) + ".json")
     with open(tampered, "ab") as f:
         f.write(b"\0")
-    artifacts = [small_artifacts[("onnx", "int8")], broken, small_artifacts[("openvino", "int8")], tampered]
+    artifacts = [small_artifacts[(PLUMBING_TARGET, "int8")], broken, small_artifacts[(SECOND, "int8")], tampered]
     result = run_cli("bench", *map(str, artifacts), "--runs", "3", "--warmup", "1", "--min-time", "0", "--json")
     assert result.returncode == 1, result.stderr
     rows = json.loads(result.stdout)["results"]
     assert [r["status"] for r in rows] == ["measured", "failed", "measured", "failed"]
-    assert rows[1]["error"].startswith("InvalidProtobuf") or "protobuf" in rows[1]["error"].lower(), rows[1]["error"]
+    target_checks(PLUMBING_TARGET).check_unloadable_file_error(rows[1]["error"])  # the runtime's own words
     assert rows[3]["error"].startswith("the file differs from what its manifest recorded"), rows[3]["error"]
     assert all(r["runs"] == 3 and r["latency_ms"]["p50"] > 0 for r in (rows[0], rows[2]))
-    assert "❌ broken.onnx: " in result.stderr and "✅" in result.stderr
+    assert f"❌ {broken.name}: " in result.stderr and "✅" in result.stderr
 
 
 def test_artifacts_are_timed_interleaved_in_rounds(monkeypatch, tmp_path):
@@ -114,14 +98,14 @@ def test_artifacts_are_timed_interleaved_in_rounds(monkeypatch, tmp_path):
 
 
 def test_a_local_run_past_its_timeout_is_one_line(small_artifacts):
-    result = run_cli("bench", str(small_artifacts[("onnx", "fp32")]), "--timeout", "0.01")
+    result = run_cli("bench", str(small_artifacts[(PLUMBING_TARGET, "fp32")]), "--timeout", "0.01")
     assert result.returncode == 1
     assert result.stderr.strip() == ("error: the benchmark did not finish within --timeout 0.01 s; pass fewer --runs, "
                                      "a smaller --min-time or a larger --timeout")
 
 
 def test_runs_continue_until_the_minimum_time(small_artifacts):
-    result = run_cli("bench", str(small_artifacts[("onnx", "int8")]), "--runs", "1", "--warmup", "0", "--min-time", "0.5",
+    result = run_cli("bench", str(small_artifacts[(PLUMBING_TARGET, "int8")]), "--runs", "1", "--warmup", "0", "--min-time", "0.5",
                      "--json")
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)["results"]
@@ -140,7 +124,7 @@ def _row(p50: float, p99: float, xnnpack=None) -> dict:
 
 
 def _entry(precision: str, **changes) -> dict:
-    return {"backbone": "b", "width": None, "target": "tflite", "input_size": 64, "batch": 1, "layout": "nhwc",
+    return {"backbone": "b", "width": None, "target": "t", "input_size": 64, "batch": 1, "layout": "nhwc",
             "precision": precision, **changes}
 
 
@@ -166,12 +150,12 @@ def test_warnings_users_need():
     (["--runs", "0"], "error: --runs 0 must be at least 1"),
 ])
 def test_bad_bench_input_is_one_line(args, expected, small_artifacts):
-    result = run_cli("bench", str(small_artifacts[("onnx", "fp32")]), *args)
+    result = run_cli("bench", str(small_artifacts[(PLUMBING_TARGET, "fp32")]), *args)
     assert result.returncode == 2 and result.stderr.strip() == expected, result.stderr
 
 
 def test_an_artifact_without_a_manifest_is_refused(tmp_path):
-    artifact = tmp_path / "model.onnx"
+    artifact = tmp_path / f"model{TARGETS[PLUMBING_TARGET].suffix}"
     artifact.write_bytes(b"not a model")
     result = run_cli("bench", str(artifact))
     assert result.returncode == 2
@@ -204,21 +188,21 @@ def test_ssh_bench_of_every_target_leaves_nothing_on_the_device(sshd, small_arti
     before = _remote_temp_folders()
     # a file name with spaces and semicolons: quoted on its way to the device's shell, it is just a name;
     # unquoted, the device would run `cd ..; touch PWNED` in its temp folder's parent
-    source = small_artifacts[("onnx", "int8")]
-    odd = tmp_path / "model a; cd ..; touch PWNED; b.onnx"
+    source = small_artifacts[(PLUMBING_TARGET, "int8")]
+    odd = tmp_path / f"model a; cd ..; touch PWNED; b{source.suffix}"
     odd.write_bytes(source.read_bytes())
     manifest = json.loads(Path(str(source) + ".json").read_text())
     manifest["files"] = [{**manifest["files"][0], "path": odd.name}]
     Path(str(odd) + ".json").write_text(json.dumps(manifest))
-    # the fp32 ONNX artifact renamed to the int8 one's name in another folder: equal names must not collide
-    fp32 = small_artifacts[("onnx", "fp32")]
+    # the fp32 artifact renamed to the int8 one's name in another folder: equal names must not collide
+    fp32 = small_artifacts[(PLUMBING_TARGET, "fp32")]
     twin = tmp_path / "twin" / source.name
     twin.parent.mkdir()
     twin.write_bytes(fp32.read_bytes())
     manifest = json.loads(Path(str(fp32) + ".json").read_text())
     manifest["files"] = [{**manifest["files"][0], "path": twin.name}]
     Path(str(twin) + ".json").write_text(json.dumps(manifest))
-    others = [t for t in TARGETS if t != "onnx"]  # every other target's int8 artifact
+    others = [t for t in TARGETS if t != PLUMBING_TARGET]  # every other target's int8 artifact
     artifacts = [str(odd), *(str(small_artifacts[(t, "int8")]) for t in others), str(twin), str(source)]
     result = run_cli("bench", *artifacts, "--device", sshd["device"], *sshd["options"], "--remote-python",
                      sys.executable, "--runs", "5", "--warmup", "1", "--min-time", "0", "--json")
@@ -226,8 +210,8 @@ def test_ssh_bench_of_every_target_leaves_nothing_on_the_device(sshd, small_arti
     report = json.loads(result.stdout)
     assert report["device"]["name"] == sshd["device"] and report["device"]["cores"] >= 1
     assert [(r["target"], r["precision"], r["runs"], r["status"]) for r in report["results"]] == [
-        ("onnx", "int8", 5, "measured"), *((t, "int8", 5, "measured") for t in others),
-        ("onnx", "fp32", 5, "measured"), ("onnx", "int8", 5, "measured")]
+        (PLUMBING_TARGET, "int8", 5, "measured"), *((t, "int8", 5, "measured") for t in others),
+        (PLUMBING_TARGET, "fp32", 5, "measured"), (PLUMBING_TARGET, "int8", 5, "measured")]
     # each row timed its own file on the device (the twins' sizes differ by 3x)
     assert [r["device_file_bytes"] for r in report["results"]] == [Path(a).stat().st_size for a in artifacts]
     assert all(r["latency_ms"]["p50"] > 0 and r["peak_rss_bytes"] > 20e6 for r in report["results"])
@@ -243,16 +227,16 @@ def test_ssh_errors_are_one_line_and_leave_nothing(sshd, small_artifacts, tmp_pa
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
-    unreachable = run_cli("bench", str(small_artifacts[("onnx", "fp32")]), "--device", f"ssh://127.0.0.1:{closed}", *sshd["options"])
+    unreachable = run_cli("bench", str(small_artifacts[(PLUMBING_TARGET, "fp32")]), "--device", f"ssh://127.0.0.1:{closed}", *sshd["options"])
     assert unreachable.returncode == 1
     assert unreachable.stderr.startswith(f"error: cannot connect to ssh://127.0.0.1:{closed}: ssh: connect to host "
                                          f"127.0.0.1 port {closed}: Connection refused; check the host"), unreachable.stderr
     stranger = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
-    denied = run_cli("bench", str(small_artifacts[("onnx", "fp32")]), "--device", sshd["device"], *sshd["client"],
+    denied = run_cli("bench", str(small_artifacts[(PLUMBING_TARGET, "fp32")]), "--device", sshd["device"], *sshd["client"],
                      "--ssh-option", f"IdentityFile={stranger}")
     assert denied.returncode == 1 and "Permission denied" in denied.stderr and "ssh-copy-id" in denied.stderr, denied.stderr
-    missing = run_cli("bench", str(small_artifacts[("onnx", "int8")]), "--device", sshd["device"], *sshd["options"],
+    missing = run_cli("bench", str(small_artifacts[(PLUMBING_TARGET, "int8")]), "--device", sshd["device"], *sshd["options"],
                       "--remote-python", "/no/such/python3")
     # the shell's own words (exit 127) are passed through, with the hint
     assert missing.returncode == 1 and missing.stderr.startswith(
@@ -268,8 +252,8 @@ def _adb_calls(log: Path) -> list[list[str]]:
 
 
 def test_adb_bench_sends_exactly_these_commands_and_cleans_up(phone, small_artifacts):
-    tflite = small_artifacts[("tflite", "int8")]
-    result = run_cli("bench", str(tflite), "--device", "adb://emulator-5554", "--benchmark-binary",
+    artifact = small_artifacts[(ADB.name, "int8")]
+    result = run_cli("bench", str(artifact), "--device", "adb://emulator-5554", "--benchmark-binary",
                      str(FAKES / "benchmark_model"), "--threads", "2", "--runs", "30", "--warmup", "3",
                      "--min-time", "0.5", "--json", env=phone["env"])
     assert result.returncode == 0, result.stderr
@@ -278,10 +262,10 @@ def test_adb_bench_sends_exactly_these_commands_and_cleans_up(phone, small_artif
     assert folder.startswith("/data/local/tmp/bbdeploy-")
     assert calls == [
         ["-s", "emulator-5554", "shell", f"mkdir -p {folder}"],
-        ["-s", "emulator-5554", "push", str(tflite), f"{folder}/model.tflite"],
+        ["-s", "emulator-5554", "push", str(artifact), f"{folder}/model{ADB.suffix}"],
         ["-s", "emulator-5554", "push", str(FAKES / "benchmark_model"), f"{folder}/benchmark_model"],
         ["-s", "emulator-5554", "shell", f"chmod 755 {folder}/benchmark_model"],
-        ["-s", "emulator-5554", "shell", f"{folder}/benchmark_model --graph={folder}/model.tflite --num_threads=2 "
+        ["-s", "emulator-5554", "shell", f"{folder}/benchmark_model --graph={folder}/model{ADB.suffix} --num_threads=2 "
                                          "--warmup_runs=3 --num_runs=30 --min_secs=0.5 --use_xnnpack=true"],
         ["-s", "emulator-5554", "shell", "getprop ro.product.model; getprop ro.build.version.release; "
                                          "getprop ro.product.cpu.abi; nproc"],
@@ -298,17 +282,18 @@ def test_adb_bench_sends_exactly_these_commands_and_cleans_up(phone, small_artif
 
 
 def test_adb_refuses_other_targets_before_touching_the_phone(phone, small_artifacts):
-    result = run_cli("bench", str(small_artifacts[("tflite", "int8")]), str(small_artifacts[("onnx", "int8")]),
+    refused = small_artifacts[(NOT_ADB.name, "int8")]
+    result = run_cli("bench", str(small_artifacts[(ADB.name, "int8")]), str(refused),
                      "--device", "adb://emulator-5554",
                      "--benchmark-binary", str(FAKES / "benchmark_model"), env=phone["env"])
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: mobilenet_v3_small_64px_int8.onnx is a onnx artifact; adb devices run "
-                                     "tflite artifacts only (with benchmark_model); bench it locally or over ssh://")
+    assert result.stderr.strip() == (f"error: {refused.name} is a {NOT_ADB.name} artifact; adb devices run "
+                                     f"{ADB.name} artifacts only (with {ADB.adb_tool}); bench it locally or over ssh://")
     assert _adb_calls(phone["log"]) == []
 
 
 def test_adb_unknown_phone_is_one_line_and_leaves_nothing(phone, small_artifacts):
-    result = run_cli("bench", str(small_artifacts[("tflite", "int8")]), "--device", "adb://nosuchphone", "--benchmark-binary",
+    result = run_cli("bench", str(small_artifacts[(ADB.name, "int8")]), "--device", "adb://nosuchphone", "--benchmark-binary",
                      str(FAKES / "benchmark_model"), env=phone["env"])
     assert result.returncode == 1
     assert result.stderr.strip() == "error: adb on adb://nosuchphone failed: adb: device 'nosuchphone' not found"

@@ -170,3 +170,7 @@ def test_mnn_conversions_at_once_each_compute_their_own_model(tmp_path):
     with ThreadPoolExecutor(4) as pool:
         differences = list(pool.map(convert, range(4)))
     assert max(differences) < 1e-4, differences
+
+
+def check_local_bench_row(row: dict) -> None:
+    assert row["runtime"] == "MNN" and row["xnnpack"] is None, row  # MNN runs its own CPU kernels

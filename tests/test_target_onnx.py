@@ -25,6 +25,10 @@ def check_int8_graph(row: dict, backbone: str) -> None:
     assert row["ops"]["QuantizeLinear"] > 0 and row["ops"]["DequantizeLinear"] > 0, (backbone, row["ops"])
 
 
+def check_fp16(row: dict) -> None:
+    assert row["input"]["dtype"] == "float16"  # ONNX fp16 takes half-precision input
+
+
 def check_keep_float(row: dict) -> None:
     """test_int8's keep-float export (MobileNetV2, features.0 and classifier.1 in float): those two layers
     keep their float32 weight initializers, the next conv reads a dequantized one."""
@@ -59,3 +63,12 @@ def test_onnxruntime_keeps_gptq_weights_exactly(tmp_path):
         q, scale = initializers[f"{name}_quantized"], initializers[f"{name}_scale"]
         dequantized = q.astype(np.float32) * scale.reshape(-1, *[1] * (q.ndim - 1))
         np.testing.assert_allclose(dequantized, prepared[index].weight.detach().numpy(), rtol=1e-6, atol=1e-7)
+
+
+def check_local_bench_row(row: dict) -> None:
+    assert row["exec_precision"] is None  # onnxruntime has no execution-precision setting: the file's own
+
+
+def check_unloadable_file_error(error: str) -> None:
+    """test_bench's broken file: onnxruntime's words for it."""
+    assert error.startswith("InvalidProtobuf") or "protobuf" in error.lower(), error

@@ -1,6 +1,11 @@
-"""OpenVINO's own checks: its IR as the zoo tests export it (looked up by tests/target_checks.py)."""
+"""OpenVINO's own checks: its IR as the zoo tests export it (looked up by tests/target_checks.py), what its
+runtime reports on a bench, and its execution-precision setting."""
 
 from __future__ import annotations
+
+import json
+
+from tests.conftest import run_cli
 
 LITE0_INT8 = (0.857, 0.962, 0.9915, 17.4)  # measured as tests/test_int8.py says; NNCF lags onnxruntime on the same GPTQ weights
 
@@ -24,3 +29,22 @@ def check_keep_float(row: dict) -> None:
                      if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")}
     assert weight_source["__module.features.0.0"] == "Constant" and weight_source["__module.classifier.1"] == "Constant"
     assert weight_source["__module.features.1.conv.0.0"] != "Constant"
+
+
+def check_local_bench_row(row: dict) -> None:
+    # OpenVINO reports what it computed float parts in (bf16 by default on CPUs with native bf16)
+    assert row["exec_precision"] == _default_precision()
+
+
+def _default_precision() -> str:
+    """What OpenVINO's CPU plugin picks by default on this machine, asked of OpenVINO directly."""
+    import openvino as ov
+
+    return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+
+
+def test_exec_precision_pins_what_openvino_computes_in(small_artifacts):
+    result = run_cli("bench", str(small_artifacts[("openvino", "fp32")]), "--runs", "2", "--warmup", "0", "--min-time", "0",
+                     "--exec-precision", "f32", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["results"][0]["exec_precision"] == "f32"
