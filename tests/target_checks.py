@@ -4,7 +4,8 @@ tested by every generic test unedited and fails with "no graph check for target 
 
 A module holds `check_fp32_graph(row)` and `check_int8_graph(row, backbone)` (row: an export result row),
 `check_keep_float(row)` (what the layers left in float look like in its file), `check_local_bench_row(row)`
-(what its runtime reports of itself on a local bench) and `LITE0_INT8`: its
+(what its runtime reports of itself on a local bench), `exec_precision_reported(requested)` (what its runtime
+says it computed float parts in, by default (None) or pinned; None: not read back) and `LITE0_INT8`: its
 measured int8 figures on EfficientNet-Lite0 (test_int8.py says how they are measured and judged); it may
 add `check_lite0_int8_against(row, others)`, a bar of its own against the other targets' figures."""
 
@@ -15,7 +16,8 @@ from types import ModuleType
 
 import pytest
 
-CHECKS = ("check_fp32_graph", "check_int8_graph", "check_keep_float", "check_local_bench_row")
+CHECKS = ("check_fp32_graph", "check_int8_graph", "check_keep_float", "check_local_bench_row",
+          "exec_precision_reported")
 FIGURES = ("LITE0_INT8",)
 
 

@@ -16,7 +16,10 @@ import pytest
 from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.stages.parity import FLOAT_TOLERANCE
 from bbdeploy.targets.devices import emulated_board
-from tests.conftest import run_cli
+from tests.conftest import PLUMBING_TARGET, run_cli
+from tests.target_checks import target_checks
+
+SECOND, LAST = list(TARGETS)[1], list(TARGETS)[-1]  # other targets than the plumbing one
 
 AARCH64 = 183  # ELF e_machine of AArch64
 
@@ -119,17 +122,20 @@ def emulated_board_warning(row: dict) -> bool:
 def test_a_failing_artifact_on_the_board_is_a_failed_row_and_the_others_are_measured(on_board, small_artifacts,
                                                                                     evaluation_images):
     """Seen under qemu 7.2's Cortex-A72 model (a Pi 4): OpenVINO 2026.4 cannot compile int8 IRs ("object is
-    not initialized"; the A76 model can). (That OpenVINO says which float precision ran on the board, f16
-    on the A76, is checked in tests/test_run.py's pipeline on qemu://pi5.)"""
-    artifacts = [str(small_artifacts[("openvino", "int8")]), str(small_artifacts[("onnx", "int8")])]
+    not initialized"; the A76 model can): the target whose module names such a failure (FAILS_ON_PI4). (That
+    OpenVINO says which float precision ran on the board, f16 on the A76, is checked in tests/test_run.py's
+    pipeline on qemu://pi5.)"""
+    failing = next(name for name in TARGETS if getattr(target_checks(name), "FAILS_ON_PI4", None))
+    other = next(name for name in TARGETS if name != failing)
+    artifacts = [str(small_artifacts[(failing, "int8")]), str(small_artifacts[(other, "int8")])]
     done = run_cli("drift", *artifacts, "--data", str(evaluation_images), "--device", "qemu://pi4", "--json",
                    timeout=300)
     assert done.returncode == 1, done.stderr
-    openvino, onnx = json.loads(done.stdout)["results"]
-    assert (openvino["status"], openvino["error"], openvino["agreement_top1"]) == (
-        "failed", "RuntimeError: object is not initialized", None), openvino
-    assert onnx["status"] == "ok" and onnx["device"]["cpu"] == "Cortex-A72" and onnx["agreement_top1"] is not None
-    assert "❌ mobilenet_v3_small_64px_int8.xml: RuntimeError: object is not initialized" in done.stderr
+    failed, measured = json.loads(done.stdout)["results"]
+    error = target_checks(failing).FAILS_ON_PI4
+    assert (failed["status"], failed["error"], failed["agreement_top1"]) == ("failed", error, None), failed
+    assert measured["status"] == "ok" and measured["device"]["cpu"] == "Cortex-A72" and measured["agreement_top1"] is not None
+    assert f"❌ {Path(artifacts[0]).name}: {error}" in done.stderr
 
 
 def test_a_crash_on_the_board_is_a_crash_and_a_missing_runtime_names_its_package(sshd, small_artifacts,
@@ -138,28 +144,31 @@ def test_a_crash_on_the_board_is_a_crash_and_a_missing_runtime_names_its_package
     crashing = tmp_path / "crashing-python"
     crashing.write_text("#!/bin/sh\necho 'about to crash' >&2\nkill -SEGV $$\n")
     crashing.chmod(0o755)
-    artifact = str(small_artifacts[("onnx", "fp32")])
+    artifact = str(small_artifacts[(PLUMBING_TARGET, "fp32")])
     for command in (["bench", artifact], ["drift", artifact, "--data", str(evaluation_images)]):
         done = run_cli(*command, "--device", sshd["device"], *sshd["options"], "--remote-python", str(crashing))
         assert done.returncode == 1, done.stderr
         assert (f"the runner crashed on {sshd['device']}: killed by signal 11 (SIGSEGV); its last output: "
                 "about to crash") in done.stderr, done.stderr
         assert "cannot connect" not in done.stderr
-    # a board without MNN: that row names the package to install there, the others are measured
-    blocker = tmp_path / "no-mnn"
-    (blocker / "MNN").mkdir(parents=True)
-    (blocker / "MNN" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'MNN'\", name='MNN')\n")
-    python = tmp_path / "python-without-mnn"
+    # a board without one runtime: that row names the package to install there, the others are measured
+    lacking = TARGETS[LAST]
+    module = lacking.packages[lacking.distributions.index(lacking.device_distributions[0])]
+    blocker = tmp_path / "no-runtime"
+    (blocker / module).mkdir(parents=True)
+    (blocker / module / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named '{module}'\", name='{module}')\n")
+    python = tmp_path / "python-without-it"
     python.write_text(f"#!/bin/sh\nPYTHONPATH={blocker} exec {sys.executable} \"$@\"\n")
     python.chmod(0o755)
-    artifacts = [str(small_artifacts[("mnn", "int8")]), str(small_artifacts[("onnx", "int8")])]
+    artifacts = [str(small_artifacts[(LAST, "int8")]), str(small_artifacts[(PLUMBING_TARGET, "int8")])]
     done = run_cli("bench", *artifacts, "--device", sshd["device"], *sshd["options"], "--remote-python", str(python),
                    "--runs", "2", "--warmup", "0", "--min-time", "0", "--json")
     assert done.returncode == 1
-    mnn, onnx = json.loads(done.stdout)["results"]
-    assert mnn["status"] == "failed" and mnn["error"] == (
-        f"{sshd['device']} lacks the runtime module 'MNN'; install it there: python3 -m pip install MNN"), mnn
-    assert onnx["status"] == "measured"
+    without, measured = json.loads(done.stdout)["results"]
+    assert without["status"] == "failed" and without["error"] == (
+        f"{sshd['device']} lacks the runtime module '{module}'; install it there: python3 -m pip install "
+        f"{' '.join(lacking.device_distributions)}"), without
+    assert measured["status"] == "measured"
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -171,7 +180,7 @@ def test_a_crash_on_the_board_is_a_crash_and_a_missing_runtime_names_its_package
                                           "qemu://pi5 and latency with bench --device adb://emulator-5554"),
 ])
 def test_bad_drift_devices_are_one_line(args, expected, small_artifacts, evaluation_images):
-    done = run_cli("drift", str(small_artifacts[("tflite", "fp32")]), "--data", str(evaluation_images), *args)
+    done = run_cli("drift", str(small_artifacts[(SECOND, "fp32")]), "--data", str(evaluation_images), *args)
     assert done.returncode == 2 and done.stderr.strip() == expected, done.stderr
 
 
@@ -182,7 +191,7 @@ def test_an_emulated_board_without_qemu_says_what_to_install(small_artifacts, tm
     for tool in ("sh", "ssh"):
         if Path(f"/usr/bin/{tool}").exists():
             (bare / tool).symlink_to(f"/usr/bin/{tool}")
-    done = run_cli("bench", str(small_artifacts[("onnx", "fp32")]), "--device", "qemu://pi5",
+    done = run_cli("bench", str(small_artifacts[(PLUMBING_TARGET, "fp32")]), "--device", "qemu://pi5",
                    env={"PATH": str(bare)})
     assert done.returncode == 2 and done.stderr.strip() == (
         "error: an emulated board needs qemu's user-mode emulator, and there is no qemu-aarch64-static here; "
@@ -196,7 +205,7 @@ def test_preparing_a_board_without_mmdebstrap_says_what_to_install(small_artifac
     bare = tmp_path / "bin"
     bare.mkdir()
     (bare / "qemu-aarch64-static").symlink_to(shutil.which("qemu-aarch64-static"))
-    done = run_cli("bench", str(small_artifacts[("onnx", "fp32")]), "--device", "qemu://pi5",
+    done = run_cli("bench", str(small_artifacts[(PLUMBING_TARGET, "fp32")]), "--device", "qemu://pi5",
                    env={"PATH": str(bare), "BBDEPLOY_OFFLINE": "", emulated_board.BOARDS_ENV: str(tmp_path / "none")})
     assert done.returncode == 2 and done.stderr.strip() == (
         "error: an emulated board is prepared with mmdebstrap, and there is none here; install it: "

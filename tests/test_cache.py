@@ -14,7 +14,7 @@ from bbdeploy.stages import manifest as manifest_module
 from bbdeploy.stages.export import ExportOptions, export
 from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.quantization.options import QuantOptions
-from tests.conftest import PLUMBING_MIN_COSINE, TINY, calibrated_checkpoint
+from tests.conftest import PLUMBING_MIN_COSINE, PLUMBING_TARGET, TINY, calibrated_checkpoint
 
 MODEL = "mobilenet_v3_small"
 
@@ -51,7 +51,7 @@ def _change_code(options: ExportOptions, tmp_path: Path, monkeypatch) -> ExportO
 
 
 def _damage_the_artifact(options: ExportOptions, tmp_path: Path, monkeypatch) -> ExportOptions:
-    (artifact,) = Path(options.output).glob("*.onnx")
+    (artifact,) = Path(options.output).glob(f"*{TARGETS[PLUMBING_TARGET].suffix}")
     with open(artifact, "r+b") as f:
         f.seek(-1, 2)
         f.write(b"\xff")
@@ -66,7 +66,7 @@ def test_a_change_gives_a_fresh_export(change, photos, tmp_path, monkeypatch):
     for name in list(photos)[:4]:
         Image.fromarray(photos[name]).save(calib / f"{name}.png")
     int8 = change is _change_calibration_images
-    options = ExportOptions(MODEL, targets="onnx", weights=str(calibrated_checkpoint(MODEL, photos, tmp_path)),
+    options = ExportOptions(MODEL, targets=PLUMBING_TARGET, weights=str(calibrated_checkpoint(MODEL, photos, tmp_path)),
                             input_size=TINY, output=tmp_path / "out", precision="int8" if int8 else "fp32",
                             quant=QuantOptions(calib_data=str(calib), calib_size=4), min_cosine=PLUMBING_MIN_COSINE)
     first = export(options)[0]
@@ -86,7 +86,7 @@ def test_an_unchanged_request_is_answered_before_anything_expensive(precision, p
     from bbdeploy.data.photos import builtin_photo
     from bbdeploy.quantization import calibration, ptq
 
-    options = ExportOptions(MODEL, targets="onnx,openvino", weights=str(calibrated_checkpoint(MODEL, photos, tmp_path)),
+    options = ExportOptions(MODEL, targets=",".join(list(TARGETS)[:2]), weights=str(calibrated_checkpoint(MODEL, photos, tmp_path)),
                             input_size=TINY, output=tmp_path / "out", precision=precision,
                             quant=QuantOptions(calib_size=4), min_cosine=PLUMBING_MIN_COSINE)
     assert {row["status"] for row in export(options)} == {"exported"}

@@ -11,7 +11,7 @@ from PIL import Image
 
 from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.stages.manifest import read_manifest
-from tests.conftest import run_cli
+from tests.conftest import PLUMBING_TARGET, run_cli
 
 PREPROCESS = {"input_size": 64, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 
@@ -77,7 +77,7 @@ def test_bad_own_backbone_input_is_one_line(model, extra, expected, tmp_path, mo
     (tmp_path / "pre.json").write_text(json.dumps(PREPROCESS))
     (tmp_path / "bad.json").write_text(json.dumps({"resize": 256}))
     (tmp_path / "tests").symlink_to(Path(__file__).parent)  # the import path resolves from the working folder
-    result = run_cli("export", model, "--weights", "random", "--target", "onnx", "--output", str(tmp_path / "out"),
+    result = run_cli("export", model, "--weights", "random", "--target", PLUMBING_TARGET, "--output", str(tmp_path / "out"),
                      *extra)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]

@@ -24,7 +24,10 @@ from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.stages.metrics import DriftAccumulator, bootstrap_interval
 from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.targets.runner import load as load_runner
-from tests.conftest import TINY, calibrated_checkpoint, run_cli
+from tests.conftest import PLUMBING_TARGET, TINY, calibrated_checkpoint, run_cli
+from tests.target_checks import target_checks
+
+SECOND = list(TARGETS)[1]  # another target than the plumbing one
 
 BACKBONE, WIDTH, SIZE = "mobilenet_v1", 0.25, 32
 
@@ -141,7 +144,7 @@ def test_drift_report_renders_in_headless_chromium(digits, digits_artifacts, tmp
     from selenium import webdriver
     from selenium.webdriver.common.by import By
 
-    artifacts = [str(digits_artifacts[("onnx", "fp32")]), str(digits_artifacts[("onnx", "int8")])]
+    artifacts = [str(digits_artifacts[(PLUMBING_TARGET, "fp32")]), str(digits_artifacts[(PLUMBING_TARGET, "int8")])]
     result = run_cli("drift", *artifacts, "--data", str(digits / "test"), "--limit", "120", "--layers",
                      "--layer-samples", "32", "--report", str(tmp_path / "report"), "--json")
     assert result.returncode == 0, result.stderr
@@ -149,7 +152,7 @@ def test_drift_report_renders_in_headless_chromium(digits, digits_artifacts, tmp
     assert json.loads((tmp_path / "report" / "drift.json").read_text()) == report
     import platform
 
-    import onnxruntime
+    from importlib.metadata import version
 
     from bbdeploy.stages.drift_report import device_text
 
@@ -157,8 +160,9 @@ def test_drift_report_renders_in_headless_chromium(digits, digits_artifacts, tmp
     assert report["device"]["machine"] == platform.machine() and report["device"]["emulated"] is False
     assert all(row["device"] == report["device"] for row in report["results"])
     markdown = (tmp_path / "report" / "drift.md").read_text()
-    assert (f"| ✅ | mobilenet_v1_w0.25_32px_int8.onnx | onnx | int8 | - | local ({platform.machine()} "
-            f"{report['device']['cpu']}) | onnxruntime {onnxruntime.__version__} | 120 |") in markdown
+    int8 = report["results"][1]
+    assert (f"| ✅ | {Path(artifacts[1]).name} | {PLUMBING_TARGET} | int8 | - | local ({platform.machine()} "
+            f"{report['device']['cpu']}) | {int8['runtime']} {version(TARGETS[PLUMBING_TARGET].device_distributions[0])} | 120 |") in markdown
     assert f"Measured on: {device_text(report['device'])}; " in markdown
 
     options = webdriver.ChromeOptions()
@@ -168,8 +172,7 @@ def test_drift_report_renders_in_headless_chromium(digits, digits_artifacts, tmp
     try:
         browser.get((tmp_path / "report" / "drift.html").as_uri())
         rows = browser.find_elements(By.CSS_SELECTOR, "table.results tr")
-        assert [row.find_elements(By.TAG_NAME, "td")[1].text for row in rows[1:]] == [
-            "mobilenet_v1_w0.25_32px_fp32.onnx", "mobilenet_v1_w0.25_32px_int8.onnx"]
+        assert [row.find_elements(By.TAG_NAME, "td")[1].text for row in rows[1:]] == [Path(a).name for a in artifacts]
         assert len(browser.find_elements(By.CSS_SELECTOR, "table.layers tr")) > 10
         images = browser.find_elements(By.TAG_NAME, "img")
         assert len(images) == 2  # per-target bars, per-layer sensitivity of the int8 artifact
@@ -180,7 +183,7 @@ def test_drift_report_renders_in_headless_chromium(digits, digits_artifacts, tmp
 
 
 def test_layer_sensitivity_ranks_every_layer_and_names_them_as_keep_float_takes_them(digits, digits_artifacts):
-    report = drift(DriftOptions(artifacts=[digits_artifacts[("openvino", "int8")]], data=digits / "test",
+    report = drift(DriftOptions(artifacts=[digits_artifacts[(list(TARGETS)[-1], "int8")]], data=digits / "test",
                                 limit=64, layers=True, layer_samples=32))
     layers = report["results"][0]["layers"]
     names = [row["layer"] for row in layers["ranked"]]
@@ -192,17 +195,17 @@ def test_layer_sensitivity_ranks_every_layer_and_names_them_as_keep_float_takes_
     assert layers["suggest"] == "--keep-float " + ",".join(names[:3])
     # the suggestion is accepted by export as it stands
     result = run_cli("export", BACKBONE, "--width", str(WIDTH), "--weights", str(digits / "digits.pth"), "--int8",
-                     "--target", "onnx", "--input-size", str(SIZE), "--calib-data", str(digits / "train"),
+                     "--target", PLUMBING_TARGET, "--input-size", str(SIZE), "--calib-data", str(digits / "train"),
                      "--calib-size", "16", "--output", str(digits / "kept"), *layers["suggest"].split())
     assert result.returncode == 0, result.stderr
 
 
 def test_gates_exit_1_naming_the_artifacts_outside(digits, digits_artifacts):
-    artifact = str(digits_artifacts[("tflite", "int8")])
+    artifact = str(digits_artifacts[(SECOND, "int8")])
     result = run_cli("drift", artifact, "--data", str(digits / "test"), "--limit", "40", "--min-agreement", "1.0",
                      "--max-drop", "-100")
     assert result.returncode == 1
-    assert "mobilenet_v1_w0.25_32px_int8.tflite: accuracy drop" in result.stderr
+    assert f"{Path(artifact).name}: accuracy drop" in result.stderr
     assert "> --max-drop -100" in " ".join(result.stderr.split())
     passing = run_cli("drift", artifact, "--data", str(digits / "test"), "--limit", "40", "--min-agreement", "0.5")
     assert passing.returncode == 0, passing.stderr
@@ -211,9 +214,9 @@ def test_gates_exit_1_naming_the_artifacts_outside(digits, digits_artifacts):
 def test_artifacts_of_different_backbones_are_each_compared_with_their_own_reference(digits, digits_artifacts,
                                                                                     photos, tmp_path):
     weights = calibrated_checkpoint("mobilenet_v3_small", photos, tmp_path)
-    (other,) = export(ExportOptions("mobilenet_v3_small", targets="onnx", weights=str(weights), input_size=TINY,
+    (other,) = export(ExportOptions("mobilenet_v3_small", targets=PLUMBING_TARGET, weights=str(weights), input_size=TINY,
                                     output=tmp_path / "out"))
-    report = drift(DriftOptions(artifacts=[digits_artifacts[("onnx", "fp32")], Path(other["artifact"])],
+    report = drift(DriftOptions(artifacts=[digits_artifacts[(PLUMBING_TARGET, "fp32")], Path(other["artifact"])],
                                 data=digits / "test", limit=40))
     assert [(r["backbone"], r["width"]) for r in report["references"]] == [("mobilenet_v1", 0.25),
                                                                          ("mobilenet_v3_small", None)]
@@ -235,17 +238,19 @@ def test_int8_parity_uses_calibration_folder_images_that_calibration_did_not_sam
         assert parity["samples"] == 112 and parity["passed"] is True and parity["cosine"] >= DEFAULT_MIN_COSINE
 
 
-def test_openvino_drift_reports_the_precision_it_computed_in(digits, digits_artifacts):
-    """Issue 12: measure the runtime as it will be deployed. By default OpenVINO computes float parts
-    in what its CPU plugin picks (bf16 on CPUs with native bf16); drift says which, and
-    --exec-precision f32 pins it (then the fp32 IR matches PyTorch closely)."""
-    import openvino as ov
-
-    artifact = digits_artifacts[("openvino", "fp32")]
-    default = drift(DriftOptions(artifacts=[artifact], data=digits / "test", limit=40))["results"][0]
-    assert default["exec_precision"] == ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
-    pinned = drift(DriftOptions(artifacts=[artifact], data=digits / "test", limit=40, exec_precision="f32"))
-    assert pinned["results"][0]["exec_precision"] == "f32" and pinned["results"][0]["sqnr_db"] > 80
+def test_drift_reports_the_precision_each_runtime_computed_in(digits, digits_artifacts):
+    """Issue 12: measure the runtime as it will be deployed. By default a runtime computes float parts
+    as it picks (OpenVINO: bf16 on CPUs with native bf16); drift says which (the target's module says
+    what to expect; None: no such setting, the file's own precision), and --exec-precision f32 pins it
+    where the runtime has the setting (then every fp32 artifact matches PyTorch closely)."""
+    for target in TARGETS:
+        artifact = digits_artifacts[(target, "fp32")]
+        default = drift(DriftOptions(artifacts=[artifact], data=digits / "test", limit=40))["results"][0]
+        reported = target_checks(target).exec_precision_reported
+        assert default["exec_precision"] == reported(None), target
+        pinned = drift(DriftOptions(artifacts=[artifact], data=digits / "test", limit=40, exec_precision="f32"))
+        assert pinned["results"][0]["exec_precision"] == reported("f32"), target
+        assert pinned["results"][0]["sqnr_db"] > 80, (target, pinned["results"][0])
 
 
 def test_limit_draws_across_classes(digits):
@@ -267,18 +272,18 @@ def test_nan_output_is_a_failed_row_and_identical_logits_are_exact():
     exact.add(reference, reference.copy(), None)
     assert exact.result()["sqnr_db"] is None and exact.result()["nonfinite_outputs"] == 0
     nan_error = "1 of the artifact's logits are NaN or infinite"
-    rows = [{"artifact": name, "status": status, "error": error, "target": "onnx", "precision": "int8",
+    rows = [{"artifact": name, "status": status, "error": error, "target": "t", "precision": "int8",
              "exec_precision": None, **result}
-            for name, status, error, result in (("a.onnx", "failed", nan_error, figures),
-                                                ("b.onnx", "ok", None, exact.result()))]
+            for name, status, error, result in (("a.x", "failed", nan_error, figures),
+                                                ("b.x", "ok", None, exact.result()))]
     report = {"results": rows}
     table = result_rows(report)
     assert table[0][0] == "❌" and table[0][-2:] == ["n/a", "-"]
     assert table[1][0] == "✅" and table[1][-2:] == ["exact", "0"]
     assert len(plots(report)) == 1
     # a failed row fails the run even without gates; the exact one passes any agreement gate
-    assert gate_failures(report, None, None) == [f"a.onnx: {nan_error}"]
-    assert gate_failures(report, None, 1.0) == [f"a.onnx: {nan_error}"]
+    assert gate_failures(report, None, None) == [f"a.x: {nan_error}"]
+    assert gate_failures(report, None, 1.0) == [f"a.x: {nan_error}"]
 
 
 def test_drift_metrics_by_hand():
@@ -320,13 +325,13 @@ def _copy_without_manifest(artifact: Path, folder: Path) -> Path:
 
 @pytest.mark.parametrize("case, expected", [
     ("empty", "error: --data '{data}' holds no images (.jpg, .jpeg, .png, .webp, .bmp); pass a folder of images"),
-    ("outside", "error: labels [12] of --data are outside the 10 classes of mobilenet_v1_w0.25_32px_int8.onnx; "
+    ("outside", "error: labels [12] of --data are outside the 10 classes of {artifact.name}; "
                 "pass labels 0 to 9"),
     ("no-manifest", "error: no manifest {artifact}.json: pass an artifact written by `bbdeploy export`"),
     ("gate-without-labels", "error: --max-drop needs labels, and --data has none (images directly in the folder"),
 ])
 def test_bad_drift_input_is_one_line(case, expected, digits, digits_artifacts, tmp_path):
-    artifact = digits_artifacts[("onnx", "int8")]
+    artifact = digits_artifacts[(PLUMBING_TARGET, "int8")]
     data = tmp_path / "data"
     data.mkdir()
     extra = []

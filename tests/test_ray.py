@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bbdeploy.exporters.registry import TARGETS
 from tests.conftest import run_cli
 from tests.test_run import SMALL_MODEL
 
@@ -61,7 +62,7 @@ def test_ray_keeps_one_benchmark_per_device_while_devices_run_side_by_side(ray_c
     # the same sshd under another address (without the user name): another board to bbdeploy, whose
     # results are keyed by the address, so neither board's results are the other's cached ones
     other = {**board, "url": "ssh://" + sshd["device"].rpartition("@")[2]}
-    pipeline = {"models": [SMALL_MODEL], "targets": ["onnx", "openvino"],
+    pipeline = {"models": [SMALL_MODEL], "targets": [list(TARGETS)[0], list(TARGETS)[-1]],
                 "precisions": {"fp32": {}, "int8": {"min_cosine": 0.0}}, "calibration": {"size": 8},
                 "validation": {"limit": 8}, "devices": {"board-a": board, "board-b": other, "board-c": board},
                 "bench": {"runs": 5, "warmup": 1, "min_time": 1.0}, "output": str(tmp_path / "out")}

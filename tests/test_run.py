@@ -12,7 +12,8 @@ import yaml
 from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.run.example import EXAMPLE
 from bbdeploy.run.pipeline_file import load_pipeline, parse_pipeline
-from tests.conftest import run_cli
+from tests.conftest import PLUMBING_TARGET, run_cli
+from tests.target_checks import target_checks
 
 SMALL_MODEL = {"name": "mobilenet_v1", "weights": "random", "width": 0.25, "input_size": 32}
 QUICK_BENCH = {"runs": 3, "warmup": 1, "min_time": 0}
@@ -66,8 +67,8 @@ BAD_PIPELINES = {
                    r"^error: FILE:3: bench\.runs: 'many' is a str; pass an integer$"),
     "unknown model": ("models:\n  - name: mobilenet_v9\n",
                       r"^error: FILE:2: models\.0\.name: unknown backbone 'mobilenet_v9' \(did you mean "),
-    "unknown target": ("models: [mobilenet_v2]\ntargets: [onnx, tflight]\n",
-                       r"^error: FILE:2: targets\.1: unknown target 'tflight' \(did you mean 'tflite'\?\)"),
+    "unknown target": (f"models: [mobilenet_v2]\ntargets: [{PLUMBING_TARGET}, {PLUMBING_TARGET}x]\n",
+                       rf"^error: FILE:2: targets\.1: unknown target '{PLUMBING_TARGET}x' \(did you mean '{PLUMBING_TARGET}'\?\)"),
     "unknown top-level key": ("model: [mobilenet_v2]\n", r"^error: FILE:1: model: unknown key \(did you mean 'models'\?\)"),
     "bad device": ("models: [mobilenet_v2]\ndevices:\n  pi:\n    url: telnet://pi\n",
                    r"^error: FILE:4: devices\.pi\.url: 'telnet://pi' is not a device; pass url: local, "),
@@ -225,7 +226,7 @@ def test_a_failing_row_is_reported_and_the_others_finish(tmp_path):
     """One model's calibration folder is missing: its rows fail at export with the reason, the other
     model's rows are measured, exit 1."""
     pipeline = {"models": [SMALL_MODEL, {**SMALL_MODEL, "width": 0.5, "calibration": "no-such-folder"}],
-                "targets": ["onnx"], "precisions": {"int8": {"min_cosine": 0.0}}, "calibration": {"size": 8},
+                "targets": [PLUMBING_TARGET], "precisions": {"int8": {"min_cosine": 0.0}}, "calibration": {"size": 8},
                 "validation": {"limit": 16}, "devices": {"local": {}}, "bench": QUICK_BENCH,
                 "output": str(tmp_path / "out")}
     code, report, stderr, _ = _run(_write(tmp_path, pipeline))
@@ -241,7 +242,7 @@ def test_baseline_marks_a_slowed_artifact_as_a_regression(tmp_path):
     """The baseline is a real run at width 0.25 and 32 px; the same row (model, target, precision, device)
     at width 1.0 and 224 px is ~700x the MACs, slower by far more than either run's p50-to-p90 spread even
     beside the other test worker (at width 0.25 and 224 px, 1.2 ms against a p90 of 5.3 ms once did not)."""
-    pipeline = {"models": [SMALL_MODEL], "targets": ["onnx"], "precisions": ["fp32"],
+    pipeline = {"models": [SMALL_MODEL], "targets": [PLUMBING_TARGET], "precisions": ["fp32"],
                 "validation": {"limit": 8}, "devices": {"local": {}}, "bench": {**QUICK_BENCH, "runs": 20},
                 "output": str(tmp_path / "before")}
     code, before, stderr, _ = _run(_write(tmp_path, pipeline))
@@ -266,7 +267,7 @@ def test_an_unreachable_device_fails_its_rows_and_the_others_finish(tmp_path):
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
-    pipeline = {"models": [SMALL_MODEL], "targets": ["onnx"], "precisions": ["fp32"], "validation": {"limit": 8},
+    pipeline = {"models": [SMALL_MODEL], "targets": [PLUMBING_TARGET], "precisions": ["fp32"], "validation": {"limit": 8},
                 "devices": {"local": {}, "gone": {"url": f"ssh://nobody@127.0.0.1:{closed}",
                                                   "ssh_options": ["ConnectTimeout=5", "BatchMode=yes"]}},
                 "bench": QUICK_BENCH, "output": str(tmp_path / "out")}
@@ -282,14 +283,17 @@ def test_an_unreachable_device_fails_its_rows_and_the_others_finish(tmp_path):
 
 @pytest.mark.long(seconds=50)
 def test_drift_is_measured_on_each_device_and_emulated_latency_is_never_compared(on_board, tmp_path):
-    """local + qemu://pi5: each row's drift is its device's own (OpenVINO computes an fp32 IR in f16 on
-    a Cortex-A76 by default, in f32 or bf16 here), the board's rows are marked emulated, carry no
+    """local + qemu://pi5: each row's drift is its device's own (a target whose runtime picks another
+    precision on the board, EXEC_PRECISION_ON_PI5 in its test module: OpenVINO computes an fp32 IR in f16
+    on a Cortex-A76 by default, in f32 or bf16 here), the board's rows are marked emulated, carry no
     latency for speed-ups, and its recommendation is by agreement; a rerun is answered from the cache."""
     import platform
 
     from bbdeploy.run.report import EMULATED_NOTE
 
-    pipeline = {"models": [SMALL_MODEL], "targets": ["openvino"],
+    target = next(name for name in TARGETS if getattr(target_checks(name), "EXEC_PRECISION_ON_PI5", None))
+    checks = target_checks(target)
+    pipeline = {"models": [SMALL_MODEL], "targets": [target],
                 "precisions": {"fp32": {}, "int8": {"min_cosine": 0.0}}, "calibration": {"size": 8},
                 "validation": {"limit": 8}, "devices": {"local": {}, "pi5": {"url": "qemu://pi5"}},
                 "bench": QUICK_BENCH, "output": str(tmp_path / "out")}
@@ -307,9 +311,9 @@ def test_drift_is_measured_on_each_device_and_emulated_latency_is_never_compared
             assert (measured_on["name"], measured_on["machine"], measured_on["emulated"]) == ("qemu://pi5", "aarch64", True)
             assert row["emulated"] and row["latency_ms"] is None and row["speedup_vs_fp32"] is None
             assert row["emulated_latency_ms"]["p50"] > 0
-    assert rows[("openvino", "fp32", "pi5")]["drift"]["exec_precision"] == "f16"
-    assert rows[("openvino", "fp32", "local")]["drift"]["exec_precision"] in ("f32", "bf16")
-    assert rows[("openvino", "fp32", "pi5")]["drift"]["cosine"] != rows[("openvino", "fp32", "local")]["drift"]["cosine"]
+    assert rows[(target, "fp32", "pi5")]["drift"]["exec_precision"] == checks.EXEC_PRECISION_ON_PI5
+    assert rows[(target, "fp32", "local")]["drift"]["exec_precision"] == checks.exec_precision_reported(None)
+    assert rows[(target, "fp32", "pi5")]["drift"]["cosine"] != rows[(target, "fp32", "local")]["drift"]["cosine"]
     pi5, local = report["recommended"]["pi5"], report["recommended"]["local"]
     assert pi5["p50_ms"] is None and pi5["basis"].startswith("agreement on the emulated board")
     best = max((r for r in rows.values() if r["device"] == "pi5"), key=lambda r: r["drift"]["agreement_top1"])

@@ -19,6 +19,7 @@ from bbdeploy.run.jobs import ExportJob, export_options
 from bbdeploy.run.pipeline_file import bench_options, parse_pipeline
 from bbdeploy.schema import default_of, exposed_fields, flag_of, help_of, key_of
 from bbdeploy.targets.bench import BenchOptions
+from tests.conftest import PLUMBING_TARGET
 
 COMMAND = {QuantOptions: "export", QATOptions: "export", BenchOptions: "bench"}
 SECTION = {QuantOptions: ("precisions", "int8"), QATOptions: ("precisions", "int8-qat"), BenchOptions: ("bench",)}
@@ -86,7 +87,7 @@ def _other_value(cls, name: str):
 
 
 def _pipeline_with(cls, key: str | None, value) -> dict:
-    data = {"models": ["mobilenet_v2"], "targets": ["onnx"],
+    data = {"models": ["mobilenet_v2"], "targets": [PLUMBING_TARGET],
             "precisions": {"int8": {}, "int8-qat": {"train_data": QAT_DATA}},
             "devices": {"local": {}}}
     if key is not None:

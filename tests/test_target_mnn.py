@@ -172,5 +172,10 @@ def test_mnn_conversions_at_once_each_compute_their_own_model(tmp_path):
     assert max(differences) < 1e-4, differences
 
 
+def exec_precision_reported(requested: str | None) -> str | None:
+    """MNN's "normal" mode by default (not read back: None), "high" (f32) when f32 is pinned."""
+    return {None: None, "f32": "f32"}[requested]
+
+
 def check_local_bench_row(row: dict) -> None:
     assert row["runtime"] == "MNN" and row["xnnpack"] is None, row  # MNN runs its own CPU kernels

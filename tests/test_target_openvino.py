@@ -7,6 +7,8 @@ import json
 
 from tests.conftest import run_cli
 
+FAILS_ON_PI4 = "RuntimeError: object is not initialized"  # int8 IRs under qemu's Cortex-A72 (OpenVINO 2026.4)
+EXEC_PRECISION_ON_PI5 = "f16"  # an fp32 IR on a Cortex-A76 (measured on the emulated board; a real Pi 5 alike)
 LITE0_INT8 = (0.857, 0.962, 0.9915, 17.4)  # measured as tests/test_int8.py says; NNCF lags onnxruntime on the same GPTQ weights
 
 
@@ -33,14 +35,15 @@ def check_keep_float(row: dict) -> None:
 
 def check_local_bench_row(row: dict) -> None:
     # OpenVINO reports what it computed float parts in (bf16 by default on CPUs with native bf16)
-    assert row["exec_precision"] == _default_precision()
+    assert row["exec_precision"] == exec_precision_reported(None)
 
 
-def _default_precision() -> str:
-    """What OpenVINO's CPU plugin picks by default on this machine, asked of OpenVINO directly."""
+def exec_precision_reported(requested: str | None) -> str:
+    """What was asked for, or by default what OpenVINO's CPU plugin picks on this machine, asked of
+    OpenVINO directly."""
     import openvino as ov
 
-    return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    return requested or ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
 
 
 def test_exec_precision_pins_what_openvino_computes_in(small_artifacts):

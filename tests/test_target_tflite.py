@@ -62,6 +62,12 @@ def check_real_lite0_fp32(manifest: dict) -> None:
     assert manifest["ops"] == {"CONV_2D": 33, "DEPTHWISE_CONV_2D": 16, "ADD": 9, "MEAN": 1, "FULLY_CONNECTED": 1}
 
 
+def check_feature_outputs(row: dict) -> None:
+    """test_features: NHWC feature maps with no layout shuffle at the end of the float graph."""
+    if row["precision"] == "fp32":
+        assert "TRANSPOSE" not in row["ops"], row["ops"]
+
+
 def check_fp16(row: dict) -> None:
     assert row["ops"]["DEQUANTIZE"] > 0  # TFLite fp16: fp16 weights dequantized at load
 
@@ -99,7 +105,11 @@ def test_the_headline_command_with_a_local_checkpoint_reports_figures_that_mean_
     assert "random weights" not in result.stderr and "os.fork()" not in result.stderr
 
 
+def exec_precision_reported(requested: str | None) -> None:
+    return None  # LiteRT has no execution-precision setting
+
+
 def check_local_bench_row(row: dict) -> None:
-    assert row["exec_precision"] is None  # LiteRT has no execution-precision setting
+    assert row["exec_precision"] is None
     if row["precision"] == "fp32":
         assert row["xnnpack"] == {"applied": True, "partitions": 1}  # one XNNPACK partition: all of the graph

@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bbdeploy.exporters.registry import TARGETS
+
 ROOT = Path(__file__).resolve().parent.parent
 TORCH = "torch==2.13.0"  # the CPU build, installed first as the Makefile does (see README)
+PAIR = [list(TARGETS)[0], list(TARGETS)[-1]]  # two targets of the table, the first and the last
 
 
 def _source_modules() -> list[str]:
@@ -73,12 +76,12 @@ def test_the_installed_wheel_exports_drifts_and_benches(tmp_path, photos, offlin
 
     offline_guard.env["BBDEPLOY_OFFLINE"] = "1"
     rows = json.loads(bbdeploy("export", "mobilenet_v3_small", "--weights", "random", "--input-size", "64",
-                               "--target", "onnx,openvino", "--int8", "--calib-size", "8", "--min-cosine", "0.5",
+                               "--target", ",".join(PAIR), "--int8", "--calib-size", "8", "--min-cosine", "0.5",
                                "--output", "out", "--json"))
     assert [(row["target"], row["status"], row["parity"]["passed"]) for row in rows] == [
-        ("onnx", "exported", True), ("openvino", "exported", True)], rows
+        (name, "exported", True) for name in PAIR], rows
     artifacts = [row["artifact"] for row in rows]
-    assert Path(work / artifacts[0]).is_file() and Path(artifacts[0]).name == "mobilenet_v3_small_64px_int8.onnx"
+    assert Path(work / artifacts[0]).is_file() and Path(artifacts[0]).name == f"mobilenet_v3_small_64px_int8{TARGETS[PAIR[0]].suffix}"
 
     report = json.loads(bbdeploy("drift", *artifacts, "--data", "photos", "--json"))
     assert report["data"]["images"] == 6 and all(r["agreement_top1"] is not None for r in report["results"])
