@@ -11,62 +11,17 @@ distance of each int8 artifact from fp32 in points. Takes about 20 minutes on 2 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
 
 from int8_speed import cpu_int8_features
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout: tests/digits.py
+from tests.digits import train_on_digits, write_digits  # noqa: E402
+
 BACKBONE, WIDTH, SIZE = "mobilenet_v3_small", 0.75, 32
-
-
-def write_digits(root: Path) -> None:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    order = np.random.default_rng(0).permutation(len(data.images))
-    for part, indices in (("train", order[:1400]), ("test", order[1400:])):
-        for index in indices:
-            folder = root / part / str(data.target[index])
-            folder.mkdir(parents=True, exist_ok=True)
-            pixels = (data.images[index] / 16 * 255).astype(np.uint8)
-            Image.fromarray(pixels).resize((SIZE, SIZE), Image.BILINEAR).convert("RGB").save(folder / f"{index:04d}.png")
-
-
-def train_float(root: Path) -> Path:
-    import bbdeploy
-    from bbdeploy.backbones import resolve
-    from bbdeploy.data.photos import load_image, preprocess_image
-
-    torch.manual_seed(0)
-    preprocess = resolve(BACKBONE).preprocess
-    paths = sorted((root / "train").rglob("*.png"))
-    images = torch.from_numpy(np.stack([preprocess_image(load_image(p), preprocess, SIZE) for p in paths]))
-    labels = torch.tensor([int(p.parent.name) for p in paths])
-    model = bbdeploy.create_backbone(BACKBONE, width=WIDTH, num_classes=10)
-    epochs, batch = 15, 64
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-2, total_steps=epochs * -(-len(images) // batch))
-    model.train()
-    for _ in range(epochs):
-        for index in torch.randperm(len(images)).split(batch):
-            loss = torch.nn.functional.cross_entropy(model(images[index]), labels[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    for module in model.modules():  # batch-norm statistics of the final weights
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    with torch.no_grad():
-        model(images)
-    path = root / "digits.pth"
-    torch.save(model.eval().state_dict(), path)
-    return path
 
 
 def main() -> None:
@@ -79,8 +34,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None)
     out = parser.parse_args().output or Path(tempfile.mkdtemp(prefix="qat-digits-"))
     print(f"CPU int8 features: {cpu_int8_features()}; output in {out}")
-    write_digits(out / "digits")
-    checkpoint = train_float(out / "digits")
+    write_digits(out / "digits", SIZE)
+    checkpoint = train_on_digits(out / "digits", BACKBONE, WIDTH, SIZE, epochs=15)
     train = str(out / "digits" / "train")
     artifacts = []
     for precision, qat in (("fp32", None), ("int8", None), ("int8", QATOptions(train_data=train, epochs=2, lr=1e-4))):

@@ -22,25 +22,33 @@ class Row:
 
 
 @dataclass
-class ExportRow(Row):
-    target: str | None = None
-    precision: str | None = None
-    artifact: str | None = None  # None: nothing was converted
-    manifest: str | None = None
-    input: dict | None = None
-    output: dict | None = None
-    preprocess: dict | None = None
-    parity: dict | None = None
-    ops: dict | None = None
-    timings: dict | None = None
-    bytes: int | None = None
+class ArtifactRow(Row):
+    """A row about one artifact (export: None where nothing was converted)."""
 
-
-@dataclass
-class BenchRow(Row):
     artifact: str | None = None
     target: str | None = None
     precision: str | None = None
+
+
+# what an export row repeats of its manifest (None each where nothing was converted)
+FROM_MANIFEST = ("input", "output", "preprocess", "parity", "ops", "timings")
+
+
+@dataclass
+class ExportRow(ArtifactRow):
+    manifest: str | None = None  # its path
+    bytes: int | None = None  # of all its files
+    described: dict = field(default_factory=dict)  # the manifest's FROM_MANIFEST entries
+
+    def to_json(self) -> dict:
+        """The manifest's entries at the top level, as export has always printed them."""
+        row = dataclasses.asdict(self)
+        described = row.pop("described")
+        return {**row, **{key: described.get(key) for key in FROM_MANIFEST}}
+
+
+@dataclass
+class BenchRow(ArtifactRow):
     backbone: str | None = None
     exec_precision: str | None = None
     threads: int | None = None
@@ -60,10 +68,7 @@ class BenchRow(Row):
 
 
 @dataclass
-class DriftRow(Row):
-    artifact: str | None = None
-    target: str | None = None
-    precision: str | None = None
+class DriftRow(ArtifactRow):
     backbone: str | None = None
     reference_accuracy_top1: float | None = None
     figures: dict = field(default_factory=dict)  # the comparison with the float model (drift's metrics)

@@ -15,8 +15,6 @@ import pytest
 import torch
 from PIL import Image
 
-from bbdeploy.backbones import resolve
-from bbdeploy.data.photos import load_image, preprocess_image
 from bbdeploy.data.folders import eval_data
 from bbdeploy.stages.drift import DriftOptions, drift, gate_failures
 from bbdeploy.stages.export import ExportOptions, export
@@ -24,7 +22,8 @@ from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.stages.metrics import DriftAccumulator, bootstrap_interval
 from bbdeploy.quantization.options import QuantOptions
 from bbdeploy.targets.runner import load as load_runner
-from tests.conftest import PLUMBING_TARGET, TINY, calibrated_checkpoint, run_cli
+from tests.conftest import PLUMBING_TARGET, TINY, calibrated_checkpoint, run_cli, shared_folder
+from tests.digits import digit_tensors, train_on_digits, write_digits
 from tests.target_checks import target_checks
 
 SECOND = list(TARGETS)[1]  # another target than the plumbing one
@@ -32,70 +31,40 @@ SECOND = list(TARGETS)[1]  # another target than the plumbing one
 BACKBONE, WIDTH, SIZE = "mobilenet_v1", 0.25, 32
 
 
+# the digits, the model trained on them and its artifacts are made once per suite run: the other xdist
+# worker finds them in the shared folder (tests/conftest.py shared_folder) and its exports cached
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory) -> Path:
     """scikit-learn's 1797 digits as 32x32 PNGs: train/<digit>/ (1400) and test/<digit>/ (397)."""
-    from sklearn.datasets import load_digits
-
-    root = tmp_path_factory.mktemp("digits")
-    data = load_digits()
-    order = np.random.default_rng(0).permutation(len(data.images))
-    for part, indices in (("train", order[:1400]), ("test", order[1400:])):
-        for index in indices:
-            folder = root / part / str(data.target[index])
-            folder.mkdir(parents=True, exist_ok=True)
-            pixels = (data.images[index] / 16 * 255).astype(np.uint8)
-            Image.fromarray(pixels).resize((SIZE, SIZE), Image.BILINEAR).convert("RGB").save(folder / f"{index:04d}.png")
+    with shared_folder(tmp_path_factory, "digits") as root:
+        if not (root / "test").is_dir():
+            write_digits(root, SIZE)
     return root
 
 
 def _tensors(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    preprocess = resolve(BACKBONE).preprocess
-    paths = sorted(folder.rglob("*.png"))
-    images = np.stack([preprocess_image(load_image(p), preprocess, SIZE) for p in paths])
-    return torch.from_numpy(images), torch.tensor([int(p.parent.name) for p in paths])
+    return digit_tensors(folder, BACKBONE, SIZE)
 
 
 @pytest.fixture(scope="session")
-def digits_checkpoint(digits) -> Path:
+def digits_checkpoint(digits, tmp_path_factory) -> Path:
     """MobileNetV1 x0.25 trained on the digits (about 96% held-out accuracy), saved as a state_dict."""
-    import bbdeploy
-
-    torch.manual_seed(0)
-    images, labels = _tensors(digits / "train")
-    model = bbdeploy.create_backbone(BACKBONE, width=WIDTH, num_classes=10)
-    epochs, batch = 10, 64
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-2, total_steps=epochs * -(-len(images) // batch))
-    model.train()
-    for _ in range(epochs):
-        for index in torch.randperm(len(images)).split(batch):
-            loss = torch.nn.functional.cross_entropy(model(images[index]), labels[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    for module in model.modules():  # batch-norm statistics of the final weights, not a running blend
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None
-    with torch.no_grad():
-        model(images)
-    path = digits / "digits.pth"
-    torch.save(model.eval().state_dict(), path)
-    return path
+    with shared_folder(tmp_path_factory, "digits-model"):
+        path = digits / "digits.pth"
+        return path if path.is_file() else train_on_digits(digits, BACKBONE, WIDTH, SIZE, epochs=10)
 
 
 @pytest.fixture(scope="session")
 def digits_artifacts(digits, digits_checkpoint, tmp_path_factory) -> dict[tuple[str, str], Path]:
-    out = tmp_path_factory.mktemp("artifacts")
     artifacts = {}
-    for precision in ("fp32", "int8"):
-        rows = export(ExportOptions(BACKBONE, width=WIDTH, weights=str(digits_checkpoint), input_size=SIZE,
-                                    output=out, precision=precision,
-                                    quant=QuantOptions(calib_data=str(digits / "train"), calib_size=128)))
-        assert [(row["target"], row["status"]) for row in rows] == [(t, "exported") for t in TARGETS], rows
-        artifacts.update({(row["target"], precision): Path(row["artifact"]) for row in rows})
+    with shared_folder(tmp_path_factory, "digits-artifacts") as out:
+        for precision in ("fp32", "int8"):
+            rows = export(ExportOptions(BACKBONE, width=WIDTH, weights=str(digits_checkpoint), input_size=SIZE,
+                                        output=out, precision=precision,
+                                        quant=QuantOptions(calib_data=str(digits / "train"), calib_size=128)))
+            assert [(row["target"], row["status"] in ("exported", "cached")) for row in rows] == [
+                (t, True) for t in TARGETS], rows
+            artifacts.update({(row["target"], precision): Path(row["artifact"]) for row in rows})
     return artifacts
 
 

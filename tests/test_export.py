@@ -178,6 +178,7 @@ def test_one_failing_target_does_not_stop_the_others(tmp_path, monkeypatch):
     assert re.fullmatch(r"RuntimeError: converter exploded( \(converter log: .*\.log\))?",
                         _row_of(broken_target.name, rows)["error"])
     assert not (tmp_path / f"mobilenet_v3_small_64px_fp32{broken_target.suffix}").exists()
+    assert len({tuple(row) for row in rows}) == 1, rows  # a failed row has every key an exported one has
 
 
 def test_interrupted_export_leaves_nothing_half_written(tmp_path, monkeypatch):

@@ -45,7 +45,9 @@ def ray_cluster():
         for command in (["--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}",
                          "--resources", json.dumps({"device:board-a": 1})],
                         [f"--address=127.0.0.1:{port}", "--num-cpus=1", "--resources", json.dumps({"device:board-b": 1})]):
-            done = subprocess.run([RAY, "start", *command, *node], env=env, capture_output=True, text=True)
+            # started in a folder of its own, as a node on another machine would be: a relative path
+            # that reached a worker unresolved would be taken from there
+            done = subprocess.run([RAY, "start", *command, *node], env=env, capture_output=True, text=True, cwd=temp)
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         yield f"127.0.0.1:{port}", {key: env[key] for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     finally:
@@ -56,7 +58,9 @@ def ray_cluster():
 @pytest.mark.long(seconds=120)
 def test_ray_keeps_one_benchmark_per_device_while_devices_run_side_by_side(ray_cluster, sshd, tmp_path):
     """Two boards the cluster declares (both the loopback sshd, so their benchmarks can overlap) and
-    one it does not: that one's rows fail with how to declare it, the others are measured."""
+    one it does not: that one is named at start, its rows fail with how to declare it, the others are
+    measured; the output folder is written relative to the pipeline file, though the cluster's nodes
+    were started in another folder."""
     options = sshd["options"][1::2]
     board = {"url": sshd["device"], "python": sys.executable, "ssh_options": options}
     # the same sshd under another address (without the user name): another board to bbdeploy, whose
@@ -65,13 +69,18 @@ def test_ray_keeps_one_benchmark_per_device_while_devices_run_side_by_side(ray_c
     pipeline = {"models": [SMALL_MODEL], "targets": [list(TARGETS)[0], list(TARGETS)[-1]],
                 "precisions": {"fp32": {}, "int8": {"min_cosine": 0.0}}, "calibration": {"size": 8},
                 "validation": {"limit": 8}, "devices": {"board-a": board, "board-b": other, "board-c": board},
-                "bench": {"runs": 5, "warmup": 1, "min_time": 1.0}, "output": str(tmp_path / "out")}
+                "bench": {"runs": 5, "warmup": 1, "min_time": 1.0}, "output": "out"}  # beside the file
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(pipeline))
     address, env = ray_cluster
     done = run_cli("run", str(path), "--executor", "ray", "--address", address, "--json", env=env, timeout=900)
     assert done.returncode == 1, done.stderr[-3000:]
+    # said at start, before the first job: the undeclared board, and that the rest runs
+    assert "warning: the Ray cluster has no resource device:board-c: the rows of board-c will fail" in " ".join(
+        done.stderr.split()), done.stderr[-3000:]
     report = json.loads(done.stdout)
+    assert (tmp_path / "out" / "report.json").is_file() and all(
+        Path(row["artifact"]).is_relative_to(tmp_path / "out") for row in report["rows"] if row["artifact"])
     measured = [r for r in report["rows"] if r["device"] != "board-c"]
     assert len(measured) == 8 and all(r["status"] == "ok" for r in measured), measured
     for row in (r for r in report["rows"] if r["device"] == "board-c"):

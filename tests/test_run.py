@@ -112,7 +112,25 @@ def test_every_example_line_of_the_init_file_loads_uncommented():
                                                          "adb://SERIAL"]
     assert pipeline.devices[2].ssh_options == ("IdentityFile=~/.ssh/id_ed25519",)
     assert [p.name for p in pipeline.precisions] == ["fp32", "int8", "int8-qat"]
-    assert (pipeline.validation.labels, pipeline.validation.limit, pipeline.validation.max_drop) == ("labels.csv", 1000, 1.0)
+    assert (pipeline.validation.labels, pipeline.validation.limit, pipeline.validation.max_drop) == (
+        str(Path.cwd() / "labels.csv"), 1000, 1.0)  # a path of the pipeline, absolute from load on
+
+
+def test_every_path_is_absolute_from_load_on(tmp_path, monkeypatch):
+    """Paths are resolved once, at load: those written in a file from the file's folder, the default
+    output from the folder `bbdeploy run` starts in. A job that runs in another folder (a Ray worker
+    started elsewhere) gets the same absolute paths."""
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    (folder / "pipeline.yaml").write_text("models: [{name: mobilenet_v2, weights: ckpt/m.pth, calibration: calib}]\n"
+                                          "validation: {data: photos, labels: labels.csv}\noutput: out\n")
+    monkeypatch.chdir(tmp_path)
+    pipeline = load_pipeline("lab/pipeline.yaml")
+    (model,) = pipeline.models
+    assert (model.weights, model.calibration) == (str(folder / "ckpt" / "m.pth"), str(folder / "calib"))
+    assert (pipeline.validation.data, pipeline.validation.labels) == (str(folder / "photos"), str(folder / "labels.csv"))
+    assert pipeline.output == str(folder / "out")
+    assert load_pipeline(None).output == str(tmp_path / "bbdeploy-run")  # the built-in default, from here
 
 
 def test_parse_reads_lists_and_mappings_alike():

@@ -332,7 +332,8 @@ def run(
         raise BBDeployError("--fail-on-regression compares with a baseline; pass --baseline OLD/report.json too")
     with console.status("running the pipeline") as status:
         outcomes = execute(RunOptions(pipeline, jobs=jobs, executor=executor, address=address),
-                           say=lambda message: status.update(message))
+                           say=lambda message: status.update(message),
+                           warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}", soft_wrap=True))
     report = build_report(pipeline, outcomes, old)
     page = write_run_report(report, Path(pipeline.output))
     print_run_table(console, pipeline.source, report)

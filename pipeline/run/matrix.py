@@ -72,12 +72,18 @@ def _undeclared(device: DeviceSpec) -> dict:
                            f"{device.url} with --resources='{{\"device:{device.name}\": 1}}'")
 
 
-def execute(options: RunOptions, say: Callable[[str], None] = lambda message: None) -> Outcomes:
-    """Run every job of the pipeline; bad input raises before anything is written."""
+def execute(options: RunOptions, say: Callable[[str], None] = lambda message: None,
+            warn: Callable[[str], None] = lambda message: None) -> Outcomes:
+    """Run every job of the pipeline; bad input raises before anything is written. What is known to
+    fail before the first job (a device the Ray cluster does not declare) is said through `warn` at
+    start, and the rest runs."""
     pipeline = options.pipeline
     _check_validation(pipeline)
     devices = {device.name: device for device in pipeline.devices}
     executor = _open_executor(options, list(devices))
+    for name in getattr(executor, "missing_devices", ()):
+        warn(f"the Ray cluster has no resource device:{name}: the rows of {name} will fail (start a node that "
+             f"reaches {devices[name].url} with --resources='{{\"device:{name}\": 1}}'); running the others")
     try:
         output = Path(pipeline.output).expanduser()
         output.mkdir(parents=True, exist_ok=True)

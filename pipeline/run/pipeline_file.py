@@ -153,11 +153,15 @@ def load_pipeline(path: str | Path | None) -> Pipeline:
     if not file.is_file():
         raise BBDeployError(f"pipeline file {str(path)!r} does not exist; pass a YAML file "
                             "(`bbdeploy init` writes an example) or none for the built-in default")
-    return parse_pipeline(file.read_text(encoding="utf-8"), str(path), base=file.parent)
+    return parse_pipeline(file.read_text(encoding="utf-8"), str(path), base=file.parent.resolve())
 
 
 def parse_pipeline(text: str, source: str, base: Path | None = None) -> Pipeline:
-    """Validate and build; relative paths in the file are taken relative to the file's folder."""
+    """Validate and build. Every path is made absolute here, once: relative paths in the file are taken
+    relative to the file's folder (`base`; None: the current folder), and the default output folder
+    relative to the current folder, so that a job run elsewhere (a Ray worker started in another
+    folder, or on another machine) reads and writes where the user meant."""
+    base = Path(base or Path.cwd()).absolute()
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -174,8 +178,7 @@ def parse_pipeline(text: str, source: str, base: Path | None = None) -> Pipeline
         raise where.error((), "a pipeline is a mapping of sections (models, targets, precisions, ...)")
     _unknown_keys(data, _TOP_KEYS, (), where)
     default = parse_pipeline(EXAMPLE, "built-in default") if source != "built-in default" else None
-    relative = (lambda value: value if value is None or Path(value).expanduser().is_absolute() or base is None
-                else str(base / value))
+    relative = (lambda value: value if value is None else str(base / Path(value).expanduser()))
     models = tuple(dataclasses.replace(model, calibration=relative(model.calibration),
                                        weights=model.weights if model.weights in ("imagenet", "random")
                                        else relative(model.weights))
@@ -197,7 +200,7 @@ def parse_pipeline(text: str, source: str, base: Path | None = None) -> Pipeline
     if not isinstance(output, str) or not output:
         raise where.error(("output",), f"{output!r} is not a folder name; pass a path such as bbdeploy-run")
     return Pipeline(models, targets, precisions, calibration, validation, devices, bench,
-                    relative(output) if "output" in data else output, source)
+                    relative(output) if "output" in data else str(Path(output).absolute()), source)
 
 
 def _unknown_keys(mapping: dict, allowed, path: tuple, where: _Where) -> None:

@@ -36,7 +36,7 @@ from bbdeploy.quantization.options import QATOptions, QuantOptions
 from bbdeploy.quantization.qat import QATRun, is_main_process, world_size
 from bbdeploy.quantization.training_data import training_set
 from bbdeploy.quiet import captured_output
-from bbdeploy.rows import ExportRow, failed
+from bbdeploy.rows import FROM_MANIFEST, ExportRow, failed
 from bbdeploy.stages.build import Built, backbone_spec, build, input_size
 from bbdeploy.stages.manifest import (SCHEMA, code_digest, file_entry, files_intact, manifest_path, now, read_manifest,
                                       stage_id, tool_versions, write_json_atomic)
@@ -361,7 +361,6 @@ def _verdict(parity: dict, precision: str, min_cosine: float) -> dict:
 
 def _row(manifest: dict, artifact: Path, status: str) -> dict:
     return ExportRow(status=status, error=None, artifact=str(artifact), manifest=str(manifest_path(artifact)),
-                     target=manifest["target"], precision=manifest["precision"], input=manifest["input"],
-                     output=manifest["output"], preprocess=manifest["preprocess"], parity=manifest["parity"],
-                     ops=manifest["ops"], timings=manifest["timings"],
-                     bytes=sum(f["bytes"] for f in manifest["files"])).to_json()
+                     target=manifest["target"], precision=manifest["precision"],
+                     bytes=sum(f["bytes"] for f in manifest["files"]),
+                     described={key: manifest[key] for key in FROM_MANIFEST}).to_json()
