@@ -12,6 +12,7 @@ only: `bbdeploy --help` imports the dataclasses that use it.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 
 _DEFAULT = object()
@@ -81,7 +82,7 @@ def yaml_types(annotation) -> object:
     """What a YAML value may be for a field of this type: str, int, bool, list or (int, float)."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     base = typing.get_origin(annotation)
-    if base in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+    if base in (typing.Union, types.UnionType) and len(args) == 1:  # X | None
         return yaml_types(args[0])
     if base in (tuple, list) or annotation in (tuple, list):
         return list

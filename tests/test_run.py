@@ -69,6 +69,8 @@ BAD_PIPELINES = {
                       r"^error: FILE:2: models\.0\.name: unknown backbone 'mobilenet_v9' \(did you mean "),
     "unknown target": (f"models: [mobilenet_v2]\ntargets: [{PLUMBING_TARGET}, {PLUMBING_TARGET}x]\n",
                        rf"^error: FILE:2: targets\.1: unknown target '{PLUMBING_TARGET}x' \(did you mean '{PLUMBING_TARGET}'\?\)"),
+    "bad exec precision": ("models: [mobilenet_v2]\nbench:\n  exec_precision: f64\n",
+                           r"^error: FILE:3: bench\.exec_precision: unknown 'f64'; pass one of default, "),
     "unknown top-level key": ("model: [mobilenet_v2]\n", r"^error: FILE:1: model: unknown key \(did you mean 'models'\?\)"),
     "bad device": ("models: [mobilenet_v2]\ndevices:\n  pi:\n    url: telnet://pi\n",
                    r"^error: FILE:4: devices\.pi\.url: 'telnet://pi' is not a device; pass url: local, "),

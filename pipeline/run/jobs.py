@@ -54,9 +54,7 @@ class ExportJob:
 
 def export_options(job: ExportJob):
     """The ExportOptions of `bbdeploy export` that this job stands for."""
-    from bbdeploy.quantization.options import QuantOptions
-    from bbdeploy.quantization.options import QATOptions
-
+    from bbdeploy.quantization.options import QATOptions, QuantOptions
     from bbdeploy.stages.export import ExportOptions
     from bbdeploy.stages.parity import DEFAULT_MIN_COSINE
 

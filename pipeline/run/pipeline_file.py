@@ -17,7 +17,7 @@ from bbdeploy.errors import BBDeployError, did_you_mean
 from bbdeploy.run.example import EXAMPLE
 from bbdeploy.quantization.options import QATOptions, QuantOptions
 from bbdeploy.schema import exposed_fields, file_keys, key_of
-from bbdeploy.targets.bench import BenchOptions
+from bbdeploy.targets.bench import BenchOptions, check_exec_precision
 from bbdeploy.targets.devices import KINDS
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-qat")
@@ -196,6 +196,10 @@ def parse_pipeline(text: str, source: str, base: Path | None = None) -> Pipeline
     for key in ("threads", "runs"):
         if getattr(bench, key) < 1:
             raise where.error(("bench", key), f"{getattr(bench, key)} must be at least 1")
+    try:
+        check_exec_precision(bench.exec_precision)
+    except BBDeployError as error:
+        raise where.error(("bench", "exec_precision"), str(error).replace("--exec-precision ", "")) from None
     output = data.get("output", "bbdeploy-run")
     if not isinstance(output, str) or not output:
         raise where.error(("output",), f"{output!r} is not a folder name; pass a path such as bbdeploy-run")
