@@ -71,6 +71,8 @@ BAD_PIPELINES = {
                        rf"^error: FILE:2: targets\.1: unknown target '{PLUMBING_TARGET}x' \(did you mean '{PLUMBING_TARGET}'\?\)"),
     "bad exec precision": ("models: [mobilenet_v2]\nbench:\n  exec_precision: f64\n",
                            r"^error: FILE:3: bench\.exec_precision: unknown 'f64'; pass one of default, "),
+    "bad int8 choice": ("models: [mobilenet_v2]\nprecisions:\n  int8:\n    calib_method: kl\n",
+                        r"^error: FILE:4: precisions\.int8\.calib_method: unknown calib_method 'kl'; pass one of "),
     "unknown top-level key": ("model: [mobilenet_v2]\n", r"^error: FILE:1: model: unknown key \(did you mean 'models'\?\)"),
     "bad device": ("models: [mobilenet_v2]\ndevices:\n  pi:\n    url: telnet://pi\n",
                    r"^error: FILE:4: devices\.pi\.url: 'telnet://pi' is not a device; pass url: local, "),

@@ -14,17 +14,21 @@ import typer.main
 import yaml
 
 from bbdeploy.cli import app
-from bbdeploy.quantization.options import QATOptions, QuantOptions
-from bbdeploy.run.jobs import ExportJob, export_options
-from bbdeploy.run.pipeline_file import bench_options, parse_pipeline
+from bbdeploy.quantization.options import (CALIB_METHODS, DEVICES, DISTILL_LOSSES, IO_TYPES, WEIGHT_ROUNDINGS,
+                                           QATOptions, QuantOptions)
+from bbdeploy.run.jobs import ExportJob, bench_options, export_options
+from bbdeploy.run.pipeline_file import parse_pipeline
 from bbdeploy.schema import default_of, exposed_fields, flag_of, help_of, key_of
-from bbdeploy.targets.bench import BenchOptions
+from bbdeploy.targets.bench import EXEC_PRECISION_CHOICES, BenchOptions
 from tests.conftest import PLUMBING_TARGET
 
 COMMAND = {QuantOptions: "export", QATOptions: "export", BenchOptions: "bench"}
 SECTION = {QuantOptions: ("precisions", "int8"), QATOptions: ("precisions", "int8-qat"), BenchOptions: ("bench",)}
 OPTION_SETS = list(COMMAND)
 QAT_DATA = "photos"  # an int8-qat precision needs train_data
+CHOICES = {(QuantOptions, "calib_method"): CALIB_METHODS, (QuantOptions, "weight_rounding"): WEIGHT_ROUNDINGS,
+           (QuantOptions, "io"): IO_TYPES, (QATOptions, "distill"): DISTILL_LOSSES, (QATOptions, "device"): DEVICES,
+           (BenchOptions, "exec_precision"): EXEC_PRECISION_CHOICES}
 
 
 def _params(command: str) -> dict:
@@ -67,10 +71,12 @@ def test_every_flag_of_bench_is_a_field():
 
 def _other_value(cls, name: str):
     """A value unlike the default, valid where the loader checks it."""
-    if name == "device":
+    if (cls, name) == (BenchOptions, "device"):
         return "ssh://pi@192.168.1.20"
     if name == "ssh_options":
         return ["Port=2222"]
+    if (cls, name) in CHOICES:  # checked at load: another of its choices (not cuda: no GPU here)
+        return next(c for c in CHOICES[cls, name] if c not in (default_of(cls, name), "cuda"))
     annotation = typing.get_type_hints(cls)[name]
     optional = [a for a in typing.get_args(annotation) if a is not type(None)]
     kind = optional[0] if type(None) in typing.get_args(annotation) else annotation  # X | None: X

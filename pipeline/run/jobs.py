@@ -18,9 +18,8 @@ from pathlib import Path
 from bbdeploy.errors import BBDeployError
 from bbdeploy.rows import BenchRow, ExportRow, Outcome, failed
 from bbdeploy.stages.manifest import code_digest, read_manifest, stage_id, tool_versions, write_json_atomic
-from bbdeploy.run.pipeline_file import (BenchSpec, CalibrationSpec, DeviceSpec, ModelSpec, PrecisionSpec, ValidationSpec,
-                                        bench_options)
-from bbdeploy.schema import file_keys
+from bbdeploy.run.pipeline_file import BenchSpec, CalibrationSpec, DeviceSpec, ModelSpec, PrecisionSpec, ValidationSpec
+from bbdeploy.schema import exposed_fields, file_keys, key_of
 
 BUILTIN_VALIDATION_IMAGES = 112  # as many as int8 parity uses (crops of the built-in evaluation photos)
 BUILTIN_VALIDATION_SIDE = 320  # pixels: above every zoo input size's resize
@@ -163,6 +162,20 @@ def device_identity(device: DeviceSpec) -> dict:
     from bbdeploy.targets.devices import device_identity as identity
 
     return identity(device.url)
+
+
+def bench_options(device: DeviceSpec, bench: BenchSpec, artifacts: list[Path]):
+    """The BenchOptions of a device entry and the bench section, field by field as the schema maps them."""
+    from bbdeploy.targets.bench import BenchOptions
+
+    values = {}
+    for entry in exposed_fields(BenchOptions):
+        key = key_of(BenchOptions, entry.name)
+        if key is not None:
+            values[entry.name] = getattr(device, key.rpartition(".")[2]) if key.startswith("devices.") else getattr(bench, key)
+    binary = values["benchmark_binary"]
+    return BenchOptions(artifacts=artifacts, **{**values, "ssh_options": list(values["ssh_options"]),
+                                                "benchmark_binary": Path(binary) if binary else None})
 
 
 def run_bench(job: BenchJob) -> dict:

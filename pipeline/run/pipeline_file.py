@@ -14,9 +14,10 @@ from pathlib import Path
 import yaml
 
 from bbdeploy.errors import BBDeployError, did_you_mean
+from bbdeploy.run.file_positions import Where
 from bbdeploy.run.example import EXAMPLE
 from bbdeploy.quantization.options import QATOptions, QuantOptions
-from bbdeploy.schema import exposed_fields, file_keys, key_of
+from bbdeploy.schema import file_keys, flag_of
 from bbdeploy.targets.bench import BenchOptions, check_exec_precision
 from bbdeploy.targets.devices import KINDS
 
@@ -116,35 +117,6 @@ _BENCH_KEYS = _types(BenchOptions)
 _TOP_KEYS = ("models", "targets", "precisions", "calibration", "validation", "devices", "bench", "output")
 
 
-class _Where:
-    """Line numbers of the parsed YAML, by key path, for error messages."""
-
-    def __init__(self, source: str, node: yaml.Node | None):
-        self.source = source
-        self.lines: dict[tuple, int] = {}
-        if node is not None:
-            self._walk(node, ())
-
-    def _walk(self, node: yaml.Node, path: tuple) -> None:
-        self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                self.lines[(*path, key.value)] = key.start_mark.line + 1
-                self._walk(value, (*path, key.value))
-                self.lines[(*path, key.value)] = key.start_mark.line + 1  # the key's line, not its value's
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                self._walk(item, (*path, index))
-
-    def error(self, path: tuple, message: str) -> BBDeployError:
-        for cut in range(len(path), -1, -1):  # the nearest key that has a line
-            if path[:cut] in self.lines:
-                line = self.lines[path[:cut]]
-                break
-        key = ".".join(str(part) for part in path) or "(top level)"
-        return BBDeployError(f"{self.source}:{line}: {key}: {message}")
-
-
 def load_pipeline(path: str | Path | None) -> Pipeline:
     """The pipeline in `path`, validated; None: the built-in default (EXAMPLE)."""
     if path is None:
@@ -171,7 +143,7 @@ def parse_pipeline(text: str, source: str, base: Path | None = None) -> Pipeline
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise BBDeployError(f"{source}{line}: not valid YAML ({problem}); fix the file or run "
                             "`bbdeploy init` for an example") from None
-    where = _Where(source, node)
+    where = Where(source, node)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -207,14 +179,14 @@ def parse_pipeline(text: str, source: str, base: Path | None = None) -> Pipeline
                     relative(output) if "output" in data else str(Path(output).absolute()), source)
 
 
-def _unknown_keys(mapping: dict, allowed, path: tuple, where: _Where) -> None:
+def _unknown_keys(mapping: dict, allowed, path: tuple, where: Where) -> None:
     for key in mapping:
         if key not in allowed:
             raise where.error((*path, key), f"unknown key{did_you_mean(str(key), allowed)}; "
                                             f"allowed here: {', '.join(allowed) or 'none'}")
 
 
-def _typed(value, expected, path: tuple, where: _Where):
+def _typed(value, expected, path: tuple, where: Where):
     if value is None:
         return None
     if isinstance(value, bool) and expected is not bool and bool not in (expected if isinstance(expected, tuple) else (expected,)):
@@ -231,7 +203,7 @@ def _type_name(expected) -> str:
     return names.get(expected, str(expected))
 
 
-def _mapping(data: dict, key: str, path: tuple, where: _Where) -> dict:
+def _mapping(data: dict, key: str, path: tuple, where: Where) -> dict:
     value = data.get(key)
     if value is None:
         return {}
@@ -240,14 +212,14 @@ def _mapping(data: dict, key: str, path: tuple, where: _Where) -> dict:
     return value
 
 
-def _section(data: dict, name: str, keys: dict, spec_type, where: _Where):
+def _section(data: dict, name: str, keys: dict, spec_type, where: Where):
     section = _mapping(data, name, (), where)
     _unknown_keys(section, keys, (name,), where)
     values = {key: _typed(value, keys[key], (name, key), where) for key, value in section.items()}
     return spec_type(**{key: value for key, value in values.items() if value is not None})
 
 
-def _models(data: dict, where: _Where, default: Pipeline | None) -> tuple[ModelSpec, ...]:
+def _models(data: dict, where: Where, default: Pipeline | None) -> tuple[ModelSpec, ...]:
     from bbdeploy.backbones import resolve
 
     if "models" not in data:
@@ -274,7 +246,7 @@ def _models(data: dict, where: _Where, default: Pipeline | None) -> tuple[ModelS
     return tuple(models)
 
 
-def _targets(data: dict, where: _Where) -> tuple[str, ...]:
+def _targets(data: dict, where: Where) -> tuple[str, ...]:
     from bbdeploy.exporters.registry import TARGETS
 
     value = data.get("targets", "all")
@@ -290,7 +262,7 @@ def _targets(data: dict, where: _Where) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _precisions(data: dict, where: _Where, relative, default: Pipeline | None) -> tuple[PrecisionSpec, ...]:
+def _precisions(data: dict, where: Where, relative, default: Pipeline | None) -> tuple[PrecisionSpec, ...]:
     if "precisions" not in data:
         return default.precisions if default else ()
     value = data["precisions"]
@@ -315,11 +287,32 @@ def _precisions(data: dict, where: _Where, relative, default: Pipeline | None) -
                 typed[key] = relative(typed[key])
         if name == "int8-qat" and not typed.get("train_data"):
             raise where.error(path, "int8-qat needs train_data: a folder of in-domain images (labels optional)")
+        if name.startswith("int8"):
+            _check_int8_options(name, typed, path, where)
         precisions.append(PrecisionSpec(name, tuple(sorted((k, v) for k, v in typed.items() if v is not None))))
     return tuple(precisions)
 
 
-def _devices(data: dict, where: _Where) -> tuple[DeviceSpec, ...]:
+def _check_int8_options(name: str, typed: dict, path: tuple, where: Where) -> None:
+    """The option sets' own checks (choices, ranges), at load and in the file's words: the key that is
+    wrong instead of the flag that export would name."""
+    quant_keys, qat_keys = file_keys(QuantOptions), file_keys(QATOptions)
+    fields = {key: typed[key] for key in typed if key in quant_keys}
+    qat = QATOptions(**{qat_keys[key][0]: typed[key] for key in typed if key in qat_keys}) if name == "int8-qat" else None
+    try:
+        QuantOptions(**{quant_keys[key][0]: tuple(v) if isinstance(v, list) else v for key, v in fields.items()},
+                     qat=qat).validate()
+    except BBDeployError as error:
+        words = {flag_of(cls, field): key for cls in (QuantOptions, QATOptions)
+                 for key, (field, _) in file_keys(cls).items()}
+        message = str(error)
+        keys = [key for flag, key in words.items() if flag in message and key in typed]
+        for flag in sorted(words, key=len, reverse=True):  # --train-device before --train-d...
+            message = message.replace(flag, words[flag])
+        raise where.error((*path, *keys[:1]), message) from None
+
+
+def _devices(data: dict, where: Where) -> tuple[DeviceSpec, ...]:
     if "devices" not in data:
         return (DeviceSpec("local"),)
     value = data["devices"]
@@ -348,7 +341,7 @@ def _devices(data: dict, where: _Where) -> tuple[DeviceSpec, ...]:
     return tuple(devices)
 
 
-def _check_device(url: str, options: dict, path: tuple, where: _Where) -> None:
+def _check_device(url: str, options: dict, path: tuple, where: Where) -> None:
     """What the device would refuse at bench time, said at load in the file's words: its address, and
     each ssh option (the form `ssh -o` takes)."""
     from bbdeploy.targets.devices import device_class
@@ -365,7 +358,7 @@ def _check_device(url: str, options: dict, path: tuple, where: _Where) -> None:
                                                       "[IdentityFile=~/.ssh/id_ed25519, Port=2222]")
 
 
-def _check_ranges(validation: ValidationSpec, calibration: CalibrationSpec, where: _Where) -> None:
+def _check_ranges(validation: ValidationSpec, calibration: CalibrationSpec, where: Where) -> None:
     if validation.min_agreement is not None and not 0 <= validation.min_agreement <= 1:
         raise where.error(("validation", "min_agreement"), f"{validation.min_agreement} is not a fraction in [0, 1]")
     if validation.max_drop is not None and validation.max_drop < 0:
@@ -374,15 +367,3 @@ def _check_ranges(validation: ValidationSpec, calibration: CalibrationSpec, wher
         raise where.error(("validation", "limit"), f"{validation.limit} must be at least 1")
     if calibration.size < 1:
         raise where.error(("calibration", "size"), f"{calibration.size} must be at least 1")
-
-
-def bench_options(device: DeviceSpec, bench: BenchSpec, artifacts: list[Path]) -> BenchOptions:
-    """The BenchOptions of a device entry and the bench section, field by field as the schema maps them."""
-    values = {}
-    for entry in exposed_fields(BenchOptions):
-        key = key_of(BenchOptions, entry.name)
-        if key is not None:
-            values[entry.name] = getattr(device, key.rpartition(".")[2]) if key.startswith("devices.") else getattr(bench, key)
-    binary = values["benchmark_binary"]
-    return BenchOptions(artifacts=artifacts, **{**values, "ssh_options": list(values["ssh_options"]),
-                                                "benchmark_binary": Path(binary) if binary else None})
