@@ -178,9 +178,7 @@ def export(
     given = [flag for flag, value in qat_only.items() if value is not None]
     if given and not qat:
         raise BBDeployError(f"{', '.join(given)} only apply with --qat; add --qat (with --int8) or leave them out")
-    if qat and not int8:
-        raise BBDeployError("--qat trains for int8; pass --int8 with it")
-    qat_options = None
+    qat_options = None  # (--qat without --int8: export itself says what to pass)
     if qat:
         qat_options = QATOptions(train_data=train_data, train_labels=train_labels, class_names=train_class_names,
                                  resume=resume, **{k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size,
