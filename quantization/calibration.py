@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from bbdeploy.backbones.registry import Preprocess
-from bbdeploy.data.photos import CALIBRATION_PHOTOS, EVALUATION_PHOTOS, IMAGE_SUFFIXES, builtin_photo, preprocess_image
+from bbdeploy.data.photos import CALIBRATION_PHOTOS, EVALUATION_PHOTOS, builtin_photo, image_files, preprocess_image
 from bbdeploy.errors import BBDeployError
 from bbdeploy.stages.manifest import tool_versions
 
@@ -155,10 +155,7 @@ def calibration_set(source: str | Path | None, preprocess: Preprocess, input_siz
                               warning=BUILTIN_WARNING)
     path = Path(source).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            raise BBDeployError(f"calibration folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
-                                "pass a folder of representative images")
+        files = image_files(path, "calibration folder", "pass a folder of representative images")
         chosen = _sample(files, size)
         return CalibrationSet(str(path), preprocess, input_size, chosen, "folder", held_out=_rest(files, chosen))
     if path.suffix == ".npy" and path.is_file():

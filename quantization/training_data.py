@@ -19,7 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from bbdeploy.backbones.registry import Preprocess
-from bbdeploy.data.photos import IMAGE_SUFFIXES, preprocess_image
+from bbdeploy.data.photos import image_files, preprocess_image
 from bbdeploy.data.folders import eval_data
 from bbdeploy.errors import BBDeployError
 
@@ -70,9 +70,7 @@ def training_set(folder: str | Path, preprocess: Preprocess, input_size: int, *,
     if not root.is_dir():
         raise BBDeployError(f"--train-data {str(folder)!r} is not a folder; pass a folder of training images "
                             "(labels optional: one subfolder per class)")
-    if not any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in root.rglob("*")):
-        raise BBDeployError(f"--train-data {str(root)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); pass a "
-                            "folder of training images")
+    image_files(root, "--train-data", "pass a folder of training images")  # none: that line, not --data's
     data = eval_data(root, labels_csv=labels_csv, class_names=class_names)
     resize = round(input_size / preprocess.crop_pct)
     if len(data) * 3 * resize**2 * 4 > MEMORY_BUDGET_BYTES:

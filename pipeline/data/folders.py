@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from bbdeploy.data.photos import IMAGE_SUFFIXES
+from bbdeploy.data.photos import image_files
 from bbdeploy.errors import BBDeployError
 
 LIMIT_SEED = 0  # `--limit` draws the same images every run
@@ -37,10 +37,7 @@ def eval_data(folder: str | Path, *, labels_csv: str | Path | None = None,
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise BBDeployError(f"--data {str(folder)!r} is not a folder; pass a folder of images")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise BBDeployError(f"--data {str(root)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
-                            "pass a folder of images, optionally in one subfolder per class")
+    paths = image_files(root, "--data", "pass a folder of images, optionally in one subfolder per class")
     if limit is not None and limit < 1:
         raise BBDeployError(f"--limit {limit} must be at least 1")
     names = _read_class_names(Path(class_names)) if class_names else None

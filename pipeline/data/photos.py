@@ -17,6 +17,15 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # what image folder
 _FILTERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
 
+def image_files(folder: Path, named: str, instead: str) -> list[Path]:
+    """The image files under `folder` (recursive, sorted); none is one line: what `named` it is (the flag or
+    role), which suffixes were looked for, and `instead`, what to pass."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise BBDeployError(f"{named} {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); {instead}")
+    return files
+
+
 def load_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as image:
