@@ -16,6 +16,10 @@ from bbdeploy.exporters import mnn_tools
 from bbdeploy.quantization.options import QuantOptions
 from tests.conftest import PLUMBING_MIN_COSINE, TINY
 
+# EfficientNet-Lite0 int8 (EMA activation ranges, GPTQ weights), measured as tests/test_int8.py says, with
+# one and with two threads (the same figures)
+LITE0_INT8 = (0.955, 1.0, 0.9971, 22.2)
+
 
 def check_fp32_graph(row: dict) -> None:
     assert row["ops"].get("Convolution", 0) > 0, row["ops"]
@@ -25,6 +29,36 @@ def check_int8_graph(row: dict, backbone: str) -> None:
     # an int8 MNN model keeps its Convolution ops and stores their weights as int8 (the generic test
     # checks the file is under 2 bytes per parameter)
     assert row["ops"].get("Convolution", 0) > 0, (backbone, row["ops"])
+
+
+def check_lite0_int8_against(row: dict, others: list[tuple[float, float, float, float]]) -> None:
+    """Issue 13's bar: at least as good as the best of the other targets (their LITE0_INT8, the same
+    images and calibration) minus one point of agreement (test_int8 checks MNN's own figures)."""
+    parity = row["parity"]
+    # all-image agreement moves with near-tie images by CPU: 0.955 on an AVX-512 VNNI CPU, 0.929 on one
+    # with AMX too (the same code, issue 15's session); the confident, cosine and SQNR bars stay tight
+    assert parity["top1_agreement"] >= max(figures[0] for figures in others) - 3 / 112, parity
+    assert parity["confident_top1_agreement"] >= max(figures[1] for figures in others) - 0.01, parity
+    assert parity["cosine"] >= max(figures[2] for figures in others), parity
+    assert parity["sqnr_db"] >= max(figures[3] for figures in others), parity
+
+
+def check_keep_float(row: dict) -> None:
+    """test_int8's keep-float export: MNN's EMA quantizer quantizes every layer, so --keep-float takes
+    the ADMM one, which honours skip_quant_op_names (the generic test checks the kept classifier's
+    float32 bytes in the file)."""
+    from bbdeploy.stages.manifest import read_manifest
+
+    assert read_manifest(Path(row["manifest"]))["quantization"]["calib_method"] == "admm"
+
+
+def exec_precision_reported(requested: str | None) -> str | None:
+    """MNN's "normal" mode by default (not read back: None), "high" (f32) when f32 is pinned."""
+    return {None: None, "f32": "f32"}[requested]
+
+
+def check_local_bench_row(row: dict) -> None:
+    assert row["runtime"] == "MNN" and row["xnnpack"] is None, row  # MNN runs its own CPU kernels
 
 
 def test_an_mnn_export_imports_no_telemetry_runs_no_pip_and_opens_no_outside_socket(tmp_path, monkeypatch):
@@ -99,32 +133,6 @@ def test_a_converter_crash_is_a_failed_row_with_the_converters_words(tmp_path, m
     assert not list(tmp_path.glob("*.mnn"))
 
 
-# EfficientNet-Lite0 int8 (EMA activation ranges, GPTQ weights), measured as tests/test_int8.py says, with
-# one and with two threads (the same figures)
-LITE0_INT8 = (0.955, 1.0, 0.9971, 22.2)
-
-
-def check_lite0_int8_against(row: dict, others: list[tuple[float, float, float, float]]) -> None:
-    """Issue 13's bar: at least as good as the best of the other targets (their LITE0_INT8, the same
-    images and calibration) minus one point of agreement (test_int8 checks MNN's own figures)."""
-    parity = row["parity"]
-    # all-image agreement moves with near-tie images by CPU: 0.955 on an AVX-512 VNNI CPU, 0.929 on one
-    # with AMX too (the same code, issue 15's session); the confident, cosine and SQNR bars stay tight
-    assert parity["top1_agreement"] >= max(figures[0] for figures in others) - 3 / 112, parity
-    assert parity["confident_top1_agreement"] >= max(figures[1] for figures in others) - 0.01, parity
-    assert parity["cosine"] >= max(figures[2] for figures in others), parity
-    assert parity["sqnr_db"] >= max(figures[3] for figures in others), parity
-
-
-def check_keep_float(row: dict) -> None:
-    """test_int8's keep-float export: MNN's EMA quantizer quantizes every layer, so --keep-float takes
-    the ADMM one, which honours skip_quant_op_names (the generic test checks the kept classifier's
-    float32 bytes in the file)."""
-    from bbdeploy.stages.manifest import read_manifest
-
-    assert read_manifest(Path(row["manifest"]))["quantization"]["calib_method"] == "admm"
-
-
 def test_keep_float_on_mnn_takes_the_quantizer_that_honours_it(tmp_path):
     """MNN's EMA quantizer quantizes every layer (skip_quant_op_names is read by its KL/ADMM path
     only): --keep-float defaults to admm there (test_int8's keep-float test checks the kept layers on
@@ -170,12 +178,3 @@ def test_mnn_conversions_at_once_each_compute_their_own_model(tmp_path):
     with ThreadPoolExecutor(4) as pool:
         differences = list(pool.map(convert, range(4)))
     assert max(differences) < 1e-4, differences
-
-
-def exec_precision_reported(requested: str | None) -> str | None:
-    """MNN's "normal" mode by default (not read back: None), "high" (f32) when f32 is pinned."""
-    return {None: None, "f32": "f32"}[requested]
-
-
-def check_local_bench_row(row: dict) -> None:
-    assert row["runtime"] == "MNN" and row["xnnpack"] is None, row  # MNN runs its own CPU kernels

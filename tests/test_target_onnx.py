@@ -41,6 +41,19 @@ def check_keep_float(row: dict) -> None:
     assert {layers[0], layers[-1]} <= float_weights and layers[1] not in float_weights
 
 
+def exec_precision_reported(requested: str | None) -> None:
+    return None  # onnxruntime has no execution-precision setting: it computes in the file's own
+
+
+def check_local_bench_row(row: dict) -> None:
+    assert row["exec_precision"] is None
+
+
+def check_unloadable_file_error(error: str) -> None:
+    """test_bench's broken file: onnxruntime's words for it."""
+    assert error.startswith("InvalidProtobuf") or "protobuf" in error.lower(), error
+
+
 def test_onnxruntime_keeps_gptq_weights_exactly(tmp_path):
     """The premise of handing onnxruntime pre-rounded float weights: its 7-bit per-channel
     quantization (reduce_range) maps them back to the same integers."""
@@ -63,16 +76,3 @@ def test_onnxruntime_keeps_gptq_weights_exactly(tmp_path):
         q, scale = initializers[f"{name}_quantized"], initializers[f"{name}_scale"]
         dequantized = q.astype(np.float32) * scale.reshape(-1, *[1] * (q.ndim - 1))
         np.testing.assert_allclose(dequantized, prepared[index].weight.detach().numpy(), rtol=1e-6, atol=1e-7)
-
-
-def exec_precision_reported(requested: str | None) -> None:
-    return None  # onnxruntime has no execution-precision setting: it computes in the file's own
-
-
-def check_local_bench_row(row: dict) -> None:
-    assert row["exec_precision"] is None
-
-
-def check_unloadable_file_error(error: str) -> None:
-    """test_bench's broken file: onnxruntime's words for it."""
-    assert error.startswith("InvalidProtobuf") or "protobuf" in error.lower(), error

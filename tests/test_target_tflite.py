@@ -40,6 +40,31 @@ def check_keep_float(row: dict) -> None:
     assert float_ops(Path(row["artifact"])) == ["PAD", "CONV_2D", "QUANTIZE", "DEQUANTIZE", "FULLY_CONNECTED"]
 
 
+def check_real_lite0_fp32(manifest: dict) -> None:
+    """test_export's real Lite0 fp32: the ops of the converted graph, as litert-torch 0.x writes them."""
+    assert manifest["ops"] == {"CONV_2D": 33, "DEPTHWISE_CONV_2D": 16, "ADD": 9, "MEAN": 1, "FULLY_CONNECTED": 1}
+
+
+def check_feature_outputs(row: dict) -> None:
+    """test_features: NHWC feature maps with no layout shuffle at the end of the float graph."""
+    if row["precision"] == "fp32":
+        assert "TRANSPOSE" not in row["ops"], row["ops"]
+
+
+def check_fp16(row: dict) -> None:
+    assert row["ops"]["DEQUANTIZE"] > 0  # TFLite fp16: fp16 weights dequantized at load
+
+
+def exec_precision_reported(requested: str | None) -> None:
+    return None  # LiteRT has no execution-precision setting
+
+
+def check_local_bench_row(row: dict) -> None:
+    assert row["exec_precision"] is None
+    if row["precision"] == "fp32":
+        assert row["xnnpack"] == {"applied": True, "partitions": 1}  # one XNNPACK partition: all of the graph
+
+
 @pytest.mark.long(seconds=25)
 @pytest.mark.parametrize("io, dtype", [("int8", "int8"), ("uint8", "uint8")])
 def test_tflite_full_integer_io(io, dtype, photos, tmp_path):
@@ -55,21 +80,6 @@ def test_tflite_full_integer_io(io, dtype, photos, tmp_path):
     # the runner feeds and reads the integer tensors with the manifest's scale and zero point (measured
     # cosine 0.90 for this random network; a wrong scale or zero point gives noise)
     assert row["parity"]["cosine"] > 0.8, row["parity"]
-
-
-def check_real_lite0_fp32(manifest: dict) -> None:
-    """test_export's real Lite0 fp32: the ops of the converted graph, as litert-torch 0.x writes them."""
-    assert manifest["ops"] == {"CONV_2D": 33, "DEPTHWISE_CONV_2D": 16, "ADD": 9, "MEAN": 1, "FULLY_CONNECTED": 1}
-
-
-def check_feature_outputs(row: dict) -> None:
-    """test_features: NHWC feature maps with no layout shuffle at the end of the float graph."""
-    if row["precision"] == "fp32":
-        assert "TRANSPOSE" not in row["ops"], row["ops"]
-
-
-def check_fp16(row: dict) -> None:
-    assert row["ops"]["DEQUANTIZE"] > 0  # TFLite fp16: fp16 weights dequantized at load
 
 
 def test_nchw_tflite_keeps_the_pytorch_layout(tmp_path):
@@ -103,13 +113,3 @@ def test_the_headline_command_with_a_local_checkpoint_reports_figures_that_mean_
     # logits with a real spread: agreement and cosine far from the 0% / 0.0000 of degenerate weights
     assert row["parity"]["top1_agreement"] >= 0.2 and row["parity"]["cosine"] >= 0.5, row["parity"]
     assert "random weights" not in result.stderr and "os.fork()" not in result.stderr
-
-
-def exec_precision_reported(requested: str | None) -> None:
-    return None  # LiteRT has no execution-precision setting
-
-
-def check_local_bench_row(row: dict) -> None:
-    assert row["exec_precision"] is None
-    if row["precision"] == "fp32":
-        assert row["xnnpack"] == {"applied": True, "partitions": 1}  # one XNNPACK partition: all of the graph
