@@ -4,6 +4,7 @@ and its quantizer's premise (GPTQ weights kept exactly)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -76,3 +77,32 @@ def test_onnxruntime_keeps_gptq_weights_exactly(tmp_path):
         q, scale = initializers[f"{name}_quantized"], initializers[f"{name}_scale"]
         dequantized = q.astype(np.float32) * scale.reshape(-1, *[1] * (q.ndim - 1))
         np.testing.assert_allclose(dequantized, prepared[index].weight.detach().numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.long(seconds=20)
+@pytest.mark.parametrize("name", ["shufflenet_v1_g3", "efficientnet_lite0"])  # slices of one tensor; TF-same pads
+def test_the_export_equals_torch_optimized_export_without_the_skipped_rule(name, tmp_path):
+    """exporters/onnx.py runs onnxscript's optimizer less SlicesSplit (quadratic on ShuffleNet V1's
+    slices); torch.onnx.export(optimize=True) runs all of it. The two files have the same nodes, in the
+    same order, and compute the same (benchmarks/onnx_export.py compares the whole zoo)."""
+    import onnx
+
+    import bbdeploy
+    from bbdeploy.exporters import onnx as onnx_exporter
+    from bbdeploy.quantization.bias_correction import fold_batchnorm
+
+    model = bbdeploy.create_backbone(name).eval()
+    model = fold_batchnorm(model.deploy_form() if hasattr(model, "deploy_form") else model)
+    sample = torch.zeros(1, 3, 64, 64)
+    torch.onnx.export(model, (sample,), str(tmp_path / "torch.onnx"), input_names=["input"], output_names=["logits"],
+                      opset_version=onnx_exporter.OPSET, dynamo=True, optimize=True, external_data=False)
+    onnx_exporter._RECENT.clear()
+    onnx_exporter.convert(model, sample, tmp_path / "ours.onnx")
+    graphs = [onnx.load(str(tmp_path / f)).graph for f in ("torch.onnx", "ours.onnx")]
+    nodes = [[(n.op_type, list(n.input), list(n.output)) for n in graph.node] for graph in graphs]
+    assert nodes[0] == nodes[1]
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    import onnxruntime as ort
+
+    outputs = [ort.InferenceSession(str(tmp_path / f)).run(None, {"input": x})[0] for f in ("torch.onnx", "ours.onnx")]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
