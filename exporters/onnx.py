@@ -52,7 +52,7 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, path: Path, *, precisi
     program = torch.onnx.export(model, (sample,), None, input_names=["input"], output_names=output_names,
                                 opset_version=OPSET, dynamo=True, optimize=False, verbose=False)
     if optimize:
-        _optimize(program.model)
+        _optimize(program)
     program.save(str(path), external_data=False)
     onnx.checker.check_model(str(path), full_check=True)
     _RECENT[key] = path.read_bytes()
@@ -67,16 +67,24 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, path: Path, *, precisi
 SKIPPED_REWRITE_RULES = ("SlicesSplit",)
 
 
-def _optimize(model) -> None:
-    """onnxscript's optimizer in place, as torch.onnx.export(optimize=True) runs it (onnxscript's
-    `optimize_ir` with its defaults, then its ONNX fusions), less SKIPPED_REWRITE_RULES."""
+def _optimize(program) -> None:
+    """onnxscript's optimizer on the exported program, in place, as torch.onnx.export(optimize=True) runs it
+    (onnxscript's `optimize_ir` with its defaults, then its ONNX fusions), less SKIPPED_REWRITE_RULES. It
+    reads onnxscript internals (0.7.2); where a release has moved them, torch's own optimization runs
+    instead (the same graph, only slower on ShuffleNet V1)."""
     import onnx_ir as ir
     from onnx_ir.passes import common
-    from onnxscript import rewriter
-    from onnxscript.optimizer import _constant_folding
     from onnxscript.rewriter import onnx_fusions
 
-    rules = [rule for rule in rewriter._DEFAULT_REWRITE_RULES if rule.name not in SKIPPED_REWRITE_RULES]
+    try:
+        from onnxscript import rewriter
+        from onnxscript.optimizer import _constant_folding
+
+        rules = [rule for rule in rewriter._DEFAULT_REWRITE_RULES if rule.name not in SKIPPED_REWRITE_RULES]
+    except (ImportError, AttributeError):
+        program.optimize()
+        return
+    model = program.model
     folding = _constant_folding.FoldConstantsPass(shape_inference=True,
                                                   input_size_limit=_constant_folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
                                                   output_size_limit=_constant_folding.DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT)
