@@ -67,9 +67,12 @@ def _open_executor(options: RunOptions, devices: list[str]):
     raise BBDeployError(f"unknown --executor {options.executor!r}; pass local or ray")
 
 
+def _how_to_declare(device: DeviceSpec) -> str:
+    return f"start a node that reaches {device.url} with --resources='{{\"device:{device.name}\": 1}}'"
+
+
 def _undeclared(device: DeviceSpec) -> dict:
-    return failed(Outcome, f"the Ray cluster has no resource device:{device.name}; start a node that reaches "
-                           f"{device.url} with --resources='{{\"device:{device.name}\": 1}}'")
+    return failed(Outcome, f"the Ray cluster has no resource device:{device.name}; {_how_to_declare(device)}")
 
 
 def execute(options: RunOptions, say: Callable[[str], None] = lambda message: None,
@@ -82,8 +85,8 @@ def execute(options: RunOptions, say: Callable[[str], None] = lambda message: No
     devices = {device.name: device for device in pipeline.devices}
     executor = _open_executor(options, list(devices))
     for name in getattr(executor, "missing_devices", ()):
-        warn(f"the Ray cluster has no resource device:{name}: the rows of {name} will fail (start a node that "
-             f"reaches {devices[name].url} with --resources='{{\"device:{name}\": 1}}'); running the others")
+        warn(f"the Ray cluster has no resource device:{name}: the rows of {name} will fail "
+             f"({_how_to_declare(devices[name])}); running the others")
     try:
         output = Path(pipeline.output).expanduser()
         output.mkdir(parents=True, exist_ok=True)

@@ -293,6 +293,17 @@ def _precisions(data: dict, where: Where, relative, default: Pipeline | None) ->
     return tuple(precisions)
 
 
+def _in_file_words(message: str, *option_sets) -> tuple[str, list[str]]:
+    """An option set's error as the pipeline file says it: each flag (`--exec-precision`) replaced by its
+    key (`exec_precision`); and the keys it named."""
+    words = {flag_of(cls, field): key for cls in option_sets for key, (field, _) in file_keys(cls).items()
+             if flag_of(cls, field)}
+    keys = [key for flag, key in words.items() if flag in message]
+    for flag in sorted(words, key=len, reverse=True):  # --train-device before --train-d...
+        message = message.replace(flag, words[flag])
+    return message, keys
+
+
 def _check_int8_options(name: str, typed: dict, path: tuple, where: Where) -> None:
     """The option sets' own checks (choices, ranges), at load and in the file's words: the key that is
     wrong instead of the flag that export would name."""
@@ -303,12 +314,8 @@ def _check_int8_options(name: str, typed: dict, path: tuple, where: Where) -> No
         QuantOptions(**{quant_keys[key][0]: tuple(v) if isinstance(v, list) else v for key, v in fields.items()},
                      qat=qat).validate()
     except BBDeployError as error:
-        words = {flag_of(cls, field): key for cls in (QuantOptions, QATOptions)
-                 for key, (field, _) in file_keys(cls).items()}
-        message = str(error)
-        keys = [key for flag, key in words.items() if flag in message and key in typed]
-        for flag in sorted(words, key=len, reverse=True):  # --train-device before --train-d...
-            message = message.replace(flag, words[flag])
+        message, keys = _in_file_words(str(error), QuantOptions, QATOptions)
+        keys = [key for key in keys if key in typed]
         raise where.error((*path, *keys[:1]), message) from None
 
 
