@@ -36,6 +36,9 @@ class Target:
     exporter: str
     # module with quantize(model, calibration, *, subset_size, ...) (see quantization/ptq.py)
     quantizer: str
+    # module with layer_probes(artifact, layers, folder): where each layer's tensors are in its files
+    # (exporters/probes.py; drift --layers)
+    layer_probes: str
     int8: QuantizerFacts  # what that quantizer's int8 model computes with
     calib_methods: tuple[str, ...]  # --calib-method choices, the first the measured default
     weight_roundings: tuple[str, ...]  # --weight-rounding choices, the first the measured default
@@ -57,6 +60,7 @@ TARGETS: dict[str, Target] = {
     t.name: t for t in (
         Target("onnx", ".onnx", (), ("fp32", "fp16", "int8"), ("nchw",),
                exporter="bbdeploy.exporters.onnx", quantizer="bbdeploy.quantization.onnx",
+               layer_probes="bbdeploy.exporters.onnx_probes",
                # onnxruntime's reduce_range weights (7 bits: the u8s8 kernels of AVX2 CPUs saturate without)
                int8=QuantizerFacts(weight_levels=64, activations="asymmetric", own_bias_correction=False),
                calib_methods=("minmax", "percentile", "entropy"), weight_roundings=("gptq", "nearest"),
@@ -65,6 +69,7 @@ TARGETS: dict[str, Target] = {
                device_distributions=("onnxruntime",), adb_tool=None),
         Target("tflite", ".tflite", (), ("fp32", "fp16", "int8"), ("nhwc", "nchw"),
                exporter="bbdeploy.exporters.tflite", quantizer="bbdeploy.quantization.tflite",
+               layer_probes="bbdeploy.exporters.tflite_probes",
                int8=QuantizerFacts(weight_levels=127, activations="asymmetric", own_bias_correction=False),
                # mse: Lite0 cosine 0.9967 vs 0.9958 with minmax; GPTQ is not offered (quantization/tflite.py)
                calib_methods=("mse", "minmax"), weight_roundings=("nearest",),
@@ -74,6 +79,7 @@ TARGETS: dict[str, Target] = {
                device_distributions=("ai-edge-litert",), adb_tool="benchmark_model"),
         Target("openvino", ".xml", (".bin",), ("fp32", "fp16", "int8"), ("nchw",),
                exporter="bbdeploy.exporters.openvino", quantizer="bbdeploy.quantization.openvino",
+               layer_probes="bbdeploy.exporters.openvino_probes",
                # NNCF performance preset: unsigned over [0, max] where never negative; with nearest rounding
                # NNCF's fast bias correction (bbdeploy's measured worse)
                int8=QuantizerFacts(weight_levels=63.5, activations="symmetric", own_bias_correction=True),
@@ -83,6 +89,7 @@ TARGETS: dict[str, Target] = {
                device_distributions=("openvino",), adb_tool=None),
         Target("mnn", ".mnn", (), ("fp32", "fp16", "int8"), ("nchw",),
                exporter="bbdeploy.exporters.mnn", quantizer="bbdeploy.quantization.mnn",
+               layer_probes="bbdeploy.exporters.mnn_probes",
                # MAX_ABS weights: scale max|w| / weight_clamp_value (127); feature_clamp_value 127, also for
                # non-negative inputs
                int8=QuantizerFacts(weight_levels=127, activations="symmetric-signed", own_bias_correction=False),
@@ -130,6 +137,12 @@ def quantizer(target: Target) -> ModuleType:
     """The quantizer module of `target`, or a one-line error naming the packages to install."""
     _check_installed(target)
     return import_module(target.quantizer)
+
+
+def layer_prober(target: Target) -> ModuleType:
+    """The layer probe module of `target` (it reads the artifact with the target's own packages)."""
+    _check_installed(target)
+    return import_module(target.layer_probes)
 
 
 def choices_help(field: str) -> str:

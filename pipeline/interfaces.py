@@ -1,5 +1,5 @@
 """The interfaces the parts meet at, written down: a target's exporter module (`Converter`) and
-quantizer module (`Quantizer`), its runtime class in the self-contained runner (`Runtime`), a device
+quantizer module (`Quantizer`), its layer probes (`LayerProber`), its runtime class in the self-contained runner (`Runtime`), a device
 kind (`Device`) and an executor of `bbdeploy run` (`Executor`). The modules satisfy them by shape, not by
 inheritance (the runner ships to boards without bbdeploy); `tests/test_targets.py` checks each
 against its Protocol with `mismatches`, so a new target, device or executor is checked unedited.
@@ -37,9 +37,19 @@ class Runtime(Protocol):
     OFFLINE_ENVIRONMENT: dict[str, str]
     OFFLINE_WITHOUT_MODULES: tuple[str, ...]
 
-    def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None) -> None: ...
+    def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None,
+                 probes: tuple[str, ...] = ()) -> None: ...
 
     def run_all(self, batch) -> list: ...
+
+    def run_probes(self, batch) -> list: ...
+
+
+class LayerProber(Protocol):
+    """`exporters/<target>_probes.py`: where each conv/linear layer's input and output tensors are in an
+    artifact of the target, for `drift --layers` (exporters/probes.py)."""
+
+    def layer_probes(self, artifact: Path, layers: list[str], folder: Path): ...
 
 
 class Device(Protocol):

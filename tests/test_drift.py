@@ -115,7 +115,8 @@ def test_drift_report_renders_in_headless_chromium(digits, digits_artifacts, tmp
 
     artifacts = [str(digits_artifacts[(PLUMBING_TARGET, "fp32")]), str(digits_artifacts[(PLUMBING_TARGET, "int8")])]
     result = run_cli("drift", *artifacts, "--data", str(digits / "test"), "--limit", "120", "--layers",
-                     "--layer-samples", "32", "--report", str(tmp_path / "report"), "--json")
+                     "--layer-samples", "8", "--simulate-layers", "--simulated-samples", "32",
+                     "--report", str(tmp_path / "report"), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert json.loads((tmp_path / "report" / "drift.json").read_text()) == report
@@ -142,19 +143,21 @@ def test_drift_report_renders_in_headless_chromium(digits, digits_artifacts, tmp
         browser.get((tmp_path / "report" / "drift.html").as_uri())
         rows = browser.find_elements(By.CSS_SELECTOR, "table.results tr")
         assert [row.find_elements(By.TAG_NAME, "td")[1].text for row in rows[1:]] == [Path(a).name for a in artifacts]
-        assert len(browser.find_elements(By.CSS_SELECTOR, "table.layers tr")) > 10
+        # MobileNetV1: 28 conv/linear layers (a header row each) for each of the two artifacts on their runtime
+        assert len(browser.find_elements(By.CSS_SELECTOR, "table.layers tr")) == 2 * 29
+        assert len(browser.find_elements(By.CSS_SELECTOR, "table.simulated tr")) > 10
         images = browser.find_elements(By.TAG_NAME, "img")
-        assert len(images) == 2  # per-target bars, per-layer sensitivity of the int8 artifact
+        assert len(images) == 3  # per-target bars, SQNR against depth, the int8 artifact's simulated ranking
         for image in images:  # decoded by the browser, at a real size
             assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) > 200
     finally:
         browser.quit()
 
 
-def test_layer_sensitivity_ranks_every_layer_and_names_them_as_keep_float_takes_them(digits, digits_artifacts):
+def test_simulated_sensitivity_ranks_every_layer_and_names_them_as_keep_float_takes_them(digits, digits_artifacts):
     report = drift(DriftOptions(artifacts=[digits_artifacts[(list(TARGETS)[-1], "int8")]], data=digits / "test",
-                                limit=64, layers=True, layer_samples=32))
-    layers = report["results"][0]["layers"]
+                                limit=64, simulate_layers=True, simulated_samples=32))
+    layers = report["results"][0]["simulated_sensitivity"]
     names = [row["layer"] for row in layers["ranked"]]
     # MobileNetV1: a stem conv, 13 depthwise + 13 pointwise convs, the classifier, each ranked once
     assert len(names) == len(set(names)) == 28, names

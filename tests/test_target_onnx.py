@@ -3,6 +3,8 @@ and its quantizer's premise (GPTQ weights kept exactly)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,14 @@ def test_the_export_equals_torch_optimized_export_without_the_skipped_rule(name,
 
     outputs = [ort.InferenceSession(str(tmp_path / f)).run(None, {"input": x})[0] for f in ("torch.onnx", "ours.onnx")]
     np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def break_layer(path: Path, layer: str) -> None:
+    """Multiply the weight scales of `layer` by 3 in the QDQ file, as a hand edit would (for drift --layers)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    (scale,) = [init for init in model.graph.initializer if init.name == f"{layer}.weight_scale"]
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * 3, scale.name))
+    onnx.save(model, str(path))

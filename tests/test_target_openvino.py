@@ -4,6 +4,7 @@ runtime reports on a bench, and its execution-precision setting."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from tests.conftest import run_cli
 
@@ -51,3 +52,22 @@ def test_exec_precision_pins_what_openvino_computes_in(small_artifacts):
                      "--exec-precision", "f32", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["results"][0]["exec_precision"] == "f32"
+
+
+def break_layer(path: Path, layer: str) -> None:
+    """Multiply the weight scales of `layer` by 3 in the int8 IR (the constant its weights' decompression
+    multiplies by), saved again as a hand edit would (for drift --layers)."""
+    import numpy as np
+    import openvino as ov
+
+    model = ov.Core().read_model(str(path))
+    (node,) = [n for n in model.get_ordered_ops() if n.get_type_name() in ("Convolution", "GroupConvolution")
+               and n.get_friendly_name().startswith(f"__module.{layer}/")]
+    weights = node.input(1).get_source_output().get_node()
+    while weights.get_type_name() != "Multiply":  # int8 weights -> Convert -> (Subtract) -> Multiply by scales
+        weights = weights.input(0).get_source_output().get_node()
+    scale_input = next(weights.input(i) for i in range(2)
+                       if weights.input(i).get_source_output().get_node().get_type_name() == "Constant")
+    scales = scale_input.get_source_output().get_node().get_data()
+    scale_input.replace_source_output(ov.op.Constant(np.ascontiguousarray(scales * 3)).output(0))
+    ov.save_model(model, str(path), compress_to_fp16=False)

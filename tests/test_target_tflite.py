@@ -113,3 +113,21 @@ def test_the_headline_command_with_a_local_checkpoint_reports_figures_that_mean_
     # logits with a real spread: agreement and cosine far from the 0% / 0.0000 of degenerate weights
     assert row["parity"]["top1_agreement"] >= 0.2 and row["parity"]["cosine"] >= 0.5, row["parity"]
     assert "random weights" not in result.stderr and "os.fork()" not in result.stderr
+
+
+def break_layer(path: Path, layer: str) -> None:
+    """Multiply the filter scales of `layer`'s op by 3 in the flatbuffer (for drift --layers); the op is
+    found by the module scope litert-torch names its filter after (exporters/tflite_probes.py)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    from bbdeploy.exporters.tflite_probes import _scope_paths
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
+    graph = model.subgraphs[0]
+    (filter_tensor,) = [graph.tensors[op.inputs[1]] for op in graph.operators if len(op.inputs) > 1
+                        and layer in _scope_paths(graph.tensors[op.inputs[1]].name)]
+    filter_tensor.quantization.scale = [3 * scale for scale in filter_tensor.quantization.scale]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(builder.Output())

@@ -9,8 +9,8 @@ from importlib import import_module
 
 import pytest
 
-from bbdeploy.exporters.registry import TARGETS, exporter, quantizer
-from bbdeploy.interfaces import Converter, Device, Executor, Quantizer, Runtime, mismatches
+from bbdeploy.exporters.registry import TARGETS, exporter, layer_prober, quantizer
+from bbdeploy.interfaces import Converter, Device, Executor, LayerProber, Quantizer, Runtime, mismatches
 from bbdeploy.quantization.fake_quant import ACTIVATION_SCHEMES
 from bbdeploy.run import executors
 from bbdeploy.targets import runner as runner_module
@@ -32,7 +32,7 @@ def test_the_runner_class_runs_the_targets_files(target):
 def test_the_modules_satisfy_their_interfaces(target):
     runner_class = import_module(f"{runtimes.__name__}.{target.runner}").RUNNER
     for implementation, protocol in ((exporter(target), Converter), (quantizer(target), Quantizer),
-                                     (runner_class, Runtime)):
+                                     (layer_prober(target), LayerProber), (runner_class, Runtime)):
         assert mismatches(implementation, protocol) == [], (target.name, protocol.__name__)
 
 
@@ -51,7 +51,10 @@ def test_the_interface_check_sees_a_missing_method_and_a_changed_signature():
     class Changed:
         SUFFIX, OFFLINE_ENVIRONMENT, OFFLINE_WITHOUT_MODULES = ".x", {}, ()
 
-        def __init__(self, path, threads, exec_precision=None, extra=1):  # an extra with a default is fine
+        def __init__(self, path, threads, exec_precision=None, probes=(), extra=1):  # an extra with a default is fine
+            pass
+
+        def run_probes(self, batch):
             pass
 
     assert mismatches(Changed, Runtime) == ["no run_all"]

@@ -213,8 +213,10 @@ def drift(
     labels: Annotated[Optional[Path], typer.Option(help="CSV of path,label rows (paths relative to --data).")] = None,
     class_names: Annotated[Optional[Path], typer.Option(help="Text file, one class name per line in output order.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate N images, drawn across the classes (seeded).")] = None,
-    layers: Annotated[bool, typer.Option("--layers", help="Rank the layers of int8 artifacts by quantization sensitivity.")] = False,
-    layer_samples: Annotated[int, typer.Option(help="Images used by --layers.")] = 64,
+    layers: Annotated[bool, typer.Option("--layers", help="Compare every layer's input and output as the artifact's own runtime computes them with the float model's: SQNR per layer, the SQNR each layer loses, the worst layer.")] = False,
+    layer_samples: Annotated[int, typer.Option(help="Images used by --layers (the first of --data).")] = 16,
+    simulate_layers: Annotated[bool, typer.Option("--simulate-layers", help="Rank the layers of int8 artifacts by quantizing each alone in PyTorch (simulated, for a --keep-float suggestion).")] = False,
+    simulated_samples: Annotated[int, typer.Option(help="Images used by --simulate-layers.")] = 64,
     report: Annotated[Optional[Path], typer.Option(help="Folder for drift.json, drift.md and drift.html.")] = None,
     max_drop: Annotated[Optional[float], typer.Option(help="Gate: exit 1 if an accuracy drop exceeds this many points.")] = None,
     min_agreement: Annotated[Optional[float], typer.Option(help="Gate: exit 1 if a top-1 agreement is below this fraction.")] = None,
@@ -226,7 +228,7 @@ def drift(
     timeout: Annotated[float, typer.Option(help="Seconds the run on the device may take.")] = 3600,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
 ) -> None:
-    """How far each artifact is from its float model: accuracy, agreement, cosine, SQNR, per-layer sensitivity.
+    """How far each artifact is from its float model: accuracy, agreement, cosine, SQNR, and where the error enters (--layers).
 
     With --device the artifacts run on that device's own runtime (the images travel as uint8 crops) and
     the float model here; every row says where it was measured."""
@@ -241,7 +243,8 @@ def drift(
     check_exec_precision(exec_precision)
     console = stderr_console()
     options = DriftOptions(artifacts=list(artifacts), data=data, labels_csv=labels, class_names=class_names,
-                           limit=limit, layers=layers, layer_samples=layer_samples, max_drop=max_drop,
+                           limit=limit, layers=layers, layer_samples=layer_samples, simulate_layers=simulate_layers,
+                           simulated_samples=simulated_samples, max_drop=max_drop,
                            min_agreement=min_agreement, exec_precision=exec_precision, model=model, device=device,
                            ssh_options=list(ssh_option or []), remote_python=remote_python, timeout=timeout)
     plan = plan_drift(options)  # bad input is one line, before the progress bar

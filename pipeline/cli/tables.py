@@ -86,10 +86,16 @@ def print_drift_table(console, result: dict) -> None:
         table.add_row(*(row[index] for index in keep))
     console.print(table)
     for row in result["results"]:
-        if row.get("layers"):
-            console.print(f"{Path(row['artifact']).name}: most sensitive layers "
-                          f"{', '.join(r['layer'] for r in row['layers']['ranked'][:5])}; try {row['layers']['suggest']}",
-                          soft_wrap=True)
+        if row.get("worst"):
+            worst = next(layer for layer in row["layers"] if layer["layer"] == row["worst"])
+            console.print(f"{Path(row['artifact']).name}: the most error enters at {row['worst']} "
+                          f"(loses {worst['delta_db']:.1f} dB, SQNR {worst['sqnr_db']:.1f} dB after it; "
+                          f"{row['layer_samples']} images, on its runtime)", soft_wrap=True)
+        if row.get("simulated_sensitivity"):
+            simulated = row["simulated_sensitivity"]
+            console.print(f"{Path(row['artifact']).name}: most sensitive layers when quantized alone in PyTorch "
+                          f"(simulated) {', '.join(r['layer'] for r in simulated['ranked'][:5])}; try "
+                          f"{simulated['suggest']}", soft_wrap=True)
 
 
 def print_bench_table(console, result: dict) -> None:

@@ -20,6 +20,7 @@ from bbdeploy.targets.devices import where_measured
 from bbdeploy.targets.runner.evaluate import normalize, run_batched
 from bbdeploy.targets.runner import device_facts
 from bbdeploy.targets.runner import load as load_runner
+from bbdeploy.targets.runner.errors import one_line
 
 from bbdeploy.backbones.custom import is_import_path, load_custom
 from bbdeploy.data.photos import crop_image, load_image, recorded_preprocess
@@ -41,8 +42,10 @@ class DriftOptions:
     labels_csv: Path | None = None
     class_names: Path | None = None
     limit: int | None = None  # evaluate N images, drawn across classes (seeded)
-    layers: bool = False  # also rank per-layer sensitivity (int8 artifacts)
-    layer_samples: int = 64  # images the sensitivity analysis uses
+    layers: bool = False  # also compare every layer's tensors as the artifact's runtime computes them
+    layer_samples: int = 16  # images the per-layer comparison uses (the first of the data)
+    simulate_layers: bool = False  # also rank layers by quantizing each alone in PyTorch (int8 artifacts)
+    simulated_samples: int = 64  # images the simulated ranking uses
     max_drop: float | None = None  # gate: accuracy drop in points
     min_agreement: float | None = None  # gate: top-1 agreement, a fraction
     exec_precision: str = "default"  # float compute precision where the runtime has the setting
@@ -138,6 +141,9 @@ def plan_drift(options: DriftOptions) -> DriftPlan:
         check_labels(data, artifact.manifest["backbone"]["num_classes"], artifact.path.name)
     if options.max_drop is not None and data.labels is None:
         raise BBDeployError(f"--max-drop needs labels, and --data has none ({data.label_source.removeprefix('none: ')})")
+    if options.layers and options.device != "local":
+        raise BBDeployError("drift --layers compares the runtime's tensors here only for now; drop --device for "
+                            "--layers, or --layers for --device")
     device = None
     if options.device != "local":
         from bbdeploy.stages.drift_device import open_drift_device
@@ -229,13 +235,42 @@ def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None
               "device": measured_on, "reference": next(iter(seen_references.values())),
               "references": list(seen_references.values()), "results": results}
     if options.layers:
+        _add_layer_diffs(plan, results, pinned)
+    if options.simulate_layers:
         from bbdeploy.quantization.sensitivity import layer_sensitivity
 
         for artifact, result in zip(artifacts, results):
             if artifact.manifest["precision"] == "int8":
-                result["layers"] = layer_sensitivity(references[artifact.reference_key], artifact.manifest, data,
-                                                     samples=options.layer_samples)
+                result["simulated_sensitivity"] = layer_sensitivity(references[artifact.reference_key],
+                                                                    artifact.manifest, data,
+                                                                    samples=options.simulated_samples)
     return report
+
+
+def _add_layer_diffs(plan: DriftPlan, results: list[dict], pinned: str | None) -> None:
+    """`layers`, `worst` and `layers_check` of every artifact that ran (stages/layer_diff.py), on the
+    first `layer_samples` images; an artifact whose runtime cannot be probed says why in its check."""
+    from bbdeploy.stages.layer_diff import layer_diff
+
+    samples = min(plan.options.layer_samples, len(plan.data))
+    crops = Crops(plan.data, plan.artifacts)
+    crops.paths = crops.paths[:samples]
+    batch = {key: [] for key in crops.preprocess}
+    for start in range(0, samples, DECODE_BATCH):
+        for key, images in crops.batch(start).items():
+            batch[key].append(images)
+    images = {key: np.concatenate(parts) for key, parts in batch.items()}
+    for artifact, result in zip(plan.artifacts, results):
+        if result["status"] == "failed":
+            continue
+        try:
+            diff = layer_diff(artifact, plan.references[artifact.reference_key], images[artifact.preprocess_key],
+                              pinned)
+        except Exception as exc:  # a runtime or graph the probes cannot handle: this artifact says so
+            diff = {"samples": samples, "layers": [], "worst": None,
+                    "check": {"error": f"its layers could not be probed: {one_line(exc)}"}}
+        result.update(layers=diff["layers"], worst=diff["worst"], layer_samples=diff["samples"],
+                      layers_check=diff["check"])
 
 
 def _accumulate(plan: DriftPlan, outputs, progress) -> list[DriftAccumulator]:
@@ -277,6 +312,8 @@ def gate_failures(report: dict, max_drop: float | None, min_agreement: float | N
         if result["status"] == "failed":
             failures.append(f"{name}: {result['error']}")
             continue
+        if (result.get("layers_check") or {}).get("error"):
+            failures.append(f"{name}: --layers: {result['layers_check']['error']}")
         if max_drop is not None and result["accuracy_drop"] is not None:
             if result["accuracy_drop"] > max_drop:
                 failures.append(f"{name}: accuracy drop {result['accuracy_drop']:.2f} points > --max-drop {max_drop:g}")

@@ -17,9 +17,7 @@ import tempfile
 from pathlib import Path
 
 from bbdeploy.errors import BBDeployError
-
-PLOTTED_LAYERS = 15  # most sensitive layers drawn per artifact
-
+from bbdeploy.stages import layer_report
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
@@ -92,13 +90,7 @@ def markdown(report: dict) -> str:
                      f"top-5 {_percent(ref['accuracy_top5'])}.")
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in result_rows(report)]
-    for r in report["results"]:
-        if r.get("layers"):
-            lines += ["", f"## Most sensitive layers of {Path(r['artifact']).name}", "",
-                      "| layer | SQNR dB | cosine | agree top-1 |", "|---|---|---|---|"]
-            lines += [f"| `{row['layer']}` | {_number(row['sqnr_db'], 1)} | {row['cosine']:.4f} | "
-                      f"{_percent(row['agreement_top1'])} |" for row in r["layers"]["ranked"][:PLOTTED_LAYERS]]
-            lines += ["", f"Suggestion: `{r['layers']['suggest']}`"]
+    lines += layer_report.markdown_lines(report)
     return "\n".join(lines) + "\n"
 
 
@@ -110,7 +102,7 @@ def png_data(figure) -> str:
 
 
 def plots(report: dict) -> list[tuple[str, str]]:
-    """(caption, base64 PNG) per plot: per-target bars, then per-layer sensitivity of each int8 artifact."""
+    """(caption, base64 PNG) per plot: per-target bars, then the per-layer views (stages/layer_report.py)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,18 +133,7 @@ def plots(report: dict) -> list[tuple[str, str]]:
     figure.tight_layout()
     images = [("Drift per artifact", png_data(figure))]
     plt.close(figure)
-    for r in results:
-        if not r.get("layers"):
-            continue
-        ranked = r["layers"]["ranked"][:PLOTTED_LAYERS]
-        figure, axis = plt.subplots(figsize=(7, 0.3 * len(ranked) + 1))
-        axis.barh([row["layer"] for row in ranked][::-1], [row["sqnr_db"] or 0.0 for row in ranked][::-1],
-                  color="#dd8452")
-        axis.set_xlabel("logit SQNR with only this layer quantized (dB, lower = more sensitive)")
-        axis.tick_params(axis="y", labelsize=8)
-        figure.tight_layout()
-        images.append((f"Per-layer sensitivity of {Path(r['artifact']).name}", png_data(figure)))
-        plt.close(figure)
+    images += layer_report.figures(report, plt, png_data)
     return images
 
 
@@ -181,16 +162,7 @@ def html_page(report: dict) -> str:
     references = "".join(f"<li>{escape(ref['backbone'])} ({escape(str(ref['weights']))}): top-1 "
                          f"{_percent(ref['accuracy_top1'])}, top-5 {_percent(ref['accuracy_top5'])}</li>"
                          for ref in report["references"])
-    sections = []
-    for r in report["results"]:
-        if r.get("layers"):
-            rows = "".join(f"<tr><td><code>{escape(row['layer'])}</code></td><td>{_number(row['sqnr_db'], 1)}</td>"
-                           f"<td>{row['cosine']:.4f}</td><td>{_percent(row['agreement_top1'])}</td></tr>"
-                           for row in r["layers"]["ranked"][:PLOTTED_LAYERS])
-            sections.append(f"<h2>Most sensitive layers of {escape(Path(r['artifact']).name)}</h2>"
-                            "<table class='layers'><tr><th>layer</th><th>SQNR dB</th><th>cosine</th>"
-                            f"<th>agree top-1</th></tr>{rows}</table>"
-                            f"<p>Suggestion: <code>{escape(r['layers']['suggest'] or '')}</code></p>")
+    sections = [layer_report.html_sections(report, html_table)]
     figures = "".join(f"<figure><img alt='{escape(caption)}' src='data:image/png;base64,{data}'>"
                       f"<figcaption>{escape(caption)}</figcaption></figure>" for caption, data in plots(report))
     data = report["data"]

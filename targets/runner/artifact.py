@@ -66,6 +66,14 @@ class Runner:
     def _invoke(self, batch: np.ndarray) -> list[np.ndarray]:  # pragma: no cover - per runtime
         raise NotImplementedError
 
+    def run_probes(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The tensors named by `probes` at load (a layer probe plan's, exporters/probes.py), raw as the
+        runtime holds them (quantized ones in their integer type), in that order."""
+        return self._invoke_probes(self._to_input(batch))
+
+    def _invoke_probes(self, batch: np.ndarray) -> list[np.ndarray]:  # pragma: no cover - per runtime
+        raise NotImplementedError
+
     def _to_input(self, batch: np.ndarray) -> np.ndarray:
         spec = self.input
         if spec.scale:
@@ -113,16 +121,18 @@ def keep_runtimes_offline() -> None:
 EXEC_PRECISIONS = ("f32", "bf16", "f16")  # what `exec_precision` may pin, where a runtime has the setting
 
 
-def load(path: str | Path, threads: int | None = None, exec_precision: str | None = None) -> Runner:
+def load(path: str | Path, threads: int | None = None, exec_precision: str | None = None,
+         probes: list[str] | tuple[str, ...] = ()) -> Runner:
     """A runner for the artifact at `path`, chosen by its suffix (see RUNNERS).
 
     `exec_precision` (one of EXEC_PRECISIONS) pins the precision of float compute in runtimes that
-    have such a setting; None leaves each runtime's default."""
+    have such a setting; None leaves each runtime's default. `probes`: the intermediate tensors
+    `run_probes` returns (the runtime's names for them, from the artifact's layer probe plan)."""
     path = Path(path)
     if path.suffix not in RUNNERS:
         raise ValueError(f"no runtime for {path.name}; artifacts end in {', '.join(RUNNERS)}")
     if exec_precision is not None and exec_precision not in EXEC_PRECISIONS:
         raise ValueError(f"unknown execution precision {exec_precision!r}; pass one of {', '.join(EXEC_PRECISIONS)}")
-    return RUNNERS[path.suffix](path, threads, exec_precision)
+    return RUNNERS[path.suffix](path, threads, exec_precision, tuple(probes))
 
 

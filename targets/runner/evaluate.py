@@ -47,6 +47,16 @@ def run_batched(model, images_nchw: np.ndarray, layout: str, batch: int, all_out
     return outputs if all_outputs else outputs[0]
 
 
+def probes_batched(model, images_nchw: np.ndarray, layout: str, batch: int) -> list[np.ndarray]:
+    """`model.run_probes` for every image, fed as `run_batched` feeds it: each probe's raw tensors
+    (its own layout and type), the padding of a static batch dropped."""
+    chunks = []
+    for start in range(0, len(images_nchw), batch):
+        chunk, real = _full_batch(images_nchw[start:start + batch], batch, layout)
+        chunks.append([np.asarray(raw)[:real] for raw in model.run_probes(chunk)])
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
 def _full_batch(chunk: np.ndarray, batch: int, layout: str) -> tuple[np.ndarray, int]:
     real = len(chunk)
     if real < batch:

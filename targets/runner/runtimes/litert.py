@@ -12,7 +12,8 @@ from ..artifact import Runner, TensorSpec
 class LiteRTRunner(Runner):
     SUFFIX = ".tflite"
 
-    def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None):
+    def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None,
+                 probes: tuple[str, ...] = ()):
         try:
             from ai_edge_litert.interpreter import Interpreter
             import ai_edge_litert as package
@@ -30,7 +31,10 @@ class LiteRTRunner(Runner):
         except Exception:  # private API: older runtimes may lack it
             self.xnnpack = None
         (inp,) = self.interpreter.get_input_details()
-        outputs = _signature_order(self.interpreter, self.interpreter.get_output_details())
+        # probes: tensor indices that a probed copy (exporters/tflite_probes.py) lists as extra outputs
+        self._probes = [int(index) for index in probes]
+        outputs = _signature_order(self.interpreter, [detail for detail in self.interpreter.get_output_details()
+                                                      if detail["index"] not in self._probes])
         self._in, self._out = inp["index"], [out["index"] for out in outputs]
         self.input = _litert_spec(inp)
         self.outputs = [_litert_spec(out) for out in outputs]
@@ -39,6 +43,11 @@ class LiteRTRunner(Runner):
         self.interpreter.set_tensor(self._in, batch)
         self.interpreter.invoke()
         return [self.interpreter.get_tensor(index).copy() for index in self._out]
+
+    def _invoke_probes(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.interpreter.set_tensor(self._in, batch)
+        self.interpreter.invoke()
+        return [self.interpreter.get_tensor(index).copy() for index in self._probes]
 
 
 def _signature_order(interpreter, details: list[dict]) -> list[dict]:

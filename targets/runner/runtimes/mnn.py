@@ -23,7 +23,8 @@ class MNNRunner(Runner):
     SUFFIX = ".mnn"
     MODES = {None: "normal", "f32": "high", "bf16": "low", "f16": "low"}
 
-    def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None):
+    def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None,
+                 probes: tuple[str, ...] = ()):
         mnn = quiet_import_mnn()
         mode = self.MODES[exec_precision]
         with _stdout_to_stderr():  # MNN announces its precision mode on stdout
@@ -33,11 +34,16 @@ class MNNRunner(Runner):
         self.expr = mnn.expr
         info = self.module.get_info()
         (inp,) = info["inputs"]
+        names = info["outputNames"]
+        if probes:  # tensor names (exporters/mnn_probes.py): the Module API returns what it is asked for
+            with _stdout_to_stderr():
+                self.module = mnn.nn.load_module_from_file(str(path), info["inputNames"], [*names, *probes],
+                                                           runtime_manager=manager)
+        self._probes = list(range(len(names), len(names) + len(probes)))
         self.runtime, self.runtime_version = "MNN", info.get("version") or mnn.version()
         self.exec_precision = {"normal": None, "high": "f32", "low": "low"}[mode]
         self.input = TensorSpec(info["inputNames"][0], list(inp.shape), "float32")
         # in the order of their names (features_0, features_1, ...): MNN's quantizer reorders outputs
-        names = info["outputNames"]
         self._order = sorted(range(len(names)), key=lambda i: _natural(names[i]))
         probes = self._invoke(np.zeros(self.input.shape, np.float32))
         self.outputs = [TensorSpec(names[i], list(probe.shape), "float32") for i, probe in zip(self._order, probes)]
@@ -47,6 +53,14 @@ class MNNRunner(Runner):
         outputs = self.module.forward([self.expr.const(batch, list(batch.shape), self.expr.NCHW)])
         # read() is a view MNN reuses
         return [np.array(outputs[i].read(), dtype=np.float32, copy=True) for i in self._order]
+
+    def _invoke_probes(self, batch: np.ndarray) -> list[np.ndarray]:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        outputs = self.module.forward([self.expr.const(batch, list(batch.shape), self.expr.NCHW)])
+        probes = [outputs[i] for i in self._probes]
+        # a convolution's output is in MNN's packed NC4HW4 layout: converted to NCHW to be read
+        return [np.array(self.expr.convert(var, self.expr.NCHW).read() if var.data_format == self.expr.NC4HW4
+                         else var.read(), dtype=np.float32, copy=True) for var in probes]
 
 
 def _natural(name: str) -> tuple:

@@ -16,7 +16,8 @@ class OnnxRunner(Runner):
     # unless this is set when onnxruntime is imported (setting it later has no effect: measured, 1.32)
     OFFLINE_ENVIRONMENT = {"ORT_DISABLE_TELEMETRY": "1"}
 
-    def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None):
+    def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None,
+                 probes: tuple[str, ...] = ()):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -29,10 +30,15 @@ class OnnxRunner(Runner):
         dtypes = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
                   "tensor(uint8)": "uint8"}
         self.input = TensorSpec(inp.name, list(inp.shape), dtypes[inp.type])
-        self.outputs = [TensorSpec(out.name, list(out.shape), dtypes[out.type]) for out in self.session.get_outputs()]
+        self.probes = list(probes)  # extra graph outputs of a probed copy (exporters/onnx_probes.py)
+        self.outputs = [TensorSpec(out.name, list(out.shape), dtypes[out.type]) for out in self.session.get_outputs()
+                        if out.name not in probes]
 
     def _invoke(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.session.run([spec.name for spec in self.outputs], {self.input.name: batch})
+
+    def _invoke_probes(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.probes, {self.input.name: batch})
 
 
 RUNNER = OnnxRunner

@@ -21,7 +21,8 @@ class OpenVINORunner(Runner):
     # optional package cannot be imported (openvino.tools.ovc.telemetry_stub, NNCFTelemetryStub).
     OFFLINE_WITHOUT_MODULES = ("openvino_telemetry",)
 
-    def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None):
+    def __init__(self, path: Path, threads: int | None, exec_precision: str | None = None,
+                 probes: tuple[str, ...] = ()):
         import openvino as ov
 
         config = {"PERFORMANCE_HINT": "LATENCY"}
@@ -29,16 +30,29 @@ class OpenVINORunner(Runner):
             config["INFERENCE_PRECISION_HINT"] = exec_precision
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        core = ov.Core()
+        model = core.read_model(str(path))
+        outputs = len(model.outputs)
+        if probes:  # `friendly_name:port` of intermediate node outputs (exporters/openvino_probes.py)
+            model.add_outputs([(name, int(port)) for name, _, port in (probe.rpartition(":") for probe in probes)])
+        self.compiled = core.compile_model(model, "CPU", config)
         self.exec_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.request = self.compiled.create_infer_request()
         self.runtime, self.runtime_version = "openvino", ov.get_version()
         self.input = _ov_spec(self.compiled.input(0), "input")
-        self.outputs = [_ov_spec(out, f"output_{i}") for i, out in enumerate(self.compiled.outputs)]
+        self.outputs = [_ov_spec(out, f"output_{i}") for i, out in enumerate(self.compiled.outputs[:outputs])]
+        # by node output: a probe that is already a model output (the logits) is not added twice
+        sources = [result.input_value(0) for result in model.get_results()]
+        ports = [f"{port.get_node().get_friendly_name()}:{port.get_index()}" for port in sources]
+        self._probes = [ports.index(probe) for probe in probes]
 
     def _invoke(self, batch: np.ndarray) -> list[np.ndarray]:
         results = self.request.infer({0: batch})
         return [results[i].copy() for i in range(len(self.outputs))]
+
+    def _invoke_probes(self, batch: np.ndarray) -> list[np.ndarray]:
+        results = self.request.infer({0: batch})
+        return [results[i].copy() for i in self._probes]
 
 
 def _ov_spec(port, fallback_name: str) -> TensorSpec:
