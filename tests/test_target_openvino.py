@@ -70,4 +70,8 @@ def break_layer(path: Path, layer: str) -> None:
                        if weights.input(i).get_source_output().get_node().get_type_name() == "Constant")
     scales = scale_input.get_source_output().get_node().get_data()
     scale_input.replace_source_output(ov.op.Constant(np.ascontiguousarray(scales * 3)).output(0))
-    ov.save_model(model, str(path), compress_to_fp16=False)
+    edited = path.with_name(f"edited-{path.name}")  # the read model maps the .bin: written beside it first
+    ov.save_model(model, str(edited), compress_to_fp16=False)
+    del model, node, weights, scale_input
+    edited.replace(path)
+    edited.with_suffix(".bin").replace(path.with_suffix(".bin"))
