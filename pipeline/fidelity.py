@@ -18,6 +18,11 @@ def cosine_per_sample(reference: np.ndarray, candidate: np.ndarray) -> np.ndarra
     return np.sum(reference * candidate, axis=1) / np.maximum(norms, 1e-12)
 
 
+def cosine_from_sums(dot: np.ndarray, reference_power: np.ndarray, candidate_power: np.ndarray) -> np.ndarray:
+    """The same per-sample cosine from sums already taken (a caller that also needs the powers)."""
+    return dot / np.maximum(np.sqrt(reference_power * candidate_power), 1e-12)
+
+
 def sqnr_db(signal_power: float, noise_power: float) -> float | None:
     """10 log10(signal / noise), from sums or means of squares alike; identical outputs have no finite
     SQNR: None (shown as "exact")."""

@@ -20,7 +20,7 @@ import torch
 
 from bbdeploy.exporters.probes import LayerProbe
 from bbdeploy.exporters.registry import TARGETS, layer_prober
-from bbdeploy.fidelity import cosine_per_sample, sqnr_db
+from bbdeploy.fidelity import cosine_from_sums, sqnr_db
 from bbdeploy.stages.layer_points import float_points, layer_names, probe_model
 from bbdeploy.targets.runner import load as load_runner
 from bbdeploy.targets.runner.evaluate import normalize, probes_batched, run_batched
@@ -46,10 +46,23 @@ class _Closeness:
             return
         finite = np.isfinite(candidate)
         self.nonfinite += int(candidate.size - np.count_nonzero(finite))
-        reference, candidate = reference.astype(np.float64), candidate.astype(np.float64)
-        self.signal += float(np.sum(reference ** 2))
-        self.noise += float(np.sum((reference - np.where(finite, candidate, 0.0)) ** 2))
-        self.cosines.append(cosine_per_sample(reference, candidate))
+        if self.nonfinite:
+            return
+        # float32 tensors, float64 sums (one dot product per sample each)
+        error = reference - candidate
+        signal = np.einsum("ij,ij->i", reference, reference, dtype=np.float64)
+        self.signal += float(signal.sum())
+        self.noise += float(np.einsum("ij,ij->i", error, error, dtype=np.float64).sum())
+        dot = np.einsum("ij,ij->i", reference, candidate, dtype=np.float64)
+        power = np.einsum("ij,ij->i", candidate, candidate, dtype=np.float64)
+        self.cosines.append(cosine_from_sums(dot, signal, power))
+
+    def merge(self, other: "_Closeness") -> None:
+        self.signal += other.signal
+        self.noise += other.noise
+        self.cosines += other.cosines
+        self.nonfinite += other.nonfinite
+        self.mismatch = self.mismatch or other.mismatch
 
     @property
     def sqnr_db(self) -> float | None:
@@ -87,11 +100,16 @@ def layer_diff(artifact, reference: torch.nn.Module, crops: np.ndarray, exec_pre
             images = inputs[start:start + LAYER_BATCH]
             floats, float_logits = float_points(model, images, layers)
             raw = probes_batched(probed, images, layout, batch)
+            compared = {}  # (probe, float tensor) -> its figures: a layer's output is the next one's input
             for row in plan.layers:
                 for role, index in (("input", row.input), ("output", row.output)):
                     if index is not None and row.layer in floats:
                         tensor = floats[row.layer][0 if role == "input" else 1]
-                        figures[(row.layer, role)].add(tensor, plan.probes[index].to_float(raw[index]))
+                        key = (index, tensor.__array_interface__["data"][0], tensor.shape)
+                        if key not in compared:
+                            compared[key] = _Closeness()
+                            compared[key].add(tensor, plan.probes[index].to_float(raw[index]))
+                        figures[(row.layer, role)].merge(compared[key])
             output.add(float_logits, run_batched(plain, images, layout, batch).reshape(len(images), -1))
     rows = [_row(row, figures) for row in plan.layers]
     return {"samples": int(len(crops)), "layers": rows, "worst": _worst(rows),
