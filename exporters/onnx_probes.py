@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bbdeploy.exporters.probes import LayerProbe, Probe, ProbePlan, matched_layer
+from bbdeploy.exporters.probes import Probe, ProbePlan, matched_layer
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # what runs on a layer's output before the next layer reads it (the same activations as the float side's,
@@ -40,14 +40,9 @@ def layer_probes(artifact: Path, layers: list[str], folder: Path) -> ProbePlan:
             layer = matched_layer(_weight_paths(node.input[1], producer), layers)
             if layer is not None and layer not in found:
                 found[layer] = node
-    for layer in layers:
-        node = found.get(layer)
-        if node is None:
-            plan.unmatched(layer, "no ONNX node has this layer's weights (folded into another, or renamed)")
-            continue
-        read = _read_tensor(node.input[0], producer, initializers)
-        written = _written_tensor(node.output[0], producer, consumers, initializers)
-        plan.layers.append(LayerProbe(layer, plan.probe_index(read), plan.probe_index(written)))
+    plan.add_layers(layers, found, lambda node: (_read_tensor(node.input[0], producer, initializers),
+                                                 _written_tensor(node.output[0], producer, consumers, initializers)),
+                    "no ONNX node has this layer's weights (folded into another, or renamed)")
     _write_probed(model, plan, initializers)
     return plan
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bbdeploy.exporters.probes import LayerProbe, Probe, ProbePlan, by_order, matched_layer
+from bbdeploy.exporters.probes import Probe, ProbePlan, by_order, matched_layer
 
 LAYER_OPS = ("Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData")
 # bias and batch-norm arithmetic with a constant, activations, fake quantization
@@ -40,14 +40,9 @@ def layer_probes(artifact: Path, layers: list[str], folder: Path) -> ProbePlan:
                 found[layer] = node
     found = by_order(found, unnamed, layers)
     plan = ProbePlan(artifact)
-    for layer in layers:
-        node = found.get(layer)
-        if node is None:
-            plan.unmatched(layer, "no OpenVINO node was made by this layer")
-            continue
-        read = _walk_back(node.input(0).get_source_output())
-        written = _walk_on(node.output(0))
-        plan.layers.append(LayerProbe(layer, plan.probe_index(_probe(read)), plan.probe_index(_probe(written))))
+    plan.add_layers(layers, found, lambda node: (_probe(_walk_back(node.input(0).get_source_output())),
+                                                 _probe(_walk_on(node.output(0)))),
+                    "no OpenVINO node was made by this layer")
     return plan
 
 

@@ -63,6 +63,16 @@ class ProbePlan:
     def unmatched(self, layer: str, why: str) -> None:
         self.layers.append(LayerProbe(layer, None, None, note=why))
 
+    def add_layers(self, layers: list[str], found: dict, tensors, missing: str) -> None:
+        """A row per layer, in `layers`' order: `tensors(op)` -> (the Probe it reads, the Probe it writes)
+        for a layer whose op was `found`; the others unmatched, `missing` saying why."""
+        for layer in layers:
+            if layer not in found:
+                self.unmatched(layer, missing)
+                continue
+            read, written = tensors(found[layer])
+            self.layers.append(LayerProbe(layer, self.probe_index(read), self.probe_index(written)))
+
     def to_json(self) -> dict:
         return {"file": str(self.file), "probes": [asdict(p) for p in self.probes],
                 "layers": [asdict(layer) for layer in self.layers]}

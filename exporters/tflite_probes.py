@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bbdeploy.exporters.probes import LayerProbe, Probe, ProbePlan, by_order, matched_layer
+from bbdeploy.exporters.probes import Probe, ProbePlan, by_order, matched_layer
 
 LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 FOLLOWED_OPS = ("RELU", "RELU6", "RELU_N1_TO_1", "HARD_SWISH", "LOGISTIC", "LEAKY_RELU", "QUANTIZE")
@@ -49,15 +49,9 @@ def layer_probes(artifact: Path, layers: list[str], folder: Path) -> ProbePlan:
                 found[layer] = op
     found = by_order(found, unnamed, layers)
     plan = ProbePlan(folder / f"probed-{artifact.name}")
-    for layer in layers:
-        op = found.get(layer)
-        if op is None:
-            plan.unmatched(layer, "no TFLite op has this layer's weights")
-            continue
-        read = _walk_back(op.inputs[0], producer, kinds)
-        written = _walk_on(op.outputs[0], consumers, kinds)
-        plan.layers.append(LayerProbe(layer, plan.probe_index(_probe(graph, read)),
-                                      plan.probe_index(_probe(graph, written))))
+    plan.add_layers(layers, found, lambda op: (_probe(graph, _walk_back(op.inputs[0], producer, kinds)),
+                                               _probe(graph, _walk_on(op.outputs[0], consumers, kinds))),
+                    "no TFLite op has this layer's weights")
     graph.outputs = list(graph.outputs) + [int(p.name) for p in plan.probes if int(p.name) not in graph.outputs]
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
