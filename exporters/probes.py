@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bbdeploy.targets.runner.artifact import dequantize
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -25,14 +27,14 @@ class Probe:
     scale: float | None = None  # a quantized tensor: float = (raw - zero_point) * scale
     zero_point: int | None = None
 
-    def to_float(self, raw: np.ndarray) -> np.ndarray:
-        """The tensor in the float domain and PyTorch's layout, one row per sample."""
-        values = raw.astype(np.float32)
-        if self.scale is not None:
-            values = (values - np.float32(self.zero_point or 0)) * np.float32(self.scale)
-        if self.layout == "nhwc" and values.ndim == 4:
-            values = values.transpose(0, 3, 1, 2)
-        return values.reshape(len(values), -1)
+    def to_float(self, rows: np.ndarray) -> np.ndarray:
+        """Values of this tensor as the runner sends them (targets/runner/evaluate.py sampled_probes: in
+        PyTorch's layout, the runtime's type), in the float domain."""
+        return dequantize(rows, self.scale, self.zero_point)
+
+    def as_job(self) -> dict:
+        """What the runner needs of it: the runtime's handle and the layout to read it in."""
+        return {"name": self.name, "layout": self.layout}
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,11 @@ from tests.zoo_graphs import deploy_form, distinct_graphs, graph_signature
 
 
 ALL = bbdeploy.list_backbones()
-FULL_ZOO_ENV = "BBDEPLOY_TEST_FULL_ZOO"  # =1: int8 for every backbone, not one per distinct graph
+FULL_ZOO_ENV = "BBDEPLOY_TEST_FULL_ZOO"  # =1: every backbone exported, not one per distinct graph
 GRAPHS = distinct_graphs(tuple(ALL))  # the first backbone of each distinct deploy graph: every one with it
-INT8_ZOO = ALL if os.environ.get(FULL_ZOO_ENV) == "1" else list(GRAPHS)
+# the backbones exported here: one per distinct graph (a converter meets the same ops in the same places
+# in every member of a family); every backbone is still built, traced and checked in tests/test_backbones.py
+ZOO = ALL if os.environ.get(FULL_ZOO_ENV) == "1" else list(GRAPHS)
 
 # seconds each took in the suite (2 workers on 2 cores), where far from the defaults: the longest start
 # first (tests/conftest.py), so that one does not run alone at the end
@@ -66,9 +68,10 @@ def _exported_rows(name: str, weights: Path, out: Path, **options) -> list[dict]
 
 
 @pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.long(seconds=FP32_SECONDS.get(name, 20)))
-                                  for name in ALL])
-def test_every_backbone_exports_fp32_to_every_target(name, photos, tmp_path):
-    """The whole zoo at 64 px in fp32 on every target: parity with PyTorch, intact files, the names."""
+                                  for name in ZOO])
+def test_every_distinct_graph_exports_fp32_to_every_target(name, photos, tmp_path):
+    """fp32 at 64 px on every target for the first backbone of each distinct deploy graph (as int8
+    below): parity with PyTorch, intact files, the names."""
     out = tmp_path / "out"
     rows = _exported_rows(name, calibrated_checkpoint(name, photos, tmp_path), out)
     for row in rows:
@@ -86,7 +89,7 @@ def test_every_backbone_exports_fp32_to_every_target(name, photos, tmp_path):
 
 
 @pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.long(seconds=INT8_SECONDS.get(name, 50)))
-                                  for name in INT8_ZOO])
+                                  for name in ZOO])
 def test_every_distinct_graph_exports_int8_to_every_target(name, photos, tmp_path):
     """int8 at 64 px on every target for the first backbone of each distinct deploy graph
     (tests/zoo_graphs.py): the others with that graph (GRAPHS[name]) meet the same ops in the same

@@ -19,6 +19,7 @@ from bbdeploy.exporters.probes import by_order
 from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.stages.drift import DriftOptions, drift
 from bbdeploy.stages.layer_points import float_points
+from bbdeploy.targets.runner.evaluate import sample_positions
 from tests.conftest import run_cli
 from tests.target_checks import target_checks
 from tests.test_drift import digits, digits_artifacts, digits_checkpoint  # noqa: F401  (fixtures)
@@ -70,21 +71,65 @@ def _rewrite_manifest_hashes(artifact: Path) -> None:
     manifest_path.write_text(json.dumps(manifest))
 
 
-@pytest.mark.parametrize("target", [name for name in TARGETS if hasattr(target_checks(name), "break_layer")])
-def test_a_layer_broken_by_hand_is_the_worst(target, digits, digits_artifacts, tmp_path):
-    original = digits_artifacts[(target, "int8")]
-    broken = tmp_path / original.name
+BREAKABLE = [name for name in TARGETS if hasattr(target_checks(name), "break_layer")]
+
+
+def _broken_copy(original: Path, target: str, folder: Path) -> Path:
+    """The int8 artifact with BROKEN's scales tripled by hand, its manifest's hashes rewritten."""
+    broken = folder / original.name
     for path in original.parent.glob(original.stem + ".*"):
-        shutil.copy(path, tmp_path / path.name)
+        shutil.copy(path, folder / path.name)
     target_checks(target).break_layer(broken, BROKEN)
     _rewrite_manifest_hashes(broken)
-    result = run_cli("drift", str(original), str(broken), "--data", str(digits / "test"), "--limit", str(IMAGES),
-                     "--layers", "--layer-samples", str(IMAGES), "--json")
+    return broken
+
+
+def _named_worst(result, images: int) -> tuple[dict, dict]:
     assert result.returncode == 0, result.stderr
     unbroken, edited = json.loads(result.stdout)["results"]
     assert unbroken["worst"] != BROKEN and edited["worst"] == BROKEN, (unbroken["worst"], edited["worst"])
+    assert unbroken["layer_samples"] == edited["layer_samples"] == images
     lost = {layer["layer"]: layer["delta_db"] for layer in edited["layers"]}
     assert lost[BROKEN] > 10 and f"the most error enters at {BROKEN}" in result.stderr
+    return unbroken, edited
+
+
+@pytest.mark.parametrize("target", BREAKABLE)
+def test_a_layer_broken_by_hand_is_the_worst(target, digits, digits_artifacts, tmp_path):
+    original = digits_artifacts[(target, "int8")]
+    broken = _broken_copy(original, target, tmp_path)
+    result = run_cli("drift", str(original), str(broken), "--data", str(digits / "test"), "--limit", str(IMAGES),
+                     "--layers", "--layer-samples", str(IMAGES), "--json")
+    _named_worst(result, IMAGES)
+
+
+@pytest.mark.long(seconds=60)
+def test_a_layer_broken_by_hand_is_the_worst_on_the_arm_board(on_board, digits, digits_artifacts, tmp_path):
+    """The probed copies run on the emulated Pi 5 (aarch64 runtime kernels), the float side here."""
+    target = BREAKABLE[0]
+    original = digits_artifacts[(target, "int8")]
+    broken = _broken_copy(original, target, tmp_path)
+    images = 4
+    result = run_cli("drift", str(original), str(broken), "--data", str(digits / "test"), "--limit", str(images),
+                     "--layers", "--layer-samples", str(images), "--device", "qemu://pi5", "--json", timeout=600)
+    unbroken, edited = _named_worst(result, images)
+    for row in (unbroken, edited):
+        assert (row["device"]["machine"], row["device"]["emulated"]) == ("aarch64", True), row["device"]
+        assert row["layers_check"]["error"] is None, row["layers_check"]
+        assert [layer["layer"] for layer in row["layers"]] == MOBILENET_V1_LAYERS
+    # the board's values at the host's positions: others would compare unrelated values (~0 dB)
+    assert all(layer["sqnr_db"] > 5 for layer in unbroken["layers"]), unbroken["layers"]
+
+
+def test_sampled_positions_are_distinct_spread_and_the_same_everywhere():
+    """The runner and the host pick a tensor's positions apart, from its size alone (integer arithmetic)."""
+    assert list(sample_positions(10, 16)) == list(range(10))  # fewer values than positions: all of them
+    for size in (4097, 32 * 16 * 16, 1280 * 7 * 7, 2 ** 20):
+        positions = sample_positions(size, 4096)
+        assert len(set(positions.tolist())) == 4096 and positions.min() >= 0 and positions.max() < size
+        quarters = np.histogram(positions, bins=4, range=(0, size))[0]
+        assert quarters.min() > 4096 // 4 - 64, quarters  # spread over the whole tensor, not one corner
+    assert sample_positions(12345, 100).tolist() == sample_positions(12345, 100).tolist()
 
 
 def test_the_float_points_follow_batch_norm_and_functional_activations():

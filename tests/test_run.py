@@ -317,13 +317,17 @@ def test_drift_is_measured_on_each_device_and_emulated_latency_is_never_compared
     checks = target_checks(target)
     pipeline = {"models": [SMALL_MODEL], "targets": [target],
                 "precisions": {"fp32": {}, "int8": {"min_cosine": 0.0}}, "calibration": {"size": 8},
-                "validation": {"limit": 8}, "devices": {"local": {}, "pi5": {"url": "qemu://pi5"}},
-                "bench": QUICK_BENCH, "output": str(tmp_path / "out")}
+                "validation": {"limit": 8, "layers": True, "layer_samples": 4},
+                "devices": {"local": {}, "pi5": {"url": "qemu://pi5"}}, "bench": QUICK_BENCH, "output": str(tmp_path / "out")}
     path = _write(tmp_path, pipeline)
     code, report, stderr, _ = _run(path)
     assert code == 0, stderr
     rows = {(r["target"], r["precision"], r["device"]): r for r in report["rows"]}
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows.values()), rows
+    # validation: layers: the per-layer view of each artifact where its drift ran, on the board too
+    layers = {key: [layer["layer"] for layer in row["drift"]["layers"]] for key, row in rows.items()}
+    assert len(set(map(tuple, layers.values()))) == 1 and len(layers[(target, "int8", "pi5")]) > 10, layers
+    assert all(row["drift"]["layer_samples"] == 4 for row in rows.values())
     for (target, precision, device), row in rows.items():
         measured_on = row["drift_device"]
         if device == "local":
@@ -345,6 +349,10 @@ def test_drift_is_measured_on_each_device_and_emulated_latency_is_never_compared
     assert markdown.count(EMULATED_NOTE) == 2
     assert "- **pi5**: Measured on: qemu://pi5 (aarch64 Cortex-A76, emulated); Raspberry Pi 5 Model B" in markdown
     assert f"- **local**: Measured on: local ({platform.machine()} " in markdown
+    for precision in ("fp32", "int8"):  # the run's per-layer sections, one per artifact and device
+        name = Path(rows[(target, precision, "local")]["artifact"]).name
+        assert f"## Where the error enters {name} (on its runtime on qemu://pi5, 4 images)" in markdown
+        assert f"## Where the error enters {name} (on its runtime on local, 4 images)" in markdown
     code, again, stderr, _ = _run(path, jobs=1)
     assert code == 0, stderr
     assert all(set(r["stages"].values()) == {"cached"} for r in again["rows"]), [r["stages"] for r in again["rows"]]

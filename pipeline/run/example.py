@@ -40,6 +40,8 @@ validation:
   # limit: 1000               # evaluate this many images, spread over the classes
   # max_drop: 1.0             # gate: accuracy drop in points (needs labels)
   # min_agreement: 0.9        # gate: top-1 agreement with the float model
+  # layers: true              # where the int8 error enters: every layer on the artifact's runtime (drift --layers)
+  # layer_samples: 16         # images the per-layer comparison uses
 
 devices:                      # name: {url: ...}; `local` is this machine
   local: {}

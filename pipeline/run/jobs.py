@@ -125,6 +125,8 @@ def _drift_outcomes(job: DriftJob) -> dict:
     except Exception as error:  # noqa: BLE001
         return {artifact: failed(Outcome, _failure(error)) for artifact in job.artifacts}
     config = {"data": fingerprint, "limit": validation.limit, "exec_precision": "default"}
+    if validation.layers:  # a result without the per-layer view is not one with it
+        config["layers"] = validation.layer_samples
     on = {}
     if job.device is not None:  # a device's own drift is a property of that device (and the host's one is not)
         config["device"] = device_identity(job.device)
@@ -134,7 +136,8 @@ def _drift_outcomes(job: DriftJob) -> dict:
         try:
             report = drift(DriftOptions(artifacts=[Path(a) for a in pending], data=Path(job.data),
                                         labels_csv=validation.labels, class_names=validation.class_names,
-                                        limit=validation.limit, **on))
+                                        limit=validation.limit, layers=validation.layers,
+                                        layer_samples=validation.layer_samples, **on))
         except Exception as error:  # noqa: BLE001
             reason = _failure(error)
             return {**outcomes, **{a: failed(Outcome, reason) for a in pending}}

@@ -71,6 +71,8 @@ class ValidationSpec:
     limit: int | None = None
     max_drop: float | None = None  # accuracy points, needs labels
     min_agreement: float | None = None  # top-1 agreement with the float model, a fraction
+    layers: bool = False  # drift --layers: every layer's tensors on the artifact's runtime (where it ran)
+    layer_samples: int = 16  # images the per-layer comparison uses
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ _PRECISION_KEYS = {"fp32": {}, "fp16": {}, "int8": _INT8_KEYS, "int8-qat": _QAT_
 _DEVICE_KEYS = _types(BenchOptions, "devices.*")
 _CALIBRATION_KEYS = _types(QuantOptions, "calibration")
 _VALIDATION_KEYS = {"data": str, "labels": str, "class_names": str, "limit": int, "max_drop": (int, float),
-                    "min_agreement": (int, float)}
+                    "min_agreement": (int, float), "layers": bool, "layer_samples": int}
 _BENCH_KEYS = _types(BenchOptions)
 _TOP_KEYS = ("models", "targets", "precisions", "calibration", "validation", "devices", "bench", "output")
 
@@ -372,5 +374,7 @@ def _check_ranges(validation: ValidationSpec, calibration: CalibrationSpec, wher
         raise where.error(("validation", "max_drop"), f"{validation.max_drop} must be >= 0 (points of accuracy)")
     if validation.limit is not None and validation.limit < 1:
         raise where.error(("validation", "limit"), f"{validation.limit} must be at least 1")
+    if validation.layer_samples < 1:
+        raise where.error(("validation", "layer_samples"), f"{validation.layer_samples} must be at least 1")
     if calibration.size < 1:
         raise where.error(("calibration", "size"), f"{calibration.size} must be at least 1")

@@ -16,6 +16,7 @@ from pathlib import Path
 from bbdeploy.rows import Outcome, failed
 from bbdeploy.stages.manifest import now, write_json_atomic
 from bbdeploy.run.pipeline_file import Pipeline
+from bbdeploy.stages import layer_report
 from bbdeploy.stages.drift_report import device_line, html_document, html_table, png_data
 from bbdeploy.run.matrix import Outcomes, model_key
 
@@ -66,6 +67,8 @@ def _row(model, precision: str, device: str | None, export_row: dict, outcomes: 
     row["drift"] = {key: result.get(key) for key in ("samples", "accuracy_top1", "accuracy_drop", "accuracy_drop_ci95",
                                                     "agreement_top1", "agreement_top1_ci95", "cosine", "sqnr_db",
                                                     "exec_precision", "runtime_version")}
+    if result.get("layers_check"):  # validation: layers: true (stages/layer_diff.py)
+        row["drift"].update({key: result.get(key) for key in LAYER_KEYS})
     row["drift_device"] = result.get("device")
     row["emulated"] = bool((result.get("device") or {}).get("emulated"))
     gate = _gate_failure(row["drift"], pipeline)
@@ -97,6 +100,9 @@ def _device_facts(rows: list[dict], device: str) -> dict | None:
             if row["device"] == device and (row.get(key) or {}).get("name") == row["device_url"]:
                 return row[key]
     return None
+
+
+LAYER_KEYS = ("layers", "worst", "layers_check", "layer_samples")  # of a drift row with its per-layer view
 
 
 def _gate_failure(drift: dict, pipeline: Pipeline) -> str | None:
@@ -187,7 +193,7 @@ def table_rows(report: dict) -> list[list[str]]:
     marks = {"ok": "✅", "failed": "❌", "gated": "⛔", "unsupported": "–"}
     for r in report["rows"]:
         drift, latency = r["drift"] or {}, r["latency_ms"] or {}
-        note = "; ".join(part for part in (r["reason"], where_drift_note(r)) if part)
+        note = "; ".join(part for part in (r["reason"], where_drift_note(r), layers_note(drift)) if part)
         if r["regressions"]:
             note = "REGRESSION: " + "; ".join(r["regressions"]) + (f"; {note}" if note else "")
         cells.append([r["model"], r["target"], r["precision"], r["device"] or "-",
@@ -197,6 +203,15 @@ def table_rows(report: dict) -> list[list[str]]:
                       _figure(latency.get("p90"), ".2f"), _figure(r["speedup_vs_fp32"], ".2f") +
                       ("x" if r["speedup_vs_fp32"] else ""), note])
     return cells
+
+
+def layers_note(drift: dict) -> str | None:
+    """The per-layer view in a word (validation: layers: true); its failed check is a note, not a gate:
+    it says the view does not describe the artifact, not that the artifact is wrong."""
+    check = drift.get("layers_check") or {}
+    if check.get("error"):
+        return f"per-layer view: {check['error']}"
+    return f"most error enters at {drift['worst']}" if drift.get("worst") else None
 
 
 def where_drift_note(row: dict) -> str | None:
@@ -219,7 +234,22 @@ def markdown(report: dict) -> str:
     for device, choice in report["recommended"].items():
         lines.append(f"- **{device}**: " + (f"`{Path(choice['artifact']).name}` ({recommendation_text(choice)})"
                                            if choice else "none passed every check and gate"))
+    lines += layer_report.markdown_lines(layer_views(report))
     return "\n".join(lines) + "\n"
+
+
+def layer_views(report: dict) -> dict:
+    """The per-layer views of the run's drifts (validation: layers: true), once per artifact and the
+    device that measured it, shaped as drift's report for stages/layer_report.py."""
+    views = {}
+    for row in report["rows"]:
+        drift = row["drift"] or {}
+        if drift.get("layers_check"):
+            device = row.get("drift_device") or {"name": "local"}
+            views.setdefault((row["artifact"], device.get("name")), {
+                "artifact": row["artifact"], "target": row["target"], "precision": row["precision"], "device": device,
+                **{key: drift[key] for key in LAYER_KEYS}})
+    return {"results": list(views.values())}
 
 
 def recommendation_text(choice: dict) -> str:
@@ -261,11 +291,23 @@ def device_plots(report: dict) -> list[tuple[str, str]]:
     return images
 
 
+def layer_plots(report: dict) -> list[tuple[str, str]]:
+    """(caption, base64 PNG) of the per-layer views (SQNR against depth)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return layer_report.figures(layer_views(report), plt, png_data)
+
+
 def html_page(report: dict) -> str:
     escape = html.escape
     figures = "".join(f"<figure class='device-plot'><img alt='latency against drift on {escape(device)}' "
                       f"src='data:image/png;base64,{data}'><figcaption>{escape(device)}</figcaption></figure>"
                       for device, data in device_plots(report))
+    layers = "".join(f"<figure class='layer-plot'><img alt='{escape(caption)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{escape(caption)}</figcaption></figure>" for caption, data in layer_plots(report))
     devices = "".join(f"<li><b>{escape(name)}</b>: {escape(device_line(facts))}</li>"
                       for name, facts in report["devices"].items())
     recommended = "".join(f"<li><b>{escape(device)}</b>: " + (escape(Path(c["artifact"]).name) if c else "none")
@@ -274,7 +316,9 @@ def html_page(report: dict) -> str:
 {html_table(COLUMNS, table_rows(report), "results")}
 <h2>Devices</h2><ul>{devices}</ul>
 <h2>Recommended per device</h2><ul>{recommended}</ul>
-{figures}""")
+{figures}
+{layer_report.html_sections(layer_views(report), html_table)}
+{layers}""")
 
 
 def write_run_report(report: dict, folder: Path) -> Path:

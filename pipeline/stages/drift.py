@@ -141,9 +141,6 @@ def plan_drift(options: DriftOptions) -> DriftPlan:
         check_labels(data, artifact.manifest["backbone"]["num_classes"], artifact.path.name)
     if options.max_drop is not None and data.labels is None:
         raise BBDeployError(f"--max-drop needs labels, and --data has none ({data.label_source.removeprefix('none: ')})")
-    if options.layers and options.device != "local":
-        raise BBDeployError("drift --layers compares the runtime's tensors here only for now; drop --device for "
-                            "--layers, or --layers for --device")
     device = None
     if options.device != "local":
         from bbdeploy.stages.drift_device import open_drift_device
@@ -177,7 +174,7 @@ class InProcessOutputs:
     def __init__(self, plan: DriftPlan, pinned: str | None):
         self.artifacts, self.source = plan.artifacts, Crops(plan.data, plan.artifacts)
         self.runners = [load_runner(artifact.path, exec_precision=pinned) for artifact in plan.artifacts]
-        self.facts = device_facts()
+        self.facts, self.pinned = device_facts(), pinned
 
     def crops(self, start: int) -> dict[str, np.ndarray]:
         return self.source.batch(start)
@@ -194,6 +191,12 @@ class InProcessOutputs:
         return {"runtime": runner.runtime, "runtime_version": runner.runtime_version,
                 "exec_precision": runner.exec_precision, "threads": None}
 
+    def probes(self, index: int, probed, inputs: np.ndarray) -> list[tuple]:
+        """What the probed artifact sends of each probe on `inputs` (drift --layers), run here."""
+        from bbdeploy.stages.layer_diff import run_probes_here
+
+        return run_probes_here(probed, inputs, self.pinned)
+
     def close(self) -> None:
         pass
 
@@ -207,35 +210,35 @@ def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None
     plan = options if isinstance(options, DriftPlan) else plan_drift(options)
     options, artifacts, data, references = plan.options, plan.artifacts, plan.data, plan.references
     pinned = None if options.exec_precision == "default" else options.exec_precision
-    if plan.device is None:
-        outputs = InProcessOutputs(plan, pinned)
-    else:
-        from bbdeploy.stages.drift_device import DeviceOutputs
+    probed = None
+    if options.layers:
+        from bbdeploy.stages.layer_diff import ProbedArtifacts
 
-        outputs = DeviceOutputs(plan, pinned, progress)
+        probed = ProbedArtifacts(artifacts, references, min(options.layer_samples, len(data)))
+    outputs = None
     try:
+        if plan.device is None:
+            outputs = InProcessOutputs(plan, pinned)
+        else:
+            from bbdeploy.stages.drift_device import DeviceOutputs
+
+            outputs = DeviceOutputs(plan, pinned, progress, probed)
         accumulators = _accumulate(plan, outputs, progress)
+        measured_on = where_measured(options.device, outputs.facts)
+        results, row_references = _rows(plan, outputs, accumulators, measured_on)
+        if probed is not None:
+            _add_layer_diffs(plan, outputs, probed, results)
     finally:
-        outputs.close()
-    results, seen_references = [], {}
-    measured_on = where_measured(options.device, outputs.facts)
-    for index, (artifact, accumulator) in enumerate(zip(artifacts, accumulators)):
-        backbone = artifact.manifest["backbone"]
-        reference = {"backbone": backbone["name"], "width": backbone.get("width"), "weights": backbone["weights"],
-                     "samples": len(data), **accumulator.reference_accuracy()}
+        if outputs is not None:
+            outputs.close()
+        if probed is not None:
+            probed.close()
+    seen_references = {}
+    for artifact, reference in zip(artifacts, row_references):
         seen_references.setdefault(artifact.reference_key, reference)
-        failure = outputs.error(index)
-        figures = accumulator.result() if failure is None else accumulator.failed_result(len(data))
-        failure = failure or nonfinite_failure(figures["nonfinite_outputs"])
-        results.append(DriftRow(status="failed" if failure else "ok", error=failure, artifact=str(artifact.path),
-                                target=artifact.manifest["target"], precision=artifact.manifest["precision"],
-                                backbone=backbone["name"], reference_accuracy_top1=reference["accuracy_top1"],
-                                figures=figures, runtime=outputs.runtime(index), device=measured_on).to_json())
     report = {"data": {"folder": str(data.root), "images": len(data), "labels": data.label_source},
               "device": measured_on, "reference": next(iter(seen_references.values())),
               "references": list(seen_references.values()), "results": results}
-    if options.layers:
-        _add_layer_diffs(plan, results, pinned)
     if options.simulate_layers:
         from bbdeploy.quantization.sensitivity import layer_sensitivity
 
@@ -247,28 +250,47 @@ def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None
     return report
 
 
-def _add_layer_diffs(plan: DriftPlan, results: list[dict], pinned: str | None) -> None:
+def _rows(plan: DriftPlan, outputs, accumulators: list[DriftAccumulator], measured_on: dict) -> tuple[list, list]:
+    """(a drift row per artifact, the figures of its float reference)."""
+    rows, references, data = [], [], plan.data
+    for index, (artifact, accumulator) in enumerate(zip(plan.artifacts, accumulators)):
+        backbone = artifact.manifest["backbone"]
+        reference = {"backbone": backbone["name"], "width": backbone.get("width"), "weights": backbone["weights"],
+                     "samples": len(data), **accumulator.reference_accuracy()}
+        failure = outputs.error(index)
+        figures = accumulator.result() if failure is None else accumulator.failed_result(len(data))
+        failure = failure or nonfinite_failure(figures["nonfinite_outputs"])
+        row = DriftRow(status="failed" if failure else "ok", error=failure, artifact=str(artifact.path),
+                       target=artifact.manifest["target"], precision=artifact.manifest["precision"],
+                       backbone=backbone["name"], reference_accuracy_top1=reference["accuracy_top1"],
+                       figures=figures, runtime=outputs.runtime(index), device=measured_on).to_json()
+        rows.append(row)
+        references.append(reference)
+    return rows, references
+
+
+def _add_layer_diffs(plan: DriftPlan, outputs, probed, results: list[dict]) -> None:
     """`layers`, `worst` and `layers_check` of every artifact that ran (stages/layer_diff.py), on the
-    first `layer_samples` images; an artifact whose runtime cannot be probed says why in its check."""
+    first `probed.samples` images, its probed copy run where the artifact ran; an artifact whose
+    runtime cannot be probed says why in its check."""
     from bbdeploy.stages.layer_diff import layer_diff
 
-    samples = min(plan.options.layer_samples, len(plan.data))
-    crops = Crops(plan.data, plan.artifacts)
-    crops.paths = crops.paths[:samples]
-    batch = {key: [] for key in crops.preprocess}
-    for start in range(0, samples, DECODE_BATCH):
-        for key, images in crops.batch(start).items():
-            batch[key].append(images)
-    images = {key: np.concatenate(parts) for key, parts in batch.items()}
-    for artifact, result in zip(plan.artifacts, results):
+    samples = probed.samples
+    crops = [outputs.crops(start) for start in range(0, samples, DECODE_BATCH)]
+    first = {key: np.concatenate([batch[key] for batch in crops])[:samples] for key in crops[0]}
+    for index, (artifact, result, item) in enumerate(zip(plan.artifacts, results, probed.items)):
         if result["status"] == "failed":
             continue
+        inputs = normalize(first[artifact.preprocess_key], *_mean_std(plan.artifacts, artifact.preprocess_key))
         try:
-            diff = layer_diff(artifact, plan.references[artifact.reference_key], images[artifact.preprocess_key],
-                              pinned)
+            if isinstance(item, str):
+                raise BBDeployError(item)
+            logits = np.concatenate([outputs.logits(index, inputs[start:start + DECODE_BATCH], start)
+                                     for start in range(0, samples, DECODE_BATCH)])
+            diff = layer_diff(item, inputs, outputs.probes(index, item, inputs), logits)
         except Exception as exc:  # a runtime or graph the probes cannot handle: this artifact says so
-            diff = {"samples": samples, "layers": [], "worst": None,
-                    "check": {"error": f"its layers could not be probed: {one_line(exc)}"}}
+            why = str(exc) if isinstance(exc, BBDeployError) else f"its layers could not be probed: {one_line(exc)}"
+            diff = {"samples": samples, "layers": [], "worst": None, "check": {"error": why}}
         result.update(layers=diff["layers"], worst=diff["worst"], layer_samples=diff["samples"],
                       layers_check=diff["check"])
 

@@ -7,6 +7,11 @@ against what it reads (the error it adds, not the error it inherits). The layer 
 `worst`. The last layer's output is the artifact's output: its SQNR must agree with the logits' SQNR of
 the unprobed artifact on the same images (CHECK_TOLERANCE_DB), or the two views disagree and the
 result says so as a failure.
+
+The probe plans and probed copies are made here; the probed artifact runs where drift runs its
+artifacts (this process, or the device of --device), which sends back each tensor at the same
+PROBE_POSITIONS positions per image the float side takes (targets/runner/evaluate.py): a few KB per
+image and tensor however large the feature map, and the same figures on the host and on a board.
 """
 
 from __future__ import annotations
@@ -18,16 +23,73 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bbdeploy.exporters.probes import LayerProbe
+from bbdeploy.exporters.probes import LayerProbe, ProbePlan
 from bbdeploy.exporters.registry import TARGETS, layer_prober
 from bbdeploy.fidelity import cosine_from_sums, sqnr_db
 from bbdeploy.stages.layer_points import float_points, layer_names, probe_model
 from bbdeploy.targets.runner import load as load_runner
-from bbdeploy.targets.runner.evaluate import normalize, probes_batched, run_batched
+from bbdeploy.targets.runner.errors import one_line
+from bbdeploy.targets.runner.evaluate import sample_positions, sampled_probes
 
-LAYER_BATCH = 4  # images per step: the float and runtime tensors of one step are all that is held
+LAYER_BATCH = 4  # images per step of the float side: its tensors of one step are all that is held
 CHECK_TOLERANCE_DB = 0.5  # last layer's output against the artifact's output figure
 EXACT_DB = 150.0  # an exact tensor counts as this for delta_db (float32 resolves about 144 dB)
+
+
+@dataclass
+class ProbedArtifact:
+    """An artifact with its probe plan, and the float model (deploy form) whose layers it names."""
+
+    artifact: object  # stages.drift.Artifact
+    model: torch.nn.Module
+    layers: list[str]
+    plan: ProbePlan
+
+    @property
+    def job_probes(self) -> list[dict]:
+        return [probe.as_job() for probe in self.plan.probes]
+
+    @property
+    def files(self) -> list[Path]:
+        """What the runner loads for the probes: the probed copy, or the artifact's own files."""
+        if self.plan.file == self.artifact.path:
+            return [self.artifact.path.parent / entry["path"] for entry in self.artifact.manifest["files"]]
+        return [self.plan.file]
+
+
+class ProbedArtifacts:
+    """The probe plan of every artifact of a drift (an error line where one cannot be made), its probed
+    copies in a temp folder that `close` removes."""
+
+    def __init__(self, artifacts: list, references: dict, samples: int):
+        self._folder = tempfile.TemporaryDirectory(prefix="bbdeploy-layers-")
+        self.samples = samples  # the first images of the data
+        self.items: list[ProbedArtifact | str] = []
+        for index, artifact in enumerate(artifacts):
+            folder = Path(self._folder.name) / str(index)
+            folder.mkdir()
+            try:
+                self.items.append(probe_artifact(artifact, references[artifact.reference_key], folder))
+            except Exception as exc:  # a graph the probes cannot handle: this artifact says so
+                self.items.append(f"its layers could not be probed: {one_line(exc)}")
+
+    def close(self) -> None:
+        self._folder.cleanup()
+
+
+def probe_artifact(artifact, reference: torch.nn.Module, folder: Path) -> ProbedArtifact:
+    model = probe_model(reference)
+    layers = layer_names(model)
+    plan = layer_prober(TARGETS[artifact.manifest["target"]]).layer_probes(artifact.path, layers, folder)
+    return ProbedArtifact(artifact, model, layers, plan)
+
+
+def run_probes_here(probed: ProbedArtifact, inputs: np.ndarray, exec_precision: str | None) -> list[tuple]:
+    """The probed artifact run in this process: (values per image, sampled values) of each probe."""
+    manifest = probed.artifact.manifest
+    runner = load_runner(probed.plan.file, exec_precision=exec_precision, probes=[p.name for p in probed.plan.probes])
+    return sampled_probes(runner, inputs, manifest["input"]["layout"].lower(), manifest["config"]["batch"],
+                          probed.job_probes)
 
 
 @dataclass
@@ -79,41 +141,40 @@ def _capped(sqnr: float | None) -> float:
     return EXACT_DB if sqnr is None else min(sqnr, EXACT_DB)
 
 
-def layer_diff(artifact, reference: torch.nn.Module, crops: np.ndarray, exec_precision: str | None) -> dict:
-    """The per-layer figures of one artifact on `crops` (uint8 N x H x W x 3, the network's input).
+def layer_diff(probed: ProbedArtifact, inputs: np.ndarray, sampled: list[tuple], logits: np.ndarray) -> dict:
+    """The per-layer figures of one artifact on `inputs` (float32 NCHW, normalised): `sampled` is what the
+    runner sent of each probe on them, `logits` the unprobed artifact's outputs on them.
 
     Returns {"layers": [...], "worst": name | None, "check": {...}}; `check["error"]` is set where the
     last layer's figure and the output's disagree, or where no layer could be matched."""
-    manifest = artifact.manifest
-    model = probe_model(reference)
-    layers = layer_names(model)
-    target = TARGETS[manifest["target"]]
-    layout, batch = manifest["input"]["layout"].lower(), manifest["config"]["batch"]
-    inputs = normalize(crops, manifest["preprocess"]["mean"], manifest["preprocess"]["std"])
-    with tempfile.TemporaryDirectory(prefix="bbdeploy-layers-") as folder:
-        plan = layer_prober(target).layer_probes(artifact.path, layers, Path(folder))
-        probed = load_runner(plan.file, exec_precision=exec_precision, probes=[p.name for p in plan.probes])
-        plain = load_runner(artifact.path, exec_precision=exec_precision)
-        figures = {(row.layer, role): _Closeness() for row in plan.layers for role in ("input", "output")}
-        output = _Closeness()
-        for start in range(0, len(inputs), LAYER_BATCH):
-            images = inputs[start:start + LAYER_BATCH]
-            floats, float_logits = float_points(model, images, layers)
-            raw = probes_batched(probed, images, layout, batch)
-            compared = {}  # (probe, float tensor) -> its figures: a layer's output is the next one's input
-            for row in plan.layers:
-                for role, index in (("input", row.input), ("output", row.output)):
-                    if index is not None and row.layer in floats:
-                        tensor = floats[row.layer][0 if role == "input" else 1]
-                        key = (index, tensor.__array_interface__["data"][0], tensor.shape)
-                        if key not in compared:
-                            compared[key] = _Closeness()
-                            compared[key].add(tensor, plan.probes[index].to_float(raw[index]))
-                        figures[(row.layer, role)].merge(compared[key])
-            output.add(float_logits, run_batched(plain, images, layout, batch).reshape(len(images), -1))
+    plan = probed.plan
+    figures = {(row.layer, role): _Closeness() for row in plan.layers for role in ("input", "output")}
+    output = _Closeness()
+    for start in range(0, len(inputs), LAYER_BATCH):
+        images = inputs[start:start + LAYER_BATCH]
+        floats, float_logits = float_points(probed.model, images, probed.layers)
+        compared = {}  # (probe, float tensor) -> its figures: a layer's output is the next one's input
+        for row in plan.layers:
+            for role, index in (("input", row.input), ("output", row.output)):
+                if index is not None and row.layer in floats:
+                    tensor = floats[row.layer][0 if role == "input" else 1]
+                    key = (index, tensor.__array_interface__["data"][0], tensor.shape)
+                    if key not in compared:
+                        compared[key] = _compare(tensor, plan.probes[index], *sampled[index], start)
+                    figures[(row.layer, role)].merge(compared[key])
+        output.add(float_logits, logits[start:start + len(images)].reshape(len(images), -1))
     rows = [_row(row, figures) for row in plan.layers]
-    return {"samples": int(len(crops)), "layers": rows, "worst": _worst(rows),
-            "check": _check(rows, output)}
+    return {"samples": int(len(inputs)), "layers": rows, "worst": _worst(rows), "check": _check(rows, output)}
+
+
+def _compare(tensor: np.ndarray, probe, size: int, values: np.ndarray, start: int) -> "_Closeness":
+    """The float tensor of a step against the runtime's at the same sampled positions."""
+    closeness = _Closeness()
+    if size != tensor.shape[1]:
+        closeness.mismatch = f"the runtime's tensor has {size} values per image, the float one {tensor.shape[1]}"
+        return closeness
+    closeness.add(tensor[:, sample_positions(size)], probe.to_float(values[start:start + len(tensor)]))
+    return closeness
 
 
 def _row(probe: LayerProbe, figures: dict) -> dict:

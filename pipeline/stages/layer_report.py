@@ -32,6 +32,11 @@ def _runtime_rows(result: dict) -> list[list[str]]:
 RUNTIME_COLUMNS = ["depth", "layer", "input SQNR dB", "SQNR dB", "loses dB", "cosine", "", "note"]
 
 
+def _where(result: dict) -> str:
+    device = (result.get("device") or {}).get("name") or "local"
+    return f"on its runtime on {device}, {result['layer_samples']} images"
+
+
 def _check_text(result: dict) -> str:
     check = result["layers_check"]
     if check.get("error"):
@@ -46,7 +51,7 @@ def markdown_lines(report: dict) -> list[str]:
     for result in report["results"]:
         name = Path(result["artifact"]).name
         if result.get("layers_check"):
-            lines += ["", f"## Where the error enters {name} (on its runtime, {result['layer_samples']} images)", "",
+            lines += ["", f"## Where the error enters {name} ({_where(result)})", "",
                       RUNTIME_VIEW, "", _check_text(result)]
             if result["layers"]:
                 lines += ["", "| " + " | ".join(RUNTIME_COLUMNS) + " |", "|" + "---|" * len(RUNTIME_COLUMNS)]
@@ -67,7 +72,7 @@ def html_sections(report: dict, html_table) -> str:
     for result in report["results"]:
         name = escape(Path(result["artifact"]).name)
         if result.get("layers_check"):
-            sections.append(f"<h2>Where the error enters {name} (on its runtime, {result['layer_samples']} images)</h2>"
+            sections.append(f"<h2>Where the error enters {name} ({escape(_where(result))})</h2>"
                             f"<p>{escape(RUNTIME_VIEW)}</p><p class='check'>{escape(_check_text(result))}</p>"
                             + (html_table(RUNTIME_COLUMNS, _runtime_rows(result), "layers") if result["layers"] else ""))
         if result.get("simulated_sensitivity"):

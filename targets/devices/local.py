@@ -50,10 +50,14 @@ def parse_runner_output(stdout: str, where: str, entries: list[dict]) -> tuple[l
 
 def evaluation_request(jobs: list[dict], settings: dict, path_of) -> dict:
     """The runner's evaluate request: `jobs` as drift plans them ({"artifact", "images", "mean", "std",
-    "layout", "batch"}), with each file named by `path_of(index, path)` as the device sees it."""
+    "layout", "batch"[, "count", "probes"]}), with each file named by `path_of(index, path)` as the device sees it."""
     return {**settings, "artifacts": [
         {"path": path_of(index, job["artifact"]), "images": path_of(index, job["images"]), "mean": job["mean"],
-         "std": job["std"], "layout": job["layout"], "batch": job["batch"]} for index, job in enumerate(jobs)]}
+         "std": job["std"], "layout": job["layout"], "batch": job["batch"],
+         **{key: job[key] for key in PROBE_JOB_KEYS if key in job}} for index, job in enumerate(jobs)]}
+
+
+PROBE_JOB_KEYS = ("count", "probes")  # a drift --layers job: its first images, the tensors it sends back
 
 
 BENCH_TOO_LONG = ("the benchmark did not finish within --timeout {timeout:g} s; pass fewer --runs, a smaller "

@@ -145,7 +145,9 @@ class SSHDevice:
         """Outputs of every job's artifact on its images (the runner's evaluate there), with its facts.
         Each distinct image file travels once, whatever the number of artifacts that read it."""
         images = {path: f"images-{k}.npy" for k, path in enumerate(dict.fromkeys(job["images"] for job in jobs))}
-        names = {job["artifact"]: f"{index}/{Path(job['artifact']).name}" for index, job in enumerate(jobs)}
+        names = {}  # an artifact that two jobs run (drift --layers on OpenVINO): its first folder
+        for index, job in enumerate(jobs):
+            names.setdefault(job["artifact"], f"{index}/{Path(job['artifact']).name}")
         request = evaluation_request(jobs, settings, lambda index, path: images.get(path) or names[path])
         extra = {name: path for path, name in images.items()}
         with tempfile.TemporaryDirectory(prefix="bbdeploy-request-") as local:

@@ -84,9 +84,14 @@ class Runner:
 
     @staticmethod
     def _from_output(raw: np.ndarray, spec: TensorSpec) -> np.ndarray:
-        if spec.scale:
-            return (raw.astype(np.float32) - spec.zero_point) * spec.scale
-        return raw.astype(np.float32, copy=False)
+        return dequantize(raw, spec.scale, spec.zero_point)
+
+
+def dequantize(raw: np.ndarray, scale: float | None, zero_point: int | None) -> np.ndarray:
+    """A runtime's tensor in the float domain: (raw - zero_point) * scale where it is quantized."""
+    if scale:
+        return (raw.astype(np.float32) - np.float32(zero_point or 0)) * np.float32(scale)
+    return raw.astype(np.float32, copy=False)
 
 
 def _runner_classes() -> list[type[Runner]]:
