@@ -90,7 +90,8 @@ def figures(report: dict, plt, png_data) -> list[tuple[str, str]]:
     """SQNR against depth, one line per artifact (and device), the worst layer marked; then the
     simulated ranking's bars per int8 artifact."""
     images = []
-    probed = [r for r in report["results"] if r.get("layers")]
+    # a line per artifact with at least one compared layer (not one whose runtime could not be probed)
+    probed = [r for r in report["results"] if any(row["sqnr_db"] is not None for row in r.get("layers") or [])]
     if probed:
         figure, axis = plt.subplots(figsize=(9, 4))
         for result in probed:
