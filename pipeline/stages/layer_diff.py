@@ -104,7 +104,7 @@ class _Closeness:
 
     def add(self, reference: np.ndarray, candidate: np.ndarray) -> None:
         if reference.shape != candidate.shape:
-            self.mismatch = f"the runtime's tensor has {candidate.shape[1]} values per image, the float one {reference.shape[1]}"
+            self.mismatched(candidate.shape[1], reference.shape[1])
             return
         finite = np.isfinite(candidate)
         self.nonfinite += int(candidate.size - np.count_nonzero(finite))
@@ -118,6 +118,9 @@ class _Closeness:
         dot = np.einsum("ij,ij->i", reference, candidate, dtype=np.float64)
         power = np.einsum("ij,ij->i", candidate, candidate, dtype=np.float64)
         self.cosines.append(cosine_from_sums(dot, signal, power))
+
+    def mismatched(self, runtime_values: int, float_values: int) -> None:
+        self.mismatch = f"the runtime's tensor has {runtime_values} values per image, the float one {float_values}"
 
     def merge(self, other: "_Closeness") -> None:
         self.signal += other.signal
@@ -171,7 +174,7 @@ def _compare(tensor: np.ndarray, probe, size: int, values: np.ndarray, start: in
     """The float tensor of a step against the runtime's at the same sampled positions."""
     closeness = _Closeness()
     if size != tensor.shape[1]:
-        closeness.mismatch = f"the runtime's tensor has {size} values per image, the float one {tensor.shape[1]}"
+        closeness.mismatched(size, tensor.shape[1])
         return closeness
     closeness.add(tensor[:, sample_positions(size)], probe.to_float(values[start:start + len(tensor)]))
     return closeness

@@ -67,9 +67,7 @@ def sample_positions(size: int, count: int = PROBE_POSITIONS) -> np.ndarray:
 
 def probe_rows(raw: np.ndarray, layout: str) -> np.ndarray:
     """A probe's tensor in PyTorch's layout (NCHW where 4-d), one row per image, in its own type."""
-    raw = np.asarray(raw)
-    if layout == "nhwc" and raw.ndim == 4:
-        raw = raw.transpose(0, 3, 1, 2)
+    raw = _nchw(np.asarray(raw), layout)
     return raw.reshape(len(raw), -1)
 
 
