@@ -37,7 +37,7 @@ def all_logits(plan, outputs) -> tuple[list[np.ndarray], list[np.ndarray]]:
             with torch.no_grad():
                 references[index].append(plan.references[artifact.reference_key](torch.from_numpy(inputs)).numpy())
             if outputs.error(index) is None:
-                artifacts[index].append(outputs.logits(index, inputs, start))
+                artifacts[index].append(outputs.all_outputs(index, inputs, start)[0])
     return [np.concatenate(r) for r in references], [np.concatenate(a) if a else None for a in artifacts]
 
 

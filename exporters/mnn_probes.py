@@ -18,7 +18,7 @@ from pathlib import Path
 from bbdeploy.exporters.probes import LayerProbe, Probe, ProbePlan
 
 LAYER_OPS = ("Convolution", "ConvolutionDepthwise", "Deconvolution")
-FOLLOWED_OPS = ("ReLU", "ReLU6", "Sigmoid", "PReLU")
+FOLLOWED_OPS = ("ReLU", "ReLU6", "Sigmoid", "PReLU", "HARDSWISH")
 PASS_BACK_OPS = ("ConvertTensor", "Reshape")
 INT8_OP_NAME = "ConvInt8"  # what MNN's quantizer names the convolutions it quantized (ConvInt811, DepthwiseConvInt85)
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bbdeploy.exporters.probes import Probe, ProbePlan, matched_layer
+from bbdeploy.exporters.probes import Probe, ProbePlan, gated_product, matched_layer
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # what runs on a layer's output before the next layer reads it (the same activations as the float side's,
 # stages/layer_points.py ACTIVATIONS)
 ACTIVATION_OPS = ("Relu", "Clip", "HardSwish", "HardSigmoid", "LeakyRelu", "Sigmoid")
+GATE_OPS = ("HardSigmoid", "Sigmoid", "Add", "Mul", "Div", "Clip", "Relu", "QuantizeLinear", "DequantizeLinear")  # what a hardswish's gate is made of
 PASS_BACK_OPS = ("Pad",)  # a layer's padding belongs to the layer: its input is the unpadded tensor
 
 
@@ -83,7 +84,15 @@ def _written_tensor(name: str, producer: dict, consumers: dict, initializers: di
     """The last tensor of the chain layer -> activations -> QuantizeLinear (-> DequantizeLinear ->
     activation -> QuantizeLinear ...), which is what the next layer reads."""
     probe = Probe(name)
-    while len(consumers.get(name, [])) == 1:
+    while True:
+        product = gated_product(name, consumers.get(name, []), producer, lambda n: list(n.input),
+                                lambda n: n.output[0], lambda n: n.op_type == "Mul", lambda n: n.op_type in GATE_OPS)
+        if product is not None:  # hardswish, written as x * HardSigmoid(x)
+            name = product
+            probe = Probe(name)
+            continue
+        if len(consumers.get(name, [])) != 1:
+            break
         (node,) = consumers[name]
         if node.op_type in ACTIVATION_OPS:
             name = node.output[0]

@@ -98,3 +98,28 @@ def by_order(found: dict, unnamed: list, layers: list[str]) -> dict:
     if unnamed and len(unnamed) == len(left):
         found = {**found, **dict(zip(left, unnamed))}
     return found
+
+
+GATE_DEPTH = 3  # ops between a gated tensor and its gate's end: relu6(x + 3) / 6 is two
+
+
+def gated_product(tensor, consumers: list, producer: dict, inputs, output, is_mul, is_elementwise):
+    """`tensor * gate(tensor)` where `tensor` feeds exactly the gate and the product, and the gate is a few
+    elementwise ops (hardswish as the converters write it: x * HardSigmoid(x) in ONNX, x * (relu6(x + 3)
+    / 6) in TFLite; not a squeeze-excite, whose gate pools and convolves): the product, which is what the
+    float side's hardswish writes; None for anything else. `inputs(op)`, `output(op)`, `is_mul(op)` and
+    `is_elementwise(op)` read the target's own graph."""
+    if len(consumers) != 2:
+        return None
+    for op in consumers:
+        gate = [name for name in inputs(op) if name != tensor]
+        if not is_mul(op) or tensor not in inputs(op) or len(gate) != 1:
+            continue
+        step = producer.get(gate[0])
+        for _ in range(GATE_DEPTH):
+            if step is None or step is op or not is_elementwise(step):
+                break
+            if tensor in inputs(step):
+                return output(op)
+            step = producer.get(inputs(step)[0])
+    return None

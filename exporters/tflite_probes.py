@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bbdeploy.exporters.probes import Probe, ProbePlan, by_order, matched_layer
+from bbdeploy.exporters.probes import Probe, ProbePlan, by_order, gated_product, matched_layer
 
 LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 FOLLOWED_OPS = ("RELU", "RELU6", "RELU_N1_TO_1", "HARD_SWISH", "LOGISTIC", "LEAKY_RELU", "QUANTIZE")
+GATE_OPS = ("ADD", "MUL", "RELU6", "RELU", "LOGISTIC", "HARD_SWISH", "QUANTIZE", "DEQUANTIZE")  # a hardswish's gate
 PASS_BACK_OPS = ("PAD", "PADV2")
 QUANTIZED_TYPES = (3, 7, 9)  # TensorType UINT8, INT16, INT8
 
@@ -50,7 +51,7 @@ def layer_probes(artifact: Path, layers: list[str], folder: Path) -> ProbePlan:
     found = by_order(found, unnamed, layers)
     plan = ProbePlan(folder / f"probed-{artifact.name}")
     plan.add_layers(layers, found, lambda op: (_probe(graph, _walk_back(op.inputs[0], producer, kinds)),
-                                               _probe(graph, _walk_on(op.outputs[0], consumers, kinds))),
+                                               _probe(graph, _walk_on(op.outputs[0], consumers, producer, kinds))),
                     "no TFLite op has this layer's weights")
     graph.outputs = list(graph.outputs) + [int(p.name) for p in plan.probes if int(p.name) not in graph.outputs]
     builder = flatbuffers.Builder(1024)
@@ -78,10 +79,19 @@ def _walk_back(index: int, producer: dict, kinds: list[str]) -> int:
     return index
 
 
-def _walk_on(index: int, consumers: dict, kinds: list[str]) -> int:
-    """What the next layer reads: the layer's output through activations and requantizations (and
-    through a DEQUANTIZE only where an activation follows it)."""
-    while len(consumers.get(index, [])) == 1:
+def _walk_on(index: int, consumers: dict, producer: dict, kinds: list[str]) -> int:
+    """What the next layer reads: the layer's output through activations (hardswish written out as
+    x * relu6(x + 3) / 6 too) and requantizations (and through a DEQUANTIZE only where an activation
+    follows it)."""
+    while True:
+        product = gated_product(index, consumers.get(index, []), producer, lambda op: [int(i) for i in op.inputs],
+                                lambda op: int(op.outputs[0]), lambda op: kinds[op.opcodeIndex] == "MUL",
+                                lambda op: kinds[op.opcodeIndex] in GATE_OPS)
+        if product is not None:
+            index = product
+            continue
+        if len(consumers.get(index, [])) != 1:
+            break
         (op,) = consumers[index]
         kind = kinds[op.opcodeIndex]
         if kind in FOLLOWED_OPS:

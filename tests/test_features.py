@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bbdeploy.exporters.registry import TARGETS
+from bbdeploy.run.jobs import write_builtin_validation
 from bbdeploy.stages.manifest import read_manifest
 from tests.conftest import PLUMBING_MIN_COSINE, PLUMBING_TARGET, TINY, calibrated_checkpoint, run_cli
 from tests.target_checks import target_checks
@@ -45,6 +46,50 @@ def test_three_feature_maps_on_every_target_float_and_int8(photos, tmp_path):
             own = getattr(target_checks(row["target"]), "check_feature_outputs", None)
             if own is not None:
                 own(row)
+        _drift_compares_every_map(rows, precision, tmp_path)
+
+
+LAYER_IMAGES = 4
+
+
+def _drift_compares_every_map(rows: list[dict], precision: str, tmp_path: Path) -> None:
+    """drift (--layers) on feature-map artifacts: each map against the float model's, every layer on the
+    artifact's runtime, and each map checked at the layer that writes it (features_2: the last conv,
+    conv + batch norm + hardswish) or next reads it (features_0/1 end in a residual addition)."""
+    data = write_builtin_validation(tmp_path / f"evaluation-{precision}")
+    artifacts = [row["artifact"] for row in rows]
+    result = run_cli("drift", *artifacts, "--data", str(data), "--limit", "8", "--layers", "--layer-samples",
+                     str(LAYER_IMAGES), "--json", timeout=600)
+    results = json.loads(result.stdout)["results"]
+    for row in results:
+        assert row["agreement_top1"] is None and row["accuracy_top1"] is None  # no top-1 on feature maps
+        assert [o["name"] for o in row["outputs"]] == ["features_0", "features_1", "features_2"]
+        sqnr = [o["sqnr_db"] for o in row["outputs"]]
+        if precision == "fp32":  # float32 in another order: ~120 dB where not bitwise the same
+            assert all(value is None or value > 60 for value in sqnr), (row["target"], sqnr)
+        else:
+            assert all(value > 0 and o["cosine"] >= PLUMBING_MIN_COSINE for value, o in zip(sqnr, row["outputs"]))
+        assert row["sqnr_db"] == (None if None in sqnr else min(sqnr))  # the table's figure: the worst map
+        unprobed = getattr(target_checks(row["target"]), "INT8_LAYERS_UNPROBED", None) if precision == "int8" else None
+        check = row["layers_check"]
+        if unprobed:
+            assert unprobed in check["error"], check
+            continue
+        assert check["error"] is None, (row["target"], check)
+        assert [(p["output"], p["layer"], p["point"], p["seen"]) for p in check["points"]] == MAP_POINTS
+        assert all(abs((p["layer_sqnr_db"] or 150) - (p["output_sqnr_db"] or 150)) <= 0.5 for p in check["points"])
+    # an artifact whose layers cannot be probed says so and fails drift's gate; none other does
+    assert result.returncode == (1 if any(r["layers_check"]["error"] for r in results) else 0), result.stderr
+    refused = run_cli("drift", artifacts[0], "--data", str(data), "--min-agreement", "0.9")
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [refused.stderr.strip()], refused.stderr
+    assert "returns feature maps, which have no top-1 or logits to judge; leave out --min-agreement" in refused.stderr
+
+
+# MobileNetV3-Large: stage 3 ends in features.6 (its next conv is features.7's expansion), stage 4 in
+# features.12, stage 5 is features.16, the last conv (torchvision's layer names)
+MAP_POINTS = [("features_0", "features.7.block.0.0", "input", True),
+              ("features_1", "features.13.block.0.0", "input", True),
+              ("features_2", "features.16.0", "output", True)]
 
 
 @pytest.mark.parametrize("args, expected", [

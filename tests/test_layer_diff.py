@@ -147,7 +147,8 @@ def test_the_float_points_follow_batch_norm_and_functional_activations():
     net = Net().eval()
     net.bn.running_mean.uniform_(-1, 1)
     images = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
-    points, output = float_points(net, images, ["conv", "fc"])
+    points, (output,), sources = float_points(net, images, ["conv", "fc"])
+    assert sources == {0: ("fc", "output")}  # the logits are the very tensor fc writes
     with torch.no_grad():
         x = torch.from_numpy(images)
         conv_output = F.relu6(net.bn(net.conv(x)))

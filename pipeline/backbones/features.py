@@ -25,6 +25,7 @@ class FeatureExtractor(nn.Module):
         self.paths = paths[:max(paths.index(end) for end in ends) + 1]
         self.taps = list(ends)
         self.output_names = [f"features_{i}" for i in range(len(ends))]
+        self._deploy: tuple = ()  # the extractor of the converter-friendly form, where extractor() took it
         used = {path.split(".")[0] for path in self.paths}
         for name, child in model.named_children():
             if name in used:
@@ -37,6 +38,11 @@ class FeatureExtractor(nn.Module):
             if path in self.taps:
                 outputs.append(x)
         return tuple(outputs)
+
+    def deploy_form(self) -> "FeatureExtractor":
+        """The extractor the artifacts were converted from (the deploy form's, or this one): the layers
+        that drift --layers matches to an artifact's tensors."""
+        return self._deploy[0] if self._deploy else self
 
 
 def parse_features(text: str) -> tuple[int, ...]:
@@ -74,7 +80,21 @@ def extractor(model: nn.Module, deploy_model: nn.Module, ends: list[str], sample
         with torch.no_grad():
             if _close(candidate(sample), expected):
                 deploy = candidate
+    if deploy is not reference:
+        reference._deploy = (deploy.eval(),)  # a tuple: not a submodule of the reference
     return reference.eval(), deploy.eval()
+
+
+def recorded_extractor(model: nn.Module, features: dict, size: int, name: str) -> FeatureExtractor:
+    """The float reference of a feature-map artifact, rebuilt from its manifest's `features` record
+    (checked against the backbone's own forward as at export)."""
+    deploy_model = model.deploy_form() if hasattr(model, "deploy_form") else model
+    return extractor(model, deploy_model, features["ends"], check_sample(size), name)[0]
+
+
+def check_sample(size: int) -> torch.Tensor:
+    """The seeded image the extractors are checked on, at export and when drift rebuilds them."""
+    return torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32))
 
 
 def _tapped(model: nn.Module, ends: list[str], sample: torch.Tensor) -> list[torch.Tensor]:

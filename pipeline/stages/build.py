@@ -20,7 +20,7 @@ import torch
 from bbdeploy.backbones import resolve
 from bbdeploy.backbones.complexity import count_macs, count_params
 from bbdeploy.backbones.custom import is_import_path, load_custom, read_preprocess
-from bbdeploy.backbones.features import extractor, stage_ends
+from bbdeploy.backbones.features import check_sample, extractor, stage_ends
 from bbdeploy.backbones.random_weights import RANDOM_WEIGHTS_NOTE
 from bbdeploy.backbones.registry import BackboneSpec
 from bbdeploy.backbones.zoo import create_backbone
@@ -151,7 +151,7 @@ def build(spec: BackboneSpec, options: ExportOptions, size: int, calibration: Ca
     source, weights_sha256, features = model.weights_source, weights_digest(model), None
     if options.features:
         ends = stage_ends(model, options.features, size, spec.name)
-        sample = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32))
+        sample = check_sample(size)
         model, deploy_model = extractor(model, deploy_model, ends, sample, spec.name)
         with torch.no_grad():
             maps = model(sample)

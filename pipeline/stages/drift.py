@@ -23,13 +23,14 @@ from bbdeploy.targets.runner import load as load_runner
 from bbdeploy.targets.runner.errors import one_line
 
 from bbdeploy.backbones.custom import is_import_path, load_custom
+from bbdeploy.backbones.features import recorded_extractor
 from bbdeploy.data.photos import crop_image, load_image, recorded_preprocess
 from bbdeploy.data.folders import EvalData, check_labels, eval_data
 from bbdeploy.errors import BBDeployError
 from bbdeploy.rows import DriftRow
 from bbdeploy.stages.build import float_model, weights_digest
 from bbdeploy.stages.manifest import files_intact, read_manifest
-from bbdeploy.stages.metrics import DriftAccumulator
+from bbdeploy.stages.metrics import DriftAccumulator, MapAccumulator
 from bbdeploy.stages.parity import nonfinite_failure
 
 DECODE_BATCH = 32  # images decoded at a time
@@ -64,7 +65,13 @@ class Artifact:
     @property
     def reference_key(self) -> tuple:
         backbone = self.manifest["backbone"]
-        return (backbone["name"], backbone.get("width"), backbone["num_classes"], backbone["weights_sha256"])
+        return (backbone["name"], backbone.get("width"), backbone["num_classes"], backbone["weights_sha256"],
+                tuple(self.features["ends"]) if self.features else None)
+
+    @property
+    def features(self) -> dict | None:
+        """The feature-map record of an `export --features` artifact (None: a classifier's logits)."""
+        return self.manifest["backbone"].get("features")
 
     @property
     def preprocess_key(self) -> str:
@@ -95,6 +102,8 @@ def reference_model(artifact: Artifact) -> torch.nn.Module:
     if weights_digest(model) != backbone["weights_sha256"]:
         raise BBDeployError(f"the float reference of {artifact.path.name} cannot be rebuilt: weights {weights!r} "
                             "are not the ones it was exported from; pass the original checkpoint or export again")
+    if artifact.features:
+        return recorded_extractor(model, artifact.features, artifact.manifest["preprocess"]["size"], backbone["name"])
     return model
 
 
@@ -130,15 +139,12 @@ def plan_drift(options: DriftOptions) -> DriftPlan:
     if not options.artifacts:
         raise BBDeployError("no artifact given; pass one or more files written by `bbdeploy export`")
     artifacts = [open_artifact(path) for path in options.artifacts]
-    for artifact in artifacts:
-        if artifact.manifest["backbone"].get("features"):
-            raise BBDeployError(f"{artifact.path.name} returns feature maps, and drift compares logits on labeled "
-                                "images; its per-output parity is in its manifest (export --features), pass "
-                                "classifier artifacts to drift")
+    _check_logit_options(options, artifacts)
     data = eval_data(options.data, labels_csv=options.labels_csv, class_names=options.class_names,
                      limit=options.limit)
     for artifact in artifacts:
-        check_labels(data, artifact.manifest["backbone"]["num_classes"], artifact.path.name)
+        if not artifact.features:
+            check_labels(data, artifact.manifest["backbone"]["num_classes"], artifact.path.name)
     if options.max_drop is not None and data.labels is None:
         raise BBDeployError(f"--max-drop needs labels, and --data has none ({data.label_source.removeprefix('none: ')})")
     device = None
@@ -152,6 +158,17 @@ def plan_drift(options: DriftOptions) -> DriftPlan:
             _import_named_code(artifact, options.model)
             references[artifact.reference_key] = reference_model(artifact)
     return DriftPlan(options, artifacts, data, references, device)
+
+
+def _check_logit_options(options: DriftOptions, artifacts: list[Artifact]) -> None:
+    """A feature-map artifact is compared map by map; the options that judge logits do not apply to it."""
+    maps = next((artifact for artifact in artifacts if artifact.features), None)
+    logit_options = [name for name, given in (("--max-drop", options.max_drop is not None),
+                                              ("--min-agreement", options.min_agreement is not None),
+                                              ("--simulate-layers", options.simulate_layers)) if given]
+    if maps is not None and logit_options:
+        raise BBDeployError(f"{maps.path.name} returns feature maps, which have no top-1 or logits to judge; leave "
+                            f"out {' and '.join(logit_options)}, or pass classifier artifacts")
 
 
 class Crops:
@@ -182,9 +199,11 @@ class InProcessOutputs:
     def error(self, index: int) -> str | None:
         return None
 
-    def logits(self, index: int, inputs: np.ndarray, start: int) -> np.ndarray:
+    def all_outputs(self, index: int, inputs: np.ndarray, start: int) -> list[np.ndarray]:
+        """Every output of artifact `index` on `inputs` (a classifier's first is its logits)."""
         manifest = self.artifacts[index].manifest
-        return run_batched(self.runners[index], inputs, manifest["input"]["layout"].lower(), manifest["config"]["batch"])
+        return run_batched(self.runners[index], inputs, manifest["input"]["layout"].lower(), manifest["config"]["batch"],
+                           all_outputs=True)
 
     def runtime(self, index: int) -> dict:
         runner = self.runners[index]
@@ -250,7 +269,7 @@ def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None
     return report
 
 
-def _rows(plan: DriftPlan, outputs, accumulators: list[DriftAccumulator], measured_on: dict) -> tuple[list, list]:
+def _rows(plan: DriftPlan, outputs, accumulators: list, measured_on: dict) -> tuple[list, list]:
     """(a drift row per artifact, the figures of its float reference)."""
     rows, references, data = [], [], plan.data
     for index, (artifact, accumulator) in enumerate(zip(plan.artifacts, accumulators)):
@@ -285,9 +304,9 @@ def _add_layer_diffs(plan: DriftPlan, outputs, probed, results: list[dict]) -> N
         try:
             if isinstance(item, str):
                 raise BBDeployError(item)
-            logits = np.concatenate([outputs.logits(index, inputs[start:start + DECODE_BATCH], start)
-                                     for start in range(0, samples, DECODE_BATCH)])
-            diff = layer_diff(item, inputs, outputs.probes(index, item, inputs), logits)
+            parts = [outputs.all_outputs(index, inputs[start:start + DECODE_BATCH], start)
+                     for start in range(0, samples, DECODE_BATCH)]
+            diff = layer_diff(item, inputs, outputs.probes(index, item, inputs), [np.concatenate(o) for o in zip(*parts)])
         except Exception as exc:  # a runtime or graph the probes cannot handle: this artifact says so
             why = str(exc) if isinstance(exc, BBDeployError) else f"its layers could not be probed: {one_line(exc)}"
             diff = {"samples": samples, "layers": [], "worst": None, "check": {"error": why}}
@@ -295,29 +314,36 @@ def _add_layer_diffs(plan: DriftPlan, outputs, probed, results: list[dict]) -> N
                       layers_check=diff["check"])
 
 
-def _accumulate(plan: DriftPlan, outputs, progress) -> list[DriftAccumulator]:
+def _accumulate(plan: DriftPlan, outputs, progress) -> list:
     """Feed every artifact's outputs and its reference's logits on the same inputs, batch by batch."""
     artifacts, data, references = plan.artifacts, plan.data, plan.references
-    accumulators = [DriftAccumulator() for _ in artifacts]
+    accumulators = [MapAccumulator(a.features["names"]) if a.features else DriftAccumulator() for a in artifacts]
     labels = np.asarray(data.labels) if data.labels is not None else None
     for start in range(0, len(data), DECODE_BATCH):
         crops = outputs.crops(start)
         inputs = {key: normalize(batch, *_mean_std(artifacts, key)) for key, batch in crops.items()}
         count = len(next(iter(crops.values())))
         batch_labels = labels[start:start + count] if labels is not None else None
-        reference_logits: dict[tuple, np.ndarray] = {}
+        reference_outputs: dict[tuple, list[np.ndarray]] = {}
         for index, (artifact, accumulator) in enumerate(zip(artifacts, accumulators)):
             key = artifact.preprocess_key
             pair = (artifact.reference_key, key)
-            if pair not in reference_logits:
-                with torch.no_grad():
-                    reference_logits[pair] = references[artifact.reference_key](torch.from_numpy(inputs[key])).numpy()
+            if pair not in reference_outputs:
+                reference_outputs[pair] = reference_run(references[artifact.reference_key], inputs[key])
             if outputs.error(index) is None:
-                accumulator.add(reference_logits[pair], outputs.logits(index, inputs[key], start), batch_labels)
+                accumulator.add_outputs(reference_outputs[pair], outputs.all_outputs(index, inputs[key], start),
+                                        batch_labels)
             else:  # the reference's own accuracy is still reported
-                accumulator.add_reference(reference_logits[pair], batch_labels)
+                accumulator.add_reference(reference_outputs[pair], batch_labels)
         progress(start + count, len(data))
     return accumulators
+
+
+def reference_run(model: torch.nn.Module, inputs: np.ndarray) -> list[np.ndarray]:
+    """Every output of the float model (its logits, or each feature map) on `inputs`."""
+    with torch.no_grad():
+        output = model(torch.from_numpy(inputs))
+    return [tensor.numpy() for tensor in (output if isinstance(output, (tuple, list)) else [output])]
 
 
 def _mean_std(artifacts: list[Artifact], key: str) -> tuple:

@@ -3,7 +3,7 @@
 The images are decoded and cropped here once (uint8, the network's input size: never more bytes than
 the image itself), written to one file per distinct preprocessing, and sent with the artifacts; the
 device normalises and runs them (targets/runner/evaluate.py) and sends back every output, which the drift
-stage compares with the reference's logits on the same crops, exactly as for a local run. With
+stage compares with the reference's on the same crops, exactly as for a local run. With
 --layers, each artifact's probed copy runs there too, on the first images of the same file, in the same
 session (stages/layer_diff.py).
 """
@@ -67,7 +67,8 @@ class DeviceOutputs:
         except BBDeployError as error:  # the device as a whole: unreachable, or its runner crashed
             outcomes, self.facts = [{"error": str(error)} for _ in all_jobs], None
         self.outcomes = outcomes[:len(jobs)]
-        self.outputs = [decode(o["result"]["outputs"]) if "result" in o else None for o in self.outcomes]
+        self.outputs = [[decode(output) for output in o["result"]["outputs"]] if "result" in o else None
+                        for o in self.outcomes]
         self.probe_outcomes = {index: outcome for (_, index), outcome in zip(probe_jobs, outcomes[len(jobs):])}
 
     def crops(self, start: int) -> dict[str, np.ndarray]:
@@ -76,8 +77,8 @@ class DeviceOutputs:
     def error(self, index: int) -> str | None:
         return self.outcomes[index].get("error")
 
-    def logits(self, index: int, inputs: np.ndarray, start: int) -> np.ndarray:
-        return self.outputs[index][start:start + len(inputs)]
+    def all_outputs(self, index: int, inputs: np.ndarray, start: int) -> list[np.ndarray]:
+        return [output[start:start + len(inputs)] for output in self.outputs[index]]
 
     def runtime(self, index: int) -> dict:
         result = self.outcomes[index].get("result", {})

@@ -80,6 +80,16 @@ COLUMNS = ["", "artifact", "target", "precision", "exec", "device", "runtime", "
            "agree top-1", "agree 95% CI", "agree top-5", "cosine", "SQNR dB", "max |diff|"]
 
 
+MAP_COLUMNS = ["artifact", "feature map", "SQNR dB", "cosine", "max |diff|"]
+
+
+def map_rows(report: dict) -> list[list[str]]:
+    """One row per feature map of each feature-map artifact (`export --features`): no top-1 there, so
+    the results table's cosine and SQNR are the worst map's, and these are every map's."""
+    return [[Path(r["artifact"]).name, o["name"], sqnr_text({**o, "nonfinite_outputs": 0}), _number(o["cosine"], 4),
+             f"{o['max_abs_diff']:.3g}"] for r in report["results"] for o in r.get("outputs") or []]
+
+
 def markdown(report: dict) -> str:
     reference = report["references"]
     lines = ["# bbdeploy drift", "",
@@ -90,6 +100,9 @@ def markdown(report: dict) -> str:
                      f"top-5 {_percent(ref['accuracy_top5'])}.")
     lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in result_rows(report)]
+    if map_rows(report):
+        lines += ["", "| " + " | ".join(MAP_COLUMNS) + " |", "|" + "---|" * len(MAP_COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in map_rows(report)]
     lines += layer_report.markdown_lines(report)
     return "\n".join(lines) + "\n"
 
@@ -170,6 +183,7 @@ def html_page(report: dict) -> str:
 <p class="device">{escape(device_line(report.get("device")))}</p>
 <ul>{references}</ul>
 {html_table(COLUMNS, result_rows(report), "results")}
+{html_table(MAP_COLUMNS, map_rows(report), "maps") if map_rows(report) else ""}
 {''.join(sections)}
 {figures}""")
 

@@ -6,7 +6,8 @@ the same images: `sqnr_db` and `cosine` of what the layer writes, and `delta_db`
 against what it reads (the error it adds, not the error it inherits). The layer that loses the most is
 `worst`. The last layer's output is the artifact's output: its SQNR must agree with the logits' SQNR of
 the unprobed artifact on the same images (CHECK_TOLERANCE_DB), or the two views disagree and the
-result says so as a failure.
+result says so as a failure. A feature-map artifact (`export --features`) is checked map by map, each at
+the layer that writes (or, for a map ending in an addition, the layer that next reads) it.
 
 The probe plans and probed copies are made here; the probed artifact runs where drift runs its
 artifacts (this process, or the device of --device), which sends back each tensor at the same
@@ -144,18 +145,19 @@ def _capped(sqnr: float | None) -> float:
     return EXACT_DB if sqnr is None else min(sqnr, EXACT_DB)
 
 
-def layer_diff(probed: ProbedArtifact, inputs: np.ndarray, sampled: list[tuple], logits: np.ndarray) -> dict:
+def layer_diff(probed: ProbedArtifact, inputs: np.ndarray, sampled: list[tuple], outputs: list[np.ndarray]) -> dict:
     """The per-layer figures of one artifact on `inputs` (float32 NCHW, normalised): `sampled` is what the
-    runner sent of each probe on them, `logits` the unprobed artifact's outputs on them.
+    runner sent of each probe on them, `outputs` every output of the unprobed artifact on them.
 
-    Returns {"layers": [...], "worst": name | None, "check": {...}}; `check["error"]` is set where the
-    last layer's figure and the output's disagree, or where no layer could be matched."""
+    Returns {"layers": [...], "worst": name | None, "check": {...}}; `check["error"]` is set where a
+    layer's figure and the output it writes disagree, or where no output could be matched."""
     plan = probed.plan
     figures = {(row.layer, role): _Closeness() for row in plan.layers for role in ("input", "output")}
-    output = _Closeness()
+    closeness = [_Closeness() for _ in outputs]  # each output at the positions a probe of its size takes
+    sources: dict = {}
     for start in range(0, len(inputs), LAYER_BATCH):
         images = inputs[start:start + LAYER_BATCH]
-        floats, float_logits = float_points(probed.model, images, probed.layers)
+        floats, float_outputs, sources = float_points(probed.model, images, probed.layers)
         compared = {}  # (probe, float tensor) -> its figures: a layer's output is the next one's input
         for row in plan.layers:
             for role, index in (("input", row.input), ("output", row.output)):
@@ -165,9 +167,17 @@ def layer_diff(probed: ProbedArtifact, inputs: np.ndarray, sampled: list[tuple],
                     if key not in compared:
                         compared[key] = _compare(tensor, plan.probes[index], *sampled[index], start)
                     figures[(row.layer, role)].merge(compared[key])
-        output.add(float_logits, logits[start:start + len(images)].reshape(len(images), -1))
+        for output, expected, got in zip(closeness, float_outputs, outputs):
+            positions = sample_positions(expected.shape[1])
+            output.add(expected[:, positions], got[start:start + len(images)].reshape(len(images), -1)[:, positions])
     rows = [_row(row, figures) for row in plan.layers]
-    return {"samples": int(len(inputs)), "layers": rows, "worst": _worst(rows), "check": _check(rows, output)}
+    features = probed.artifact.features
+    if features:
+        points = [(name, output, *sources.get(index, (None, None)))
+                  for index, (name, output) in enumerate(zip(features["names"], closeness))]
+    else:
+        points = [("the output", closeness[0], rows[-1]["layer"] if rows else None, "output")]
+    return {"samples": int(len(inputs)), "layers": rows, "worst": _worst(rows), "check": _check(rows, points)}
 
 
 def _compare(tensor: np.ndarray, probe, size: int, values: np.ndarray, start: int) -> "_Closeness":
@@ -200,18 +210,27 @@ def _worst(rows: list[dict]) -> str | None:
     return max(ranked, key=lambda row: row["delta_db"])["layer"] if ranked else None
 
 
-def _check(rows: list[dict], output: _Closeness) -> dict:
-    """The last layer's output is the artifact's output: the two figures must agree."""
-    output_sqnr = output.sqnr_db
-    last = rows[-1] if rows else None
-    check = {"output_sqnr_db": output_sqnr, "last_layer": last and last["layer"],
-             "last_sqnr_db": last and last["sqnr_db"], "tolerance_db": CHECK_TOLERANCE_DB, "error": None}
-    if last is None or last["cosine"] is None:
-        why = last and last["note"]
-        check["error"] = ("the last layer has no tensor in the artifact, so the per-layer view cannot be checked"
-                          + (f" ({why})" if why else ""))
-    elif abs(_capped(last["sqnr_db"]) - _capped(output_sqnr)) > CHECK_TOLERANCE_DB:
-        check["error"] = (f"the last layer's SQNR ({_capped(last['sqnr_db']):.2f} dB) differs from the output's "
-                          f"({_capped(output_sqnr):.2f} dB) by more than {CHECK_TOLERANCE_DB} dB: the per-layer view "
-                          "does not describe the artifact")
-    return check
+def _check(rows: list[dict], points: list[tuple]) -> dict:
+    """Each output (name, its closeness, the layer whose tensor it is, "output" | "input" of that layer)
+    must agree with the layer's figure: the logits with the last layer's output, a feature map with the
+    layer that writes or reads it. `last_*` and `output_sqnr_db` are the deepest point checked."""
+    by_layer = {row["layer"]: row for row in rows}
+    checked, error = [], None
+    for name, output, layer, role in points:
+        row = by_layer.get(layer)
+        seen = row is not None and row["cosine"] is not None and (role == "output" or row["delta_db"] is not None)
+        figure = (row["sqnr_db"] if role == "output" else row["input_sqnr_db"]) if seen else None
+        checked.append({"output": name, "output_sqnr_db": output.sqnr_db, "layer": layer, "point": role,
+                        "layer_sqnr_db": figure, "seen": seen})
+        if seen and error is None and abs(_capped(figure) - _capped(output.sqnr_db)) > CHECK_TOLERANCE_DB:
+            error = (f"the SQNR at {layer}'s {role} ({_capped(figure):.2f} dB) differs from {name}'s "
+                     f"({_capped(output.sqnr_db):.2f} dB) by more than {CHECK_TOLERANCE_DB} dB: the per-layer view "
+                     "does not describe the artifact")
+    seen = [point for point in checked if point["seen"]]
+    if not seen:
+        why = next((by_layer[p["layer"]]["note"] for p in checked if p["layer"] in by_layer), None)
+        error = ("no output of the artifact is a tensor the per-layer view has (the last layer's, or a layer's that "
+                 "writes or reads a feature map), so it cannot be checked" + (f" ({why})" if why else ""))
+    last = seen[-1] if seen else checked[-1]
+    return {"output_sqnr_db": last["output_sqnr_db"], "last_layer": last["layer"], "last_sqnr_db": last["layer_sqnr_db"],
+            "tolerance_db": CHECK_TOLERANCE_DB, "error": error, "points": checked}

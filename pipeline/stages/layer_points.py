@@ -47,9 +47,11 @@ class _Followers(TorchFunctionMode):
         return result
 
 
-def float_points(model: nn.Module, images: np.ndarray, layers: list[str]) -> tuple[dict, np.ndarray]:
-    """({layer: (what it reads, what it writes after its batch norm and activation)}, the model's output)
-    on `images` (float32 NCHW), each flattened to one row per image."""
+def float_points(model: nn.Module, images: np.ndarray, layers: list[str]) -> tuple[dict, list, dict]:
+    """({layer: (what it reads, what it writes after its batch norm and activation)}, every output of the
+    model, {output index: (layer, "output" | "input")} for each output that is the very tensor a layer
+    writes or reads: a feature map, checked at that layer) on `images` (float32 NCHW), each flattened to
+    one row per image."""
     modules = dict(model.named_modules())
     read, pending = {}, {}
     hooks = []
@@ -68,4 +70,11 @@ def float_points(model: nn.Module, images: np.ndarray, layers: list[str]) -> tup
     rows = len(images)
     points = {name: (read[name].reshape(rows, -1).numpy(), written[name].reshape(rows, -1).numpy())
               for name in layers if name in read and name in written}
-    return points, output.reshape(rows, -1).numpy()
+    outputs = list(output) if isinstance(output, (tuple, list)) else [output]
+    index_of = {id(tensor): index for index, tensor in enumerate(outputs)}
+    sources: dict[int, tuple[str, str]] = {}
+    for role, tensors in (("output", written), ("input", read)):
+        for name in layers:
+            if name in points and id(tensors[name]) in index_of:
+                sources.setdefault(index_of[id(tensors[name])], (name, role))
+    return points, [tensor.reshape(rows, -1).numpy() for tensor in outputs], sources

@@ -41,6 +41,13 @@ def _check_text(result: dict) -> str:
     check = result["layers_check"]
     if check.get("error"):
         return f"Check failed: {check['error']}."
+    points = [point for point in check.get("points", []) if point["seen"]]
+    if result.get("outputs"):  # feature maps: each at the layer that writes or reads it
+        seen = "; ".join(f"{p['output']} {_number(p['output_sqnr_db'], 2)} dB, {p['layer']}'s {p['point']} "
+                         f"{_number(p['layer_sqnr_db'], 2)} dB" for p in points)
+        unseen = [p["output"] for p in check["points"] if not p["seen"]]
+        return (f"Check: {seen} on the same {result['layer_samples']} images (within {check['tolerance_db']} dB)"
+                + (f"; {', '.join(unseen)}: no layer writes or reads it" if unseen else "") + ".")
     return (f"Check: the last layer ({check['last_layer']}) reads {_number(check['last_sqnr_db'], 2)} dB, the "
             f"artifact's output {_number(check['output_sqnr_db'], 2)} dB on the same {result['layer_samples']} "
             f"images (within {check['tolerance_db']} dB).")

@@ -22,6 +22,13 @@ def top1_top5(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     return logits.argmax(1) == labels, (top5 == labels[:, None]).any(1)
 
 
+def no_figures(samples: int, nonfinite: int) -> dict:
+    """Every figure of a drift row None (a failed artifact, NaN outputs, or a figure that does not apply)."""
+    return {"samples": samples, "nonfinite_outputs": nonfinite, "accuracy_top1": None, "accuracy_top5": None,
+            "accuracy_drop": None, "accuracy_drop_ci95": None, "agreement_top1": None, "agreement_top1_ci95": None,
+            "agreement_top5": None, "cosine": None, "sqnr_db": None, "max_abs_diff": None}
+
+
 class DriftAccumulator:
     """Everything `bbdeploy drift` reports for one artifact, fed (reference, artifact) logit batches."""
 
@@ -52,17 +59,18 @@ class DriftAccumulator:
             self.reference_hits.append(top1_top5(reference, labels))
             self.artifact_hits.append(top1_top5(artifact, labels))
 
-    def add_reference(self, reference: np.ndarray, labels: np.ndarray | None) -> None:
+    def add_outputs(self, reference: list[np.ndarray], artifact: list[np.ndarray], labels: np.ndarray | None) -> None:
+        """Every output of each side (a classifier's first is its logits)."""
+        self.add(reference[0], artifact[0], labels)
+
+    def add_reference(self, reference: list[np.ndarray], labels: np.ndarray | None) -> None:
         """The reference alone (its artifact failed): its own accuracy is still reported."""
         if labels is not None:
-            self.reference_hits.append(top1_top5(reference.astype(np.float64), labels))
+            self.reference_hits.append(top1_top5(reference[0].astype(np.float64), labels))
 
     def failed_result(self, samples: int) -> dict:
         """Every figure None: what a failed artifact, or one with NaN outputs, reports."""
-        return {"samples": samples, "nonfinite_outputs": self.nonfinite, "accuracy_top1": None,
-                "accuracy_top5": None, "accuracy_drop": None, "accuracy_drop_ci95": None, "agreement_top1": None,
-                "agreement_top1_ci95": None, "agreement_top5": None, "cosine": None, "sqnr_db": None,
-                "max_abs_diff": None}
+        return no_figures(samples, self.nonfinite)
 
     def result(self) -> dict:
         agree1 = np.concatenate(self.agree_top1)
@@ -97,6 +105,51 @@ class DriftAccumulator:
             return {"accuracy_top1": None, "accuracy_top5": None}
         return {"accuracy_top1": float(np.concatenate([h[0] for h in self.reference_hits]).mean()),
                 "accuracy_top5": float(np.concatenate([h[1] for h in self.reference_hits]).mean())}
+
+
+class MapAccumulator:
+    """What drift reports for an artifact of feature maps (`export --features`): per map, SQNR, cosine
+    (per image over the whole map, averaged) and max |diff| against the float model's map; overall the
+    worst of each. No top-1 or accuracy: these are not logits."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.signal, self.noise = [0.0] * len(names), [0.0] * len(names)
+        self.cosine: list[list[np.ndarray]] = [[] for _ in names]
+        self.max_abs_diff = [0.0] * len(names)
+        self.nonfinite = [0] * len(names)
+        self.samples = 0
+
+    def add_outputs(self, reference: list[np.ndarray], artifact: list[np.ndarray], labels: np.ndarray | None) -> None:
+        self.samples += len(reference[0])
+        for index, (ref, got) in enumerate(zip(reference, artifact)):
+            ref, got = ref.astype(np.float64).reshape(len(ref), -1), got.astype(np.float64).reshape(len(got), -1)
+            self.nonfinite[index] += int(got.size - np.count_nonzero(np.isfinite(got)))
+            self.cosine[index].append(cosine_per_sample(ref, got))
+            self.signal[index] += float(np.sum(ref ** 2))
+            self.noise[index] += float(np.sum((ref - got) ** 2))
+            self.max_abs_diff[index] = max(self.max_abs_diff[index], float(np.abs(ref - got).max()))
+
+    def add_reference(self, reference: list[np.ndarray], labels: np.ndarray | None) -> None:
+        """The reference alone (its artifact failed): a map has no accuracy of its own."""
+
+    def failed_result(self, samples: int) -> dict:
+        return {**no_figures(samples, sum(self.nonfinite)), "outputs": []}
+
+    def result(self) -> dict:
+        if sum(self.nonfinite):
+            return self.failed_result(self.samples)
+        outputs = [{"name": name, "sqnr_db": sqnr_db(signal, noise), "cosine": float(np.concatenate(cosines).mean()),
+                    "max_abs_diff": diff}
+                   for name, signal, noise, cosines, diff in zip(self.names, self.signal, self.noise, self.cosine,
+                                                                  self.max_abs_diff)]
+        sqnrs = [o["sqnr_db"] for o in outputs if o["sqnr_db"] is not None]  # None: exact
+        return {**no_figures(self.samples, 0), "outputs": outputs,
+                "cosine": min(o["cosine"] for o in outputs), "sqnr_db": min(sqnrs) if sqnrs else None,
+                "max_abs_diff": max(o["max_abs_diff"] for o in outputs)}
+
+    def reference_accuracy(self) -> dict:
+        return {"accuracy_top1": None, "accuracy_top5": None}
 
 
 def bootstrap_interval(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,

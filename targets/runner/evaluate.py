@@ -144,15 +144,15 @@ def evaluate(request: dict, folder: Path, say=lambda done, total: None) -> list[
 
 
 def _output_result(job: dict, folder: Path, crops: np.ndarray, threads, pinned, say) -> dict:
-    """The artifact's outputs on every image, STEP images at a time."""
+    """Every output of the artifact (its logits, or each feature map) on every image, STEP images at a time."""
     model = load(folder / job["path"], threads, pinned)
     parts = []
     for start in range(0, len(crops), STEP):
         parts.append(run_batched(model, normalize(crops[start:start + STEP], job["mean"], job["std"]),
-                                 job["layout"], job["batch"]))
+                                 job["layout"], job["batch"], all_outputs=True))
         say(min(start + STEP, len(crops)))
     return {"runtime": model.runtime, "runtime_version": model.runtime_version, "exec_precision": model.exec_precision,
-            "threads": threads, "outputs": encode(np.concatenate(parts))}
+            "threads": threads, "outputs": [encode(np.concatenate(output)) for output in zip(*parts)]}
 
 
 def _probe_result(job: dict, folder: Path, crops: np.ndarray, threads, pinned) -> dict:
