@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/layer_diff_cost.py ARTIFACT... --data DIR [--images 16]
 
-Prints, per artifact, the seconds of a plain drift and of a drift with --layers on the same images, their
-ratio (issue 28 asks for at most 3x) and the process's peak resident memory after each (ru_maxrss only
+Prints, per artifact, the median seconds of a plain drift and of a drift with --layers on the same images
+(after one untimed run of each), their ratio (issue 28 asks for at most 3x) and the process's peak resident memory after each (ru_maxrss only
 grows, so the figure after --layers bounds both).
 """
 
@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import time
 from pathlib import Path
 
 from bbdeploy.stages.drift import DriftOptions, drift
+
+ROUNDS = 3  # timed runs of each, interleaved; the figures are their medians
 
 
 def main() -> None:
@@ -25,13 +28,14 @@ def main() -> None:
     args = parser.parse_args()
     for artifact in args.artifacts:
         seconds = {}
-        for layers in (False, True, False):  # plain, layers, plain again: the plain figure is their mean
+        # once each untimed (imports, first sessions: a CLI run pays them once for both), then interleaved
+        for layers in (False, True) + (False, True) * ROUNDS:
             options = DriftOptions(artifacts=[artifact], data=args.data, limit=args.images, layers=layers,
                                    layer_samples=args.images)
             start = time.perf_counter()
             report = drift(options)
             seconds.setdefault(layers, []).append(time.perf_counter() - start)
-        plain, with_layers = sum(seconds[False]) / 2, seconds[True][0]
+        plain, with_layers = statistics.median(seconds[False][1:]), statistics.median(seconds[True][1:])
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         row = report["results"][0]
         print(f"{artifact.name}: {row['samples']} images, plain {plain:.1f} s, --layers {with_layers:.1f} s, "

@@ -19,7 +19,8 @@ from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.stages.manifest import read_manifest
 from bbdeploy.quantization.calibration import BUILTIN_WARNING
 from bbdeploy.quantization.options import QuantOptions
-from tests.conftest import PLUMBING_MIN_COSINE, PLUMBING_TARGET, TINY, calibrated_checkpoint, run_cli
+from tests.conftest import (PLUMBING_MIN_COSINE, PLUMBING_MODEL, PLUMBING_STEM, PLUMBING_TARGET, TINY, calibrated_checkpoint,
+                            run_cli)
 from tests.target_checks import target_checks
 from tests.zoo_graphs import deploy_form, distinct_graphs, graph_signature
 
@@ -175,12 +176,12 @@ def test_one_failing_target_does_not_stop_the_others(tmp_path, monkeypatch):
         raise RuntimeError("converter exploded\nsecond line")
 
     monkeypatch.setattr(import_module(broken_target.exporter), "convert", broken)
-    rows = export(ExportOptions("mobilenet_v3_small", weights="random", input_size=TINY, output=tmp_path))
+    rows = export(ExportOptions(**PLUMBING_MODEL, weights="random", output=tmp_path))
     assert [(r["target"], r["status"]) for r in rows] == [
         (t, "failed" if t == broken_target.name else "exported") for t in TARGETS]
     assert re.fullmatch(r"RuntimeError: converter exploded( \(converter log: .*\.log\))?",
                         _row_of(broken_target.name, rows)["error"])
-    assert not (tmp_path / f"mobilenet_v3_small_64px_fp32{broken_target.suffix}").exists()
+    assert not (tmp_path / f"{PLUMBING_STEM}_fp32{broken_target.suffix}").exists()
     assert len({tuple(row) for row in rows}) == 1, rows  # a failed row has every key an exported one has
 
 
@@ -191,8 +192,7 @@ def test_interrupted_export_leaves_nothing_half_written(tmp_path, monkeypatch):
 
     monkeypatch.setattr(import_module(TARGETS[PLUMBING_TARGET].exporter), "convert", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        export(ExportOptions("mobilenet_v3_small", weights="random", targets=PLUMBING_TARGET, input_size=TINY,
-                             output=tmp_path))
+        export(ExportOptions(**PLUMBING_MODEL, weights="random", targets=PLUMBING_TARGET, output=tmp_path))
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".log")] == []
 
 

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from bbdeploy.exporters.registry import TARGETS
+from tests.conftest import PLUMBING_ARGS, PLUMBING_STEM
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCH = "torch==2.13.0"  # the CPU build, installed first as the Makefile does (see README)
@@ -75,13 +76,13 @@ def test_the_installed_wheel_exports_drifts_and_benches(tmp_path, photos, offlin
         return _output(offline_guard.command(*args, bbdeploy=command, cwd=work), [*command, *args])
 
     offline_guard.env["BBDEPLOY_OFFLINE"] = "1"
-    rows = json.loads(bbdeploy("export", "mobilenet_v3_small", "--weights", "random", "--input-size", "64",
+    rows = json.loads(bbdeploy("export", *PLUMBING_ARGS, "--weights", "random",
                                "--target", ",".join(PAIR), "--int8", "--calib-size", "8", "--min-cosine", "0.5",
                                "--output", "out", "--json"))
     assert [(row["target"], row["status"], row["parity"]["passed"]) for row in rows] == [
         (name, "exported", True) for name in PAIR], rows
     artifacts = [row["artifact"] for row in rows]
-    assert Path(work / artifacts[0]).is_file() and Path(artifacts[0]).name == f"mobilenet_v3_small_64px_int8{TARGETS[PAIR[0]].suffix}"
+    assert Path(work / artifacts[0]).is_file() and Path(artifacts[0]).name == f"{PLUMBING_STEM}_int8{TARGETS[PAIR[0]].suffix}"
 
     report = json.loads(bbdeploy("drift", *artifacts, "--data", "photos", "--json"))
     assert report["data"]["images"] == 6 and all(r["agreement_top1"] is not None for r in report["results"])
