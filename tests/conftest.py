@@ -78,16 +78,16 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
                           env=full_env, timeout=timeout)
 
 
-def calibrated_checkpoint(name: str, photos: dict, folder: Path) -> Path:
-    """Random weights with BN statistics measured on real photos and a unit-scale classifier.
+def calibrated_checkpoint(name: str, photos: dict, folder: Path, width: float | None = None, size: int = TINY) -> Path:
+    """Random weights with BN statistics measured on real photos (at `size` px) and a unit-scale classifier.
 
     Plain random init gives logits around 1e-13, where any parity tolerance passes; with these the
     logits' spread is at least 0.1 (0.14 for MobileNetV3-Small, the lowest), so 1e-3 is a real check.
     """
     torch.manual_seed(0)
-    model = bbdeploy.create_backbone(name)
+    model = bbdeploy.create_backbone(name, width=width)
     pre = resolve(name).preprocess
-    images = torch.from_numpy(np.stack([preprocess_image(p, pre, TINY) for p in photos.values()]))
+    images = torch.from_numpy(np.stack([preprocess_image(p, pre, size) for p in photos.values()]))
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.reset_running_stats()

@@ -14,20 +14,28 @@ from bbdeploy.stages import manifest as manifest_module
 from bbdeploy.stages.export import ExportOptions, export
 from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.quantization.options import QuantOptions
-from tests.conftest import PLUMBING_MIN_COSINE, PLUMBING_TARGET, TINY, calibrated_checkpoint
+from tests.conftest import PLUMBING_MIN_COSINE, PLUMBING_MODEL, PLUMBING_TARGET, TINY, calibrated_checkpoint
 
-MODEL = "mobilenet_v3_small"
+MODEL = PLUMBING_MODEL["model"]
+
+
+def _options(photos: dict, tmp_path: Path, **options) -> ExportOptions:
+    """An export of the plumbing model with its calibrated checkpoint, as the tests here change it."""
+    weights = calibrated_checkpoint(MODEL, photos, tmp_path, PLUMBING_MODEL["width"], PLUMBING_MODEL["input_size"])
+    return ExportOptions(**PLUMBING_MODEL, weights=str(weights), output=tmp_path / "out",
+                         min_cosine=PLUMBING_MIN_COSINE, **options)
 
 
 def _change_weights(options: ExportOptions, tmp_path: Path, monkeypatch) -> ExportOptions:
     state = torch.load(options.weights, weights_only=True)
-    state["classifier.3.bias"] += 0.5  # same file name, other contents
+    last_bias = [key for key in state if key.endswith(".bias")][-1]  # the classifier's
+    state[last_bias] += 0.5  # same file name, other contents
     torch.save(state, options.weights)
     return options
 
 
 def _change_input_size(options: ExportOptions, tmp_path: Path, monkeypatch) -> ExportOptions:
-    options.input_size = TINY + 8
+    options.input_size += 8
     return options
 
 
@@ -44,7 +52,7 @@ def _change_code(options: ExportOptions, tmp_path: Path, monkeypatch) -> ExportO
     roots = {}
     for package, root in manifest_module.code_roots().items():
         roots[package] = shutil.copytree(root, tmp_path / "code" / package, ignore=shutil.ignore_patterns("__pycache__"))
-    edited = roots["bbdeploy"] / "backbones" / "mobilenet_v3.py"
+    edited = roots["bbdeploy"] / "backbones" / f"{MODEL}.py"
     edited.write_text(edited.read_text() + "\n# a changed deploy form\n")
     monkeypatch.setattr(manifest_module, "code_roots", lambda: roots)
     return options
@@ -66,9 +74,8 @@ def test_a_change_gives_a_fresh_export(change, photos, tmp_path, monkeypatch):
     for name in list(photos)[:4]:
         Image.fromarray(photos[name]).save(calib / f"{name}.png")
     int8 = change is _change_calibration_images
-    options = ExportOptions(MODEL, targets=PLUMBING_TARGET, weights=str(calibrated_checkpoint(MODEL, photos, tmp_path)),
-                            input_size=TINY, output=tmp_path / "out", precision="int8" if int8 else "fp32",
-                            quant=QuantOptions(calib_data=str(calib), calib_size=4), min_cosine=PLUMBING_MIN_COSINE)
+    options = _options(photos, tmp_path, targets=PLUMBING_TARGET, precision="int8" if int8 else "fp32",
+                       quant=QuantOptions(calib_data=str(calib), calib_size=4))
     first = export(options)[0]
     assert first["status"] == "exported", first["error"]
     assert export(options)[0]["status"] == "cached"
@@ -86,9 +93,8 @@ def test_an_unchanged_request_is_answered_before_anything_expensive(precision, p
     from bbdeploy.data.photos import builtin_photo
     from bbdeploy.quantization import calibration, ptq
 
-    options = ExportOptions(MODEL, targets=",".join(list(TARGETS)[:2]), weights=str(calibrated_checkpoint(MODEL, photos, tmp_path)),
-                            input_size=TINY, output=tmp_path / "out", precision=precision,
-                            quant=QuantOptions(calib_size=4), min_cosine=PLUMBING_MIN_COSINE)
+    options = _options(photos, tmp_path, targets=",".join(list(TARGETS)[:2]), precision=precision,
+                       quant=QuantOptions(calib_size=4))
     assert {row["status"] for row in export(options)} == {"exported"}
 
     def expensive(*_args, **_kwargs):
@@ -120,8 +126,10 @@ def test_an_int8_request_decodes_each_image_once_and_measures_the_float_model_on
     monkeypatch.setattr(ptq, "measure_float", lambda *a, **k: measured.append(1) or real_measure(*a, **k))
     monkeypatch.setattr(ptq, "round_onto_grid", lambda m, levels, **k: rounded.append(levels) or real_round(m, levels, **k))
     gptq_targets = [name for name, target in TARGETS.items() if target.weight_roundings[0] == "gptq"]
-    options = ExportOptions(MODEL, targets=",".join(gptq_targets),
-                            weights=str(calibrated_checkpoint(MODEL, photos, tmp_path)), input_size=TINY,
+    # MobileNetV3-Small at 64 px: the plumbing model's calibrated checkpoint at 32 px measured int8 cosine
+    # 0.48 on MNN here (below the plumbing floor), which this test, counting work, is not about
+    options = ExportOptions("mobilenet_v3_small", targets=",".join(gptq_targets),
+                            weights=str(calibrated_checkpoint("mobilenet_v3_small", photos, tmp_path)), input_size=TINY,
                             output=tmp_path / "out", precision="int8",
                             quant=QuantOptions(calib_data=str(calib), calib_size=6), min_cosine=PLUMBING_MIN_COSINE)
     rows = export(options)

@@ -46,17 +46,17 @@ def test_three_feature_maps_on_every_target_float_and_int8(photos, tmp_path):
             own = getattr(target_checks(row["target"]), "check_feature_outputs", None)
             if own is not None:
                 own(row)
-        _drift_compares_every_map(rows, precision, tmp_path)
+    _drift_compares_every_map(rows, tmp_path)  # the int8 ones: fp32 per-layer views are tests/test_layer_diff.py's
 
 
 LAYER_IMAGES = 4
 
 
-def _drift_compares_every_map(rows: list[dict], precision: str, tmp_path: Path) -> None:
-    """drift (--layers) on feature-map artifacts: each map against the float model's, every layer on the
+def _drift_compares_every_map(rows: list[dict], tmp_path: Path) -> None:
+    """drift (--layers) on the int8 feature-map artifacts: each map against the float model's, every layer on the
     artifact's runtime, and each map checked at the layer that writes it (features_2: the last conv,
     conv + batch norm + hardswish) or next reads it (features_0/1 end in a residual addition)."""
-    data = write_builtin_validation(tmp_path / f"evaluation-{precision}")
+    data = write_builtin_validation(tmp_path / "evaluation")
     artifacts = [row["artifact"] for row in rows]
     result = run_cli("drift", *artifacts, "--data", str(data), "--limit", "8", "--layers", "--layer-samples",
                      str(LAYER_IMAGES), "--json", timeout=600)
@@ -65,12 +65,9 @@ def _drift_compares_every_map(rows: list[dict], precision: str, tmp_path: Path) 
         assert row["agreement_top1"] is None and row["accuracy_top1"] is None  # no top-1 on feature maps
         assert [o["name"] for o in row["outputs"]] == ["features_0", "features_1", "features_2"]
         sqnr = [o["sqnr_db"] for o in row["outputs"]]
-        if precision == "fp32":  # float32 in another order: ~120 dB where not bitwise the same
-            assert all(value is None or value > 60 for value in sqnr), (row["target"], sqnr)
-        else:
-            assert all(value > 0 and o["cosine"] >= PLUMBING_MIN_COSINE for value, o in zip(sqnr, row["outputs"]))
-        assert row["sqnr_db"] == (None if None in sqnr else min(sqnr))  # the table's figure: the worst map
-        unprobed = getattr(target_checks(row["target"]), "INT8_LAYERS_UNPROBED", None) if precision == "int8" else None
+        assert all(value > 0 and o["cosine"] >= PLUMBING_MIN_COSINE for value, o in zip(sqnr, row["outputs"])), sqnr
+        assert row["sqnr_db"] == min(sqnr)  # the table's figure: the worst map
+        unprobed = getattr(target_checks(row["target"]), "INT8_LAYERS_UNPROBED", None)
         check = row["layers_check"]
         if unprobed:
             assert unprobed in check["error"], check
