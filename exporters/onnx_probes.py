@@ -19,7 +19,8 @@ LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # what runs on a layer's output before the next layer reads it (the same activations as the float side's,
 # stages/layer_points.py ACTIVATIONS)
 ACTIVATION_OPS = ("Relu", "Clip", "HardSwish", "HardSigmoid", "LeakyRelu", "Sigmoid")
-GATE_OPS = ("HardSigmoid", "Sigmoid", "Add", "Mul", "Div", "Clip", "Relu", "QuantizeLinear", "DequantizeLinear")  # what a hardswish's gate is made of
+# what a hardswish's gate is made of, as converters write it out (exporters/probes.py gated_product)
+GATE_OPS = ("HardSigmoid", "Sigmoid", "Add", "Mul", "Div", "Clip", "Relu", "QuantizeLinear", "DequantizeLinear")
 PASS_BACK_OPS = ("Pad",)  # a layer's padding belongs to the layer: its input is the unpadded tensor
 
 
