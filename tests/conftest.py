@@ -34,7 +34,8 @@ PLUMBING_MIN_COSINE = 0.5
 # 32 px, 28 plain convolutions, converts to every target fp32 + int8 in 50 s where MobileNetV3-Small at
 # 64 px took 140 s (measured on a 2-core AVX2 VM). PLUMBING_ARGS: the same on the command line.
 PLUMBING_MODEL = {"model": "mobilenet_v1", "width": 0.25, "input_size": 32}
-PLUMBING_ARGS = ("mobilenet_v1", "--width", "0.25", "--input-size", "32")
+PLUMBING_ARGS = (PLUMBING_MODEL["model"], "--width", f"{PLUMBING_MODEL['width']:g}",
+                 "--input-size", str(PLUMBING_MODEL["input_size"]))
 PLUMBING_STEM = "mobilenet_v1_w0.25_32px"  # its artifacts' names start so
 # the target a plumbing test of one target runs on: the table's first record (any would do; ONNX's, the
 # first today, converts fastest). Tests that need a property pick the record by it, not by name.
