@@ -14,7 +14,7 @@ import pytest
 from bbdeploy.stages.export import ExportOptions, export
 from bbdeploy.exporters import mnn_tools
 from bbdeploy.quantization.options import QuantOptions
-from tests.conftest import PLUMBING_MIN_COSINE, TINY
+from tests.conftest import PLUMBING_MIN_COSINE, PLUMBING_MODEL, TINY
 
 # EfficientNet-Lite0 int8 (EMA activation ranges, GPTQ weights), measured as tests/test_int8.py says, with
 # one and with two threads (the same figures)
@@ -126,8 +126,7 @@ def test_a_converter_crash_is_a_failed_row_with_the_converters_words(tmp_path, m
             Path(path).write_bytes(b"\x08\x07 not a protobuf")
 
     monkeypatch.setattr(onnx_exporter, "convert", garbage_for_mnn)
-    rows = export(ExportOptions("mobilenet_v3_small", weights="random", targets="onnx,mnn", input_size=TINY,
-                                output=tmp_path))
+    rows = export(ExportOptions(**PLUMBING_MODEL, weights="random", targets="onnx,mnn", output=tmp_path))
     assert [(r["target"], r["status"]) for r in rows] == [("onnx", "exported"), ("mnn", "failed")]
     assert rows[1]["error"].startswith("RuntimeError: MNN convert "), rows[1]["error"]
     assert not list(tmp_path.glob("*.mnn"))
