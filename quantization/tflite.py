@@ -1,81 +1,28 @@
 """Int8 TFLite through PT2E quantization with litert-torch's quantizer, then litert-torch conversion.
 
-litert-torch's quantizer treats ReLU6 (`hardtanh`) as an op that shares its input's quantization:
-a convolution's output is then quantized over its whole pre-clamp range and ReLU6 inherits that
-scale, leaving few of the 256 levels for [0, 6]. `EdgeQuantizer` annotates conv -> ReLU6 the way
-litert-torch annotates conv -> ReLU: nothing on the convolution's output, a fresh observer after
-the clamp, so TFLite fuses the activation into the convolution with a tight output range.
-
-Two more gaps of litert-torch are closed here, each of which cost speed: its add annotator misses
-chained residual adds (leaving DEQUANTIZE -> float ADD -> QUANTIZE), and its NHWC layout pass has
-no rule for constant padding (TF "same" padding of stride-2 convolutions), so every such PAD was
-wrapped in two TRANSPOSE ops. With both fixed, EfficientNet-Lite0's int8 graph holds only CONV_2D,
-DEPTHWISE_CONV_2D, ADD, MEAN and FULLY_CONNECTED (the PADs fold into the convolutions).
+`EdgeQuantizer` is litert-torch's quantizer with the fixes of pt2e.py (conv -> ReLU6 quantized after the
+clamp, every residual add in int8: litert-torch's add annotator misses chained ones) and, here, an NHWC
+rule for constant padding that litert-torch's layout pass lacks (TF "same" padding of stride-2
+convolutions: every such PAD was wrapped in two TRANSPOSE ops). With them EfficientNet-Lite0's int8
+graph holds only CONV_2D, DEPTHWISE_CONV_2D, ADD, MEAN and FULLY_CONNECTED (the PADs fold into the
+convolutions).
 """
 
 from __future__ import annotations
 
-from itertools import islice
 from pathlib import Path
 
 import torch
 
+from . import pt2e
 from .tflite_io import set_io_type
 
 # PT2E rounds per-channel symmetric int8 weights (+-127) to nearest; bbdeploy's bias correction
 # then gives Lite0 0.929 agreement / cosine 0.9967. GPTQ-rounded weights measured 0.920 / 0.9975 on
 # Lite0 but broke MobileNetV3-Small's int8 TFLite (cosine 0.37, while the same weights in PyTorch
 # keep 0.998 and ONNX/OpenVINO take them fine): not offered here until that is understood.
-CONVOLUTIONS = (torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default)
-ADDS = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
-LINEARS = (torch.ops.aten.linear.default,)
+ADDS, CLAMPS = pt2e.ADDS, pt2e.CLAMPS
 MULS = (torch.ops.aten.mul.Tensor, torch.ops.aten.mul_.Tensor)
-CLAMPS = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)
-
-
-def _annotate_conv_clamp(graph_module, config) -> None:
-    """conv -> hardtanh(0, 6): quantize the clamp's output, not the convolution's."""
-    from litert_torch.quantize import pt2e_quantizer_utils as utils
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
-
-    for clamp in graph_module.graph.nodes:
-        if clamp.op != "call_function" or clamp.target not in CLAMPS:
-            continue
-        conv = clamp.args[0]
-        if not isinstance(conv, torch.fx.Node) or conv.target not in CONVOLUTIONS or len(conv.users) != 1:
-            continue
-        inputs = {conv.args[0]: utils.get_input_act_qspec(config), conv.args[1]: utils.get_weight_qspec(config)}
-        partition = [clamp, conv, conv.args[1]]
-        bias = conv.args[2] if len(conv.args) > 2 else None
-        if isinstance(bias, torch.fx.Node):
-            inputs[bias] = utils.get_bias_qspec(config)
-            partition.append(bias)
-        if utils._is_annotated(partition):
-            continue
-        conv.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=inputs, _annotated=True)
-        clamp.meta["quantization_annotation"] = QuantizationAnnotation(
-            output_qspec=utils.get_output_act_qspec(config), _annotated=True)
-        utils._mark_nodes_as_annotated(partition)
-
-
-def _annotate_adds(graph_module, config) -> None:
-    """Every tensor + tensor: both inputs and the sum quantized, so TFLite runs an int8 ADD.
-
-    litert-torch's own add annotator misses adds whose input is another add (chained residuals in
-    EfficientNet stages), leaving DEQUANTIZE -> float ADD -> QUANTIZE in the graph.
-    """
-    from litert_torch.quantize import pt2e_quantizer_utils as utils
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
-
-    for add in graph_module.graph.nodes:
-        if add.op != "call_function" or add.target not in ADDS or utils._is_annotated([add]):
-            continue
-        inputs = [a for a in add.args[:2] if isinstance(a, torch.fx.Node)]
-        if len(inputs) != 2:
-            continue
-        add.meta["quantization_annotation"] = QuantizationAnnotation(
-            input_qspec_map={a: utils.get_input_act_qspec(config) for a in inputs},
-            output_qspec=utils.get_output_act_qspec(config), _annotated=True)
 
 
 def _pad_nhwc(node: torch.fx.Node) -> None:
@@ -93,18 +40,10 @@ def teach_layout_pass_constant_pad() -> None:
 
 
 def quantization_config(method: str):
-    """litert-torch's per-channel symmetric config, activations observed as `method` says:
-    `mse` is its own HistogramObserver (range that minimises the L2 quantization error), `minmax`
-    the plain observed range."""
-    import dataclasses
-
+    """litert-torch's per-channel symmetric config, activations observed as `method` says (pt2e.py)."""
     from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
-    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
 
-    config = get_symmetric_quantization_config(is_per_channel=True)
-    observer = {"mse": HistogramObserver, "minmax": MinMaxObserver}[method]
-    spec = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer.with_args(eps=2**-12))
-    return dataclasses.replace(config, input_activation=spec, output_activation=spec)
+    return pt2e.with_activation_observer(get_symmetric_quantization_config(is_per_channel=True), method)
 
 
 HARDSWISH = (torch.ops.aten.hardswish.default, torch.ops.aten.hardswish_.default)
@@ -164,19 +103,6 @@ def _annotate_mul(node, act_in, act_out) -> None:
         output_qspec=act_out, _annotated=True)
 
 
-def _keep_float(graph_module, layers: list[str]) -> None:
-    """Mark the conv/linear nodes of `layers` annotated-without-qspecs, so no annotator quantizes them."""
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
-
-    for node in graph_module.graph.nodes:
-        stack = list(node.meta.get("nn_module_stack", {}).values())
-        if node.op != "call_function" or not stack or node.target not in (*CONVOLUTIONS, *LINEARS):
-            continue
-        path = stack[-1][0]  # under litert-torch's NHWC wrapper: "wrapped.<module path>"
-        if any(path == layer or path.endswith("." + layer) for layer in layers):
-            node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
-
-
 def edge_quantizer(method: str = "mse", keep_float: list[str] = ()):
     """litert-torch's PT2E quantizer with the conv -> ReLU6 and add annotation fixes."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
@@ -188,10 +114,10 @@ def edge_quantizer(method: str = "mse", keep_float: list[str] = ()):
             return model
 
         def annotate(self, model):
-            _keep_float(model, list(keep_float))
-            _annotate_conv_clamp(model, self.global_config)
+            pt2e.keep_float(model, list(keep_float))
+            pt2e.annotate_conv_clamp(model, self.global_config)
             _annotate_hardswish_parts(model, self.global_config)
-            _annotate_adds(model, self.global_config)
+            pt2e.annotate_adds(model, self.global_config)
             return super().annotate(model)
 
     return EdgeQuantizer().set_global(quantization_config(method))
@@ -207,7 +133,6 @@ def quantize(model: torch.nn.Module, calibration, *, subset_size: int, sample: t
     """
     import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     to_layout = (lambda x: x.permute(0, 2, 3, 1).contiguous()) if layout == "nhwc" else (lambda x: x)
     if layout == "nhwc":
@@ -217,12 +142,8 @@ def quantize(model: torch.nn.Module, calibration, *, subset_size: int, sample: t
     sample = to_layout(sample)
     teach_layout_pass_constant_pad()
     quantizer = edge_quantizer(method, keep_float)
-    graph = torch.export.export(model.eval(), (sample,)).module()
-    prepared = prepare_pt2e(graph, quantizer)
-    with torch.no_grad():
-        for array in islice(calibration, subset_size):
-            prepared(to_layout(torch.from_numpy(array)))
-    converted = convert_pt2e(prepared, fold_quantize=False)
+    converted = pt2e.calibrated(model, quantizer, calibration, subset_size=subset_size, sample=sample,
+                                to_input=to_layout, fold_quantize=False)
     edge = litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
     edge.export(str(out_path))
     set_io_type(out_path, io)
