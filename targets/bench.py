@@ -144,6 +144,9 @@ def add_warnings(rows: list[dict], entries: list[dict]) -> None:
                                        f"{Path(sibling['artifact']).name})")
         if row["xnnpack"] is not None and not row["xnnpack"]["applied"]:  # set by runtimes that use XNNPACK
             row["warnings"].append("the XNNPACK delegate was not applied: the reference CPU kernels are slow")
+        if row["xnnpack"] is not None and row["xnnpack"].get("undelegated_convolutions"):
+            row["warnings"].append(f"{row['xnnpack']['undelegated_convolutions']} convolutions run outside XNNPACK, on "
+                                   "the runtime's reference kernels: slow")
         if latency["p50"] is not None and latency["p99"] > NOISY_SPREAD * latency["p50"]:
             row["warnings"].append(f"noisy device: p99/p50 = {latency['p99'] / latency['p50']:.2f} "
                                    f"(> {NOISY_SPREAD}); close other load, check cooling, add --min-time")

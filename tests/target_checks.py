@@ -7,7 +7,8 @@ A module holds `check_fp32_graph(row)` and `check_int8_graph(row, backbone)` (ro
 (what its runtime reports of itself on a local bench), `exec_precision_reported(requested)` (what its runtime
 says it computed float parts in, by default (None) or pinned; None: not read back) and `LITE0_INT8`: its
 measured int8 figures on EfficientNet-Lite0 (test_int8.py says how they are measured and judged); it may
-add `check_lite0_int8_against(row, others)`, a bar of its own against the other targets' figures."""
+add `check_lite0_int8_against(row, others)`, a bar of its own against the other targets' figures, and
+`LAYERS_UNPROBED` / `INT8_LAYERS_UNPROBED`: why `drift --layers` cannot probe its artifacts (any, or int8 ones)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,10 @@ def target_checks(target: str) -> ModuleType:
     if missing:
         pytest.fail(f"tests/test_target_{target}.py lacks {', '.join(missing)}")
     return module
+
+
+def layers_unprobed(target: str, precision: str) -> str | None:
+    """Why drift --layers cannot probe `target`'s `precision` artifacts (its module says), or None."""
+    checks = target_checks(target)
+    return getattr(checks, "LAYERS_UNPROBED", None) or (
+        getattr(checks, "INT8_LAYERS_UNPROBED", None) if precision == "int8" else None)

@@ -20,6 +20,9 @@ from tests.conftest import PLUMBING_MIN_COSINE, PLUMBING_TARGET, TINY, run_cli
 from tests.target_checks import target_checks
 
 SECOND, LAST = list(TARGETS)[1], list(TARGETS)[-1]  # other targets than the plumbing one
+# the targets whose runtimes the board can install (emulated_board.refusal says why not, e.g. no aarch64 CPU torch)
+ON_BOARD = [name for name, target in TARGETS.items() if emulated_board.refusal(target) is None]
+REFUSED = [name for name in TARGETS if name not in ON_BOARD]
 
 AARCH64 = 183  # ELF e_machine of AArch64
 
@@ -69,7 +72,7 @@ def host_drift(small_artifacts, evaluation_images) -> dict:
 
 
 def _artifacts(small_artifacts) -> list[str]:
-    return [str(small_artifacts[(t, p)]) for p in ("fp32", "int8") for t in TARGETS]
+    return [str(small_artifacts[(t, p)]) for p in ("fp32", "int8") for t in ON_BOARD]
 
 
 def _check_board_rows(rows: list[dict], name: str) -> None:
@@ -94,7 +97,7 @@ def test_bench_and_drift_on_the_arm_board(via, on_board, sshd, small_artifacts, 
     assert bench.returncode == 0, bench.stderr
     rows = json.loads(bench.stdout)["results"]
     assert [(r["target"], r["precision"], r["status"]) for r in rows] == [
-        (t, p, "measured") for p in ("fp32", "int8") for t in TARGETS]
+        (t, p, "measured") for p in ("fp32", "int8") for t in ON_BOARD]
     _check_board_rows(rows, name)
     assert all(emulated_board_warning(r) for r in rows)
     drift = run_cli("drift", *artifacts, "--data", str(evaluation_images), *device, "--exec-precision", "f32",
@@ -110,6 +113,16 @@ def test_bench_and_drift_on_the_arm_board(via, on_board, sshd, small_artifacts, 
             assert on_arm["max_abs_diff"] <= FLOAT_TOLERANCE["fp32"] and on_arm["agreement_top1"] == 1.0, on_arm
             assert on_arm["cosine"] == pytest.approx(here["cosine"], abs=1e-6)
         assert on_arm["samples"] == here["samples"] == 4
+
+
+@pytest.mark.parametrize("target", REFUSED)
+def test_a_target_whose_runtime_the_board_cannot_install_is_refused_in_one_line(target, small_artifacts):
+    artifact = small_artifacts[(target, "fp32")]
+    done = run_cli("bench", str(artifact), "--device", "qemu://pi5")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (f"error: {artifact.name} is a {target} artifact, and qemu://pi5 cannot run it: "
+                                   f"{emulated_board.refusal(TARGETS[target])}; measure it over ssh:// on a board "
+                                   "with its runtime"), done.stderr
 
 
 def emulated_board_warning(row: dict) -> bool:

@@ -11,7 +11,7 @@ from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.run.jobs import write_builtin_validation
 from bbdeploy.stages.manifest import read_manifest
 from tests.conftest import PLUMBING_MIN_COSINE, PLUMBING_TARGET, TINY, calibrated_checkpoint, run_cli
-from tests.target_checks import target_checks
+from tests.target_checks import layers_unprobed, target_checks
 
 # MobileNetV3-Large's stage 3/4/5 maps (stride 8/16/32) at 64 px: its block table's channels 40, 112 and
 # the 960-channel last conv (torchvision's detection backbones tap the same three)
@@ -67,7 +67,7 @@ def _drift_compares_every_map(rows: list[dict], tmp_path: Path) -> None:
         sqnr = [o["sqnr_db"] for o in row["outputs"]]
         assert all(value > 0 and o["cosine"] >= PLUMBING_MIN_COSINE for value, o in zip(sqnr, row["outputs"])), sqnr
         assert row["sqnr_db"] == min(sqnr)  # the table's figure: the worst map
-        unprobed = getattr(target_checks(row["target"]), "INT8_LAYERS_UNPROBED", None)
+        unprobed = layers_unprobed(row["target"], "int8")
         check = row["layers_check"]
         if unprobed:
             assert unprobed in check["error"], check

@@ -1,6 +1,8 @@
 """The pipeline file `bbdeploy init` writes, which is also the built-in default of `bbdeploy run`:
 every commented line is a key the loader takes (tests/test_run.py uncomments each and loads it)."""
 
+from bbdeploy.exporters.registry import TARGETS
+
 EXAMPLE = """\
 # bbdeploy pipeline: every model x target x precision is exported, checked against the float model on
 # the validation images and benchmarked on every device. `bbdeploy run THIS_FILE`.
@@ -14,7 +16,7 @@ models:                       # names as `bbdeploy models` lists them
     # num_classes: 1000
     # calibration: photos/    # this model's calibration images, instead of calibration.data
 
-targets: all                  # all, or a list: [onnx, tflite, openvino, mnn]
+targets: all                  # all, or a list: [TARGET_NAMES]
 
 precisions:                   # fp32 | fp16 | int8 | int8-qat, each with its options
   fp32: {}
@@ -62,4 +64,4 @@ bench:
   # exec_precision: default  # float compute where the runtime has the setting: default | f32 | bf16 | f16
 
 output: bbdeploy-run          # artifacts, stage results and report.{json,md,html}
-"""
+""".replace("TARGET_NAMES", ", ".join(TARGETS))  # the target table's, as `--target` takes them

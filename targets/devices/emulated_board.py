@@ -44,6 +44,11 @@ SITE_PACKAGES = "usr/local/lib/python3.11/dist-packages"
 # pip does not widen a --platform tag by itself: every manylinux glibc level up to bookworm's 2.36
 PLATFORMS = tuple(f"manylinux_2_{minor}_aarch64" for minor in range(17, 37))
 RECIPE = 1  # bump when the way a board is built changes: a new key, a new board
+# device runtimes the board cannot get from PyPI, and why: a target that needs one is refused (`refusal`)
+UNINSTALLABLE = {
+    "torch": "torch, which its runtime needs, has no CPU build for aarch64 on PyPI (torch 2.13's aarch64 wheel "
+             "is a 427 MB CUDA build; the CPU one is on download.pytorch.org)",
+}
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ def runtime_pins() -> dict[str, str | None]:
     board runs what the host runs and a result can name both."""
     from bbdeploy.exporters.registry import TARGETS
 
-    names = ["numpy", *dict.fromkeys(d for t in TARGETS.values() for d in t.device_distributions)]
+    names = ["numpy", *dict.fromkeys(d for t in TARGETS.values() if refusal(t) is None for d in t.device_distributions)]
     pins = {}
     for name in names:
         try:
@@ -118,6 +123,12 @@ def runtime_pins() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             pins[name] = None
     return pins
+
+
+def refusal(target) -> str | None:
+    """Why an emulated board cannot run `target`'s artifacts (a runtime it cannot install), or None."""
+    reasons = [UNINSTALLABLE[name] for name in target.device_distributions if name in UNINSTALLABLE]
+    return reasons[0] if reasons else None
 
 
 def userland_key(pins: dict[str, str | None]) -> str:

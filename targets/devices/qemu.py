@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 from bbdeploy.errors import BBDeployError
 
@@ -55,3 +56,12 @@ class QemuDevice(ProcessDevice):
 
     def interpreter(self) -> tuple[list[str], dict | None]:
         return self.board.command(self.qemu), {**os.environ, **self.board.environment}
+
+    def check(self, entry: dict) -> None:
+        """A target whose runtime the board cannot install is refused before anything runs."""
+        from bbdeploy.exporters.registry import TARGETS
+
+        why = emulated_board.refusal(TARGETS[entry["target"]])
+        if why is not None:
+            raise BBDeployError(f"{Path(entry['artifact']).name} is a {entry['target']} artifact, and {self.spec} "
+                                f"cannot run it: {why}; measure it over ssh:// on a board with its runtime")
