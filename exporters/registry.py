@@ -100,6 +100,17 @@ TARGETS: dict[str, Target] = {
                device_distributions=("MNN",), adb_tool=None,
                # MNN's EMA quantizer quantizes every layer; its ADMM one honours skip_quant_op_names
                keep_float_methods=("admm",)),
+        Target("executorch", ".pte", (), ("fp32", "fp16", "int8"), ("nchw",),
+               exporter="bbdeploy.exporters.executorch", quantizer="bbdeploy.quantization.executorch",
+               layer_probes="bbdeploy.exporters.executorch_probes",
+               # XNNPACK's QC8 scheme: weights +-127 per channel, activations int8 per tensor with a zero point
+               int8=QuantizerFacts(weight_levels=127, activations="asymmetric", own_bias_correction=False),
+               # GPTQ: Lite0 cosine 0.9983 / 24.5 dB; nearest with bias correction 0.9962 / 21.5 dB
+               calib_methods=("mse", "minmax"), weight_roundings=("gptq", "nearest"),
+               io_types=("float",), runner="executorch",
+               # the optional extra bbdeploy[executorch]; its runtime needs torch on the board too
+               packages=("executorch",), distributions=("executorch",),
+               device_distributions=("executorch", "torch"), adb_tool=None),
     )
 }
 
