@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bbdeploy.targets.runner.runtimes.executorch import XNNPACK, tables
+from bbdeploy.targets.runner.runtimes.executorch import XNNPACK, root, scalar, table_at, tables, union
 
 
 class HalfCompute(torch.nn.Module):
@@ -154,51 +154,25 @@ def xnnpack_graph(blob: bytes) -> tuple[Counter, int]:
     """(node types, weighted layers whose filter is float) of one XNNPACK delegate blob: its header (`XH00`)
     points at an `XNNGraph` flatbuffer, whose `xnodes[i].xnode_union` type indexes the `XNodeUnion` of
     ExecuTorch's own schema file, and whose `xvalues` say which tensors are quantized."""
-    import flatbuffers
-
     from executorch.backends.xnnpack.serialization.xnnpack_graph_serialize import XNNHeader
 
     header = XNNHeader.from_bytes(blob[:XNNHeader.EXPECTED_LENGTH])
-    buffer = bytearray(blob[header.flatbuffer_offset:header.flatbuffer_offset + header.flatbuffer_size])
-    graph = flatbuffers.table.Table(buffer, flatbuffers.encode.Get(flatbuffers.packer.uoffset, buffer, 0))
+    graph = root(blob[header.flatbuffer_offset:header.flatbuffer_offset + header.flatbuffer_size])
     quantized = {}  # value id -> whether it is an XNNQuantizedTensorValue
     for value in tables(graph, 2):  # XNNGraph.xvalues
-        kind, body = _union(value, 0)
-        tensor = _table(body, 0) if kind == 2 else body  # XNNQuantizedTensorValue.tensor_value
-        quantized[_uint(tensor, 6)] = kind == 2  # XNNTensorValue.id_out
+        kind, body = union(value, 0)
+        tensor = table_at(body, 0) if kind == 2 else body  # XNNQuantizedTensorValue.tensor_value
+        quantized[scalar(tensor, 6, "Uint32Flags")] = kind == 2  # XNNTensorValue.id_out
     names = _node_union_names()
     found: Counter = Counter()
     float_layers = 0
     for node in tables(graph, 1):  # XNNGraph.xnodes
-        kind, body = _union(node, 0)
+        kind, body = union(node, 0)
         name = names[kind - 1].removeprefix("XNN") if 0 < kind <= len(names) else f"type {kind}"
         found[name] += 1
-        if name in FILTER_FIELD and not quantized.get(_uint(body, FILTER_FIELD[name]), False):
+        if name in FILTER_FIELD and not quantized.get(scalar(body, FILTER_FIELD[name], "Uint32Flags"), False):
             float_layers += 1
     return found, float_layers
-
-
-def _union(table, field: int):
-    """(type, value table) of the union at `field` (its type byte is the field before the value)."""
-    import flatbuffers
-
-    slot = table.Offset(4 + 2 * field)
-    kind = table.Get(flatbuffers.number_types.Uint8Flags, slot + table.Pos) if slot else 0
-    return kind, _table(table, field + 1)
-
-
-def _table(table, field: int):
-    import flatbuffers
-
-    offset = table.Offset(4 + 2 * field)
-    return flatbuffers.table.Table(table.Bytes, table.Indirect(offset + table.Pos)) if offset else None
-
-
-def _uint(table, field: int) -> int:
-    import flatbuffers
-
-    offset = table.Offset(4 + 2 * field)
-    return table.Get(flatbuffers.number_types.Uint32Flags, offset + table.Pos) if offset else 0
 
 
 @cache

@@ -2,8 +2,8 @@
 XNNPACK backend the wheel registers. It needs torch on the device too (its tensors are torch tensors).
 
 ExecuTorch's C++ logs its CPU probing and threadpool resets on stderr (fd 2, five lines per process);
-they are kept out of the runner's output, as is the import's "experimental API" warning. Which parts of the program XNNPACK runs is read from the file
-itself (`program_summary`): the runtime has no API for it.
+they are kept out of the runner's output, as is the import's "experimental API" warning. Which parts of
+the program XNNPACK runs is read from the file itself (`program_summary`): the runtime has no API for it.
 """
 
 from __future__ import annotations
@@ -57,10 +57,7 @@ class ExecuTorchRunner(Runner):
 def program_summary(data: bytes) -> dict:
     """{"partitions": XNNPACK delegates, "portable_ops": {operator: calls outside any delegate}} of the
     first execution plan, read from the program's flatbuffer (schema/program.fbs of executorch)."""
-    import flatbuffers
-
-    program = flatbuffers.table.Table(bytearray(data), flatbuffers.encode.Get(flatbuffers.packer.uoffset, data, 0))
-    plans = tables(program, 1)  # Program.execution_plan
+    plans = tables(root(data), 1)  # Program.execution_plan
     if not plans:
         return {"partitions": 0, "portable_ops": {}}
     plan = plans[0]
@@ -69,17 +66,26 @@ def program_summary(data: bytes) -> dict:
     calls: dict[str, int] = {}
     for chain in tables(plan, 5):  # ExecutionPlan.chains
         for instruction in tables(chain, 2):  # Chain.instructions
-            slot = instruction.Offset(4)  # the InstructionArguments union's type: 1 is KernelCall
-            if slot and instruction.Get(flatbuffers.number_types.Uint8Flags, slot + instruction.Pos) == 1:
-                call = flatbuffers.table.Table(instruction.Bytes, instruction.Indirect(instruction.Offset(6) + instruction.Pos))
-                index = call.Offset(4)  # KernelCall.op_index
-                name = operators[call.Get(flatbuffers.number_types.Int32Flags, index + call.Pos) if index else 0]
+            kind, call = union(instruction, 0)  # InstructionArguments: 1 is KernelCall
+            if kind == 1:
+                name = operators[scalar(call, 0, "Int32Flags")]  # KernelCall.op_index
                 calls[name] = calls.get(name, 0) + 1
     return {"partitions": delegates.count(XNNPACK), "portable_ops": dict(sorted(calls.items()))}
 
 
+# A few readers of flatbuffer tables by field number (the schema's order), shared with exporters/executorch.py,
+# which reads XNNPACK's own flatbuffer inside each delegate with them.
+
+def root(data: bytes):
+    """The root table of a flatbuffer."""
+    import flatbuffers
+
+    buffer = bytearray(data)
+    return flatbuffers.table.Table(buffer, flatbuffers.encode.Get(flatbuffers.packer.uoffset, buffer, 0))
+
+
 def tables(table, field: int) -> list:
-    """The tables in vector field number `field` of flatbuffer `table` (also read by exporters/executorch.py)."""
+    """The tables in vector field `field` of `table`."""
     import flatbuffers
 
     offset = table.Offset(4 + 2 * field)
@@ -87,6 +93,28 @@ def tables(table, field: int) -> list:
         return []
     start = table.Vector(offset)
     return [flatbuffers.table.Table(table.Bytes, table.Indirect(start + 4 * i)) for i in range(table.VectorLen(offset))]
+
+
+def table_at(table, field: int):
+    """The table in field `field` of `table`, or None."""
+    import flatbuffers
+
+    offset = table.Offset(4 + 2 * field)
+    return flatbuffers.table.Table(table.Bytes, table.Indirect(offset + table.Pos)) if offset else None
+
+
+def union(table, field: int) -> tuple:
+    """(type, value table) of the union declared as field `field` (its type byte takes that field's slot,
+    its value the next one)."""
+    return scalar(table, field, "Uint8Flags"), table_at(table, field + 1)
+
+
+def scalar(table, field: int, flags: str) -> int:
+    """A number field (`flags`: flatbuffers.number_types' name for its type); 0 when absent (the default)."""
+    import flatbuffers
+
+    offset = table.Offset(4 + 2 * field)
+    return table.Get(getattr(flatbuffers.number_types, flags), offset + table.Pos) if offset else 0
 
 
 def _string(table, field: int) -> str:
