@@ -14,7 +14,7 @@ A quantizer that works on its own float file (ONNX, OpenVINO) exports it first, 
 The targets of one export share `SharedWork`: the calibration images decoded once, the float model's
 measurements, and one rounded model per grid (ONNX's 7-bit grid, NNCF's, the 8-bit one of MNN).
 With QAT (`qat.py`) each target's model is that PTQ model fine-tuned through the target's fake
-quantization, once per grid and activation scheme; the quantizer then gets it as it gets GPTQ's.
+quantization, once per grid (activation scheme included) and start; the quantizer then gets it as it gets GPTQ's.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class SharedWork:
         self.qat = qat  # a qat.QATRun, or None for post-training quantization alone
         self._measured: FloatMeasurements | None = None
         self._models: dict[tuple, torch.nn.Module] = {}
-        self._trained: dict[Grid, tuple[torch.nn.Module, dict]] = {}
+        self._trained: dict[tuple, tuple[torch.nn.Module, dict]] = {}
         self.seconds = 0.0  # spent on the shared work so far
 
     def batches(self) -> Iterator[np.ndarray]:
@@ -123,12 +123,15 @@ class SharedWork:
 
     def trained_model_for(self, rounding: str, grid: Grid, correct_biases_here: bool) -> tuple[torch.nn.Module, dict]:
         """A private copy of the model QAT trained for `grid`, starting from the PTQ model of the same
-        grid and setting, and the record of that training (trained once per grid)."""
-        if grid not in self._trained:
+        grid and setting, and the record of that training (trained once per grid and start: TFLite and
+        ExecuTorch share a grid, but start from nearest and from GPTQ weights)."""
+        key = (grid, rounding, correct_biases_here)
+        if key not in self._trained:
             start = self.model_for(rounding, grid.weight_levels, correct_biases_here)
+            start_from = rounding + (" + bias correction" if correct_biases_here else "")
             with self._timed():
-                self._trained[grid] = self.qat.train(fold_batchnorm(self.model), grid, start=start)
-        model, record = self._trained[grid]
+                self._trained[key] = self.qat.train(fold_batchnorm(self.model), grid, start=start, start_from=start_from)
+        model, record = self._trained[key]
         return copy.deepcopy(model), record
 
     @contextlib.contextmanager

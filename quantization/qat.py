@@ -61,7 +61,7 @@ def is_main_process() -> bool:
 
 
 class QATRun:
-    """The QAT of one export request: its data, settings and checkpoints, one training per grid."""
+    """The QAT of one export request: its data, settings and checkpoints, one training per grid and start."""
 
     def __init__(self, options: QATOptions, data: TrainingSet, model_digest: str, keep_float: list[str],
                  checkpoints: Path, progress: Progress = Progress()):
@@ -69,14 +69,16 @@ class QATRun:
         self.model_digest, self.checkpoints, self.progress = model_digest, checkpoints, progress
         self._resume: dict | None = None
 
-    def settings(self, grid: Grid) -> dict:
-        """Everything a checkpoint must share with this run to be resumed."""
-        return {"model_weights_sha256": self.model_digest, "grid": grid.tag, "input_size": self.data.input_size,
+    def settings(self, grid: Grid, start: str = "float") -> dict:
+        """Everything a checkpoint must share with this run to be resumed (`start`: the PTQ weights it
+        started from, e.g. "gptq": two targets on one grid may start from different ones)."""
+        return {"model_weights_sha256": self.model_digest, "grid": grid.tag, "start": start,
+                "input_size": self.data.input_size,
                 "keep_float": sorted(self.keep_float), "train_data": self.data.fingerprint,
                 **self.options.as_config()}
 
-    def folder(self, grid: Grid) -> Path:
-        key = hashlib.sha256(json.dumps(self.settings(grid), sort_keys=True).encode()).hexdigest()[:12]
+    def folder(self, grid: Grid, start: str = "float") -> Path:
+        key = hashlib.sha256(json.dumps(self.settings(grid, start), sort_keys=True).encode()).hexdigest()[:12]
         return self.checkpoints / f"{grid.tag}-{key}"
 
     def check_resume(self, grids: list[Grid]) -> None:
@@ -105,23 +107,25 @@ class QATRun:
             raise BBDeployError(f"--resume {str(path)!r} was trained on the {theirs['grid']} grid, which none of the "
                                 f"requested targets uses ({', '.join(g.tag for g in grids)}); pass the target it "
                                 "was trained for, or leave out --resume")
-        ours = self.settings(matching[0])
+        ours = self.settings(matching[0], theirs.get("start", "float"))
         differing = [f"{k} {theirs.get(k)} vs {ours[k]}" for k in ours if theirs.get(k) != ours[k]]
         if differing:
             raise BBDeployError(f"--resume {str(path)!r} was trained with other settings ({'; '.join(differing)}); "
                                 "pass the same settings or leave out --resume")
         self._resume = {**checkpoint, "path": str(path)}
 
-    def train(self, folded: nn.Module, grid: Grid, start: nn.Module | None = None) -> tuple[nn.Module, dict]:
-        """A copy of `start` (default: the BN-folded float model `folded`), trained through `grid`'s
-        fake quantization to follow `folded` and snapped onto the grid, and the record of the training
-        for the manifest."""
+    def train(self, folded: nn.Module, grid: Grid, start: nn.Module | None = None,
+              start_from: str = "float") -> tuple[nn.Module, dict]:
+        """A copy of `start` (default: the BN-folded float model `folded`; `start_from` names it),
+        trained through `grid`'s fake quantization to follow `folded` and snapped onto the grid, and the
+        record of the training for the manifest."""
         started = time.perf_counter()
         device = train_device(self.options.device)
         teacher = copy.deepcopy(folded).to(device).eval().requires_grad_(False)
         student = copy.deepcopy(start if start is not None else folded).to(device).eval()
         layers = quantized_layers(student, self.keep_float)
-        resumed = self._resume if self._resume is not None and self._resume["settings"]["grid"] == grid.tag else None
+        resumed = self._resume if self._resume is not None and self._resume["settings"]["grid"] == grid.tag and \
+            self._resume["settings"].get("start", "float") == start_from else None
         ranges = ({name: tuple(value) for name, value in resumed["ranges"].items()} if resumed else
                   input_ranges(teacher, (v.to(device) for v in self.data.centre_views(MEASURE_BATCH)), layers))
         attach_weight_fake_quant(layers, grid.weight_levels)
@@ -177,11 +181,12 @@ class QATRun:
                 self.progress.log(f"{description}: epoch {epoch + 1}/{self.options.epochs} loss "
                                   f"{history[-1]['loss']:.4f}, agreement on this process's batches "
                                   f"{history[-1]['agreement']:.3f}")
-                self._save(grid, epoch + 1, student, optimizer, ranges, history)
+                self._save(grid, start_from, epoch + 1, student, optimizer, ranges, history)
         after = self._measure(student, teacher, device)
         activations.detach()
         model = snapped_onto_grid(student, grid.weight_levels).cpu()
-        record = {"grid": grid.tag, "weight_levels": grid.weight_levels, "activations": grid.activations,
+        record = {"grid": grid.tag, "start": start_from, "weight_levels": grid.weight_levels,
+                  "activations": grid.activations,
                   "train_data": self.data.record(), **self.options.as_config(),
                   "loss": f"{self.options.distill} distillation" + (" + cross-entropy" if self.data.labels is not None
                                                                      else ""),
@@ -189,7 +194,7 @@ class QATRun:
                   "resumed_from": resumed["path"] if resumed else None,
                   "device": str(device), "processes": world_size(),
                   "fake_quant_vs_float_on_training_images": {"before": before, "after": after},
-                  "checkpoints": str(self.folder(grid)), "train_s": round(time.perf_counter() - started, 3)}
+                  "checkpoints": str(self.folder(grid, start_from)), "train_s": round(time.perf_counter() - started, 3)}
         return model, record
 
     def _loss_sum(self, logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -217,15 +222,16 @@ class QATRun:
         sqnr = sqnr_db(signal, noise)
         return {"agreement": round(agreed / len(self.data), 4), "sqnr_db": None if sqnr is None else round(sqnr, 3)}
 
-    def _save(self, grid: Grid, epoch: int, student: nn.Module, optimizer, ranges: dict, history: list) -> None:
-        """epoch-NNN.pt in the grid's folder, written atomically, by the first process only."""
+    def _save(self, grid: Grid, start_from: str, epoch: int, student: nn.Module, optimizer, ranges: dict,
+              history: list) -> None:
+        """epoch-NNN.pt in the training's folder, written atomically, by the first process only."""
         if not is_main_process():
             return
-        folder = self.folder(grid)
+        folder = self.folder(grid, start_from)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"epoch-{epoch:03d}.pt"
         staged = path.with_suffix(".partial")
-        torch.save({"format": CHECKPOINT_FORMAT, "settings": self.settings(grid), "epoch": epoch,
+        torch.save({"format": CHECKPOINT_FORMAT, "settings": self.settings(grid, start_from), "epoch": epoch,
                     "student": {k: v.cpu() for k, v in student.state_dict().items()},
                     "optimizer": optimizer.state_dict(), "ranges": {k: list(v) for k, v in ranges.items()},
                     "history": history}, staged)

@@ -153,7 +153,9 @@ def test_fp16_artifacts_stay_within_the_fp16_tolerance(tmp_path):
     for row in rows:
         assert row["status"] == "exported", row["error"]
         assert 1e-4 < row["parity"]["max_abs_diff"] <= 1e-1  # really half precision, still close
-        assert row["bytes"] < 10e6, row["target"]  # half of fp32 Lite0's 18.7 MB, plus the graph
+        # half of fp32 Lite0's 18.7 MB, plus the graph; a target whose fp16 file keeps some weights in fp32 says
+        # how large it is (FP16_MAX_BYTES in its module)
+        assert row["bytes"] < getattr(target_checks(row["target"]), "FP16_MAX_BYTES", 10e6), row["target"]
         own = getattr(target_checks(row["target"]), "check_fp16", None)  # its own fp16 form
         if own is not None:
             own(row)

@@ -21,7 +21,13 @@ from tests.conftest import PLUMBING_ARGS, PLUMBING_STEM
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCH = "torch==2.13.0"  # the CPU build, installed first as the Makefile does (see README)
-PAIR = [list(TARGETS)[0], list(TARGETS)[-1]]  # two targets of the table, the first and the last
+
+
+
+def _importable(venv: Path, packages: tuple[str, ...], cwd: Path) -> bool:
+    """Whether the venv's Python finds every one of `packages` (without importing them)."""
+    check = "import importlib.util, sys; sys.exit(not all(importlib.util.find_spec(p) for p in sys.argv[1:]))"
+    return subprocess.run([str(venv / "bin" / "python"), "-c", check, *packages], cwd=cwd).returncode == 0
 
 
 def _source_modules() -> list[str]:
@@ -65,6 +71,10 @@ def test_the_installed_wheel_exports_drifts_and_benches(tmp_path, photos, offlin
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile"]
     _run([*pip, TORCH], tmp_path)
     _run([*pip, str(wheel)], tmp_path)
+    # the targets a plain install runs (their packages import there); the others come with an extra
+    installed = [name for name, target in TARGETS.items() if _importable(venv, target.packages, tmp_path)]
+    extra = [name for name in TARGETS if name not in installed]
+    pair = [installed[0], installed[-1]]  # two targets of the plain install, its first and its last
 
     work = tmp_path / "work"  # not the checkout: nothing can be imported from the source tree
     data = work / "photos"
@@ -77,12 +87,12 @@ def test_the_installed_wheel_exports_drifts_and_benches(tmp_path, photos, offlin
 
     offline_guard.env["BBDEPLOY_OFFLINE"] = "1"
     rows = json.loads(bbdeploy("export", *PLUMBING_ARGS, "--weights", "random",
-                               "--target", ",".join(PAIR), "--int8", "--calib-size", "8", "--min-cosine", "0.5",
+                               "--target", ",".join(pair), "--int8", "--calib-size", "8", "--min-cosine", "0.5",
                                "--output", "out", "--json"))
     assert [(row["target"], row["status"], row["parity"]["passed"]) for row in rows] == [
-        (name, "exported", True) for name in PAIR], rows
+        (name, "exported", True) for name in pair], rows
     artifacts = [row["artifact"] for row in rows]
-    assert Path(work / artifacts[0]).is_file() and Path(artifacts[0]).name == f"{PLUMBING_STEM}_int8{TARGETS[PAIR[0]].suffix}"
+    assert Path(work / artifacts[0]).is_file() and Path(artifacts[0]).name == f"{PLUMBING_STEM}_int8{TARGETS[pair[0]].suffix}"
 
     report = json.loads(bbdeploy("drift", *artifacts, "--data", "photos", "--json"))
     assert report["data"]["images"] == 6 and all(r["agreement_top1"] is not None for r in report["results"])
@@ -90,6 +100,13 @@ def test_the_installed_wheel_exports_drifts_and_benches(tmp_path, photos, offlin
     bench = json.loads(bbdeploy("bench", *artifacts, "--runs", "3", "--warmup", "1", "--min-time", "0", "--json"))
     for measured in bench["results"]:
         assert measured["status"] == "measured" and measured["runs"] >= 3 and measured["latency_ms"]["p50"] > 0
+    for name in extra:  # a target of an extra, not installed: its row names what to install, in one line
+        failed = offline_guard.command("export", *PLUMBING_ARGS, "--weights", "random", "--target", name,
+                                       "--output", "out", "--json", bbdeploy=(str(venv / "bin" / "bbdeploy"),), cwd=work)
+        assert failed.returncode == 1, failed.stderr
+        (row,) = json.loads(failed.stdout)
+        assert row["error"] == (f"target {name} needs the Python package '{TARGETS[name].packages[0]}'; "
+                                f"pip install {TARGETS[name].install}"), row
     assert offline_guard.violations() == []
     env = {"PYTHONPATH": ""}
     # the venv's own interpreter ran it, from the installed package

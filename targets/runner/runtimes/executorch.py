@@ -53,6 +53,9 @@ class ExecuTorchRunner(Runner):
         outputs = self.method.execute([self._torch.from_numpy(np.ascontiguousarray(batch))])
         return [output.numpy().copy() for output in outputs]
 
+    def _invoke_probes(self, batch: np.ndarray) -> list[np.ndarray]:
+        return []  # a plan never names any (exporters/executorch_probes.py): nothing inside XNNPACK can be fetched
+
 
 def program_summary(data: bytes) -> dict:
     """{"partitions": XNNPACK delegates, "portable_ops": {operator: calls outside any delegate}} of the
