@@ -53,11 +53,29 @@ def convert(model: torch.nn.Module, sample: torch.Tensor, path: Path, *, precisi
                                 opset_version=OPSET, dynamo=True, optimize=False, verbose=False)
     if optimize:
         _optimize(program)
+    strip_build_machine_paths(program)
     program.save(str(path), external_data=False)
     onnx.checker.check_model(str(path), full_check=True)
     _RECENT[key] = path.read_bytes()
     while len(_RECENT) > _RECENT_KEPT:
         _RECENT.popitem(last=False)
+
+
+# node metadata torch.onnx writes for debugging: the Python stack of every op, with the absolute paths of the
+# machine that exported it (the checkout, the venv, the user's home)
+BUILD_MACHINE_METADATA = ("pkg.torch.onnx.stack_trace",)
+
+
+def strip_build_machine_paths(program) -> None:
+    """Drop BUILD_MACHINE_METADATA from every node (subgraphs and functions too) of the exported program:
+    a shipped artifact carries no path of the machine that built it. Module paths (name scopes) stay."""
+    import onnx_ir as ir
+
+    graphs = [program.model.graph, *program.model.functions.values()]
+    for graph in graphs:
+        for node in ir.traversal.RecursiveGraphIterator(graph):
+            for key in BUILD_MACHINE_METADATA:
+                node.metadata_props.pop(key, None)
 
 
 # onnxscript's rewrite rules that `torch.onnx.export(optimize=True)` would run and this exporter does not:

@@ -254,6 +254,19 @@ def test_a_missing_converter_package_names_what_to_install(target, tmp_path, mon
     assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".log")]
 
 
+def test_no_artifact_carries_a_path_of_the_machine_that_built_it(small_artifacts):
+    """Every target's fp32 and int8 files hold neither the checkout's path (the source and the venv live in
+    it) nor the user's home (torch.onnx wrote each op's Python stack, 445 absolute paths in a Lite0 ONNX)."""
+    import pwd
+
+    paths = {str(Path(__file__).resolve().parent.parent), str(Path.home()), pwd.getpwuid(os.getuid()).pw_dir}
+    for (target, precision), artifact in small_artifacts.items():
+        for file in (artifact, *(artifact.with_suffix(suffix) for suffix in TARGETS[target].companions)):
+            data = file.read_bytes()
+            found = [path for path in paths if path.encode() in data]
+            assert not found, (target, precision, file.name, found)
+
+
 def test_random_weights_say_their_figures_check_the_plumbing_only(tmp_path):
     result = run_cli("export", "mobilenet_v3_small", "--weights", "random", "--target", PLUMBING_TARGET, "--input-size",
                      str(TINY), "--output", str(tmp_path), "--json")
