@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from bbdeploy.targets.runner.runtimes.executorch import XNNPACK, root, scalar, table_at, tables, union
+from bbdeploy.targets.runner.runtimes.executorch import (XNNPACK, program_summary, root, scalar, table_at,
+                                                        tables, union)
 
 
 class HalfCompute(torch.nn.Module):
@@ -122,28 +123,21 @@ def delegation(path: Path) -> dict:
     "float_layers": XNNPACK convolutions and fully connected layers with float weights,
     "portable_ops": {operator: calls}, "undelegated_convolutions": n}."""
     from executorch.exir._serialize._program import deserialize_pte_binary
-    from executorch.exir.schema import DataLocation, DelegateCall, KernelCall
+    from executorch.exir.schema import DataLocation
 
-    program = deserialize_pte_binary(Path(path).read_bytes()).program
+    data = Path(path).read_bytes()
+    summary = program_summary(data)  # the runner's own reading: delegates and the calls outside them
+X
     nodes: Counter = Counter()
-    calls: Counter = Counter()
-    delegates = float_layers = 0
-    for plan in program.execution_plan:
-        for chain in plan.chains:
-            for instruction in chain.instructions:
-                arguments = instruction.instr_args
-                if isinstance(arguments, KernelCall):
-                    calls[plan.operators[arguments.op_index].name] += 1
-                elif isinstance(arguments, DelegateCall):
-                    delegates += 1
-                    delegate = plan.delegates[arguments.delegate_index]
-                    if delegate.id == XNNPACK and delegate.processed.location == DataLocation.INLINE:
-                        found, floats = xnnpack_graph(program.backend_delegate_data[delegate.processed.index].data)
-                        nodes.update(found)
-                        float_layers += floats
-    undelegated = sum(n for op, n in calls.items() if "conv" in op.rpartition("::")[2])
-    return {"delegates": delegates, "xnnpack_nodes": dict(sorted(nodes.items())), "float_layers": float_layers,
-            "portable_ops": dict(sorted(calls.items())), "undelegated_convolutions": undelegated}
+    float_layers = 0
+    for delegate in program.execution_plan[0].delegates:
+        if delegate.id == XNNPACK and delegate.processed.location == DataLocation.INLINE:
+            found, floats = xnnpack_graph(program.backend_delegate_data[delegate.processed.index].data)
+            nodes.update(found)
+            float_layers += floats
+    return {"delegates": summary["partitions"], "xnnpack_nodes": dict(sorted(nodes.items())),
+            "float_layers": float_layers, "portable_ops": summary["portable_ops"],
+            "undelegated_convolutions": summary["undelegated_convolutions"]}
 
 
 # where the filter's value id sits in the tables of the nodes that carry weights (schema.fbs field numbers)

@@ -45,9 +45,7 @@ class ExecuTorchRunner(Runner):
         (self.input,) = [_spec(f"input_{i}", meta.input_tensor_meta(i)) for i in range(meta.num_inputs())]
         self.outputs = [_spec(f"output_{i}", meta.output_tensor_meta(i)) for i in range(meta.num_outputs())]
         summary = program_summary(Path(path).read_bytes())
-        convolutions = sum(n for op, n in summary["portable_ops"].items() if "conv" in op.rpartition("::")[2])
-        self.xnnpack = {"applied": summary["partitions"] > 0, "partitions": summary["partitions"],
-                        "portable_ops": summary["portable_ops"], "undelegated_convolutions": convolutions}
+        self.xnnpack = {"applied": summary["partitions"] > 0, **summary}
 
     def _invoke(self, batch: np.ndarray) -> list[np.ndarray]:
         outputs = self.method.execute([self._torch.from_numpy(np.ascontiguousarray(batch))])
@@ -58,11 +56,12 @@ class ExecuTorchRunner(Runner):
 
 
 def program_summary(data: bytes) -> dict:
-    """{"partitions": XNNPACK delegates, "portable_ops": {operator: calls outside any delegate}} of the
-    first execution plan, read from the program's flatbuffer (schema/program.fbs of executorch)."""
+    """{"partitions": XNNPACK delegates, "portable_ops": {operator: calls outside any delegate},
+    "undelegated_convolutions": those calls that are convolutions} of the first execution plan, read from
+    the program's flatbuffer (schema/program.fbs of executorch)."""
     plans = tables(root(data), 1)  # Program.execution_plan
     if not plans:
-        return {"partitions": 0, "portable_ops": {}}
+        return {"partitions": 0, "portable_ops": {}, "undelegated_convolutions": 0}
     plan = plans[0]
     delegates = [_string(delegate, 0) for delegate in tables(plan, 7)]  # BackendDelegate.id
     operators = [_string(operator, 0) for operator in tables(plan, 6)]  # Operator.name
@@ -73,7 +72,8 @@ def program_summary(data: bytes) -> dict:
             if kind == 1:
                 name = operators[scalar(call, 0, "Int32Flags")]  # KernelCall.op_index
                 calls[name] = calls.get(name, 0) + 1
-    return {"partitions": delegates.count(XNNPACK), "portable_ops": dict(sorted(calls.items()))}
+    return {"partitions": delegates.count(XNNPACK), "portable_ops": dict(sorted(calls.items())),
+            "undelegated_convolutions": sum(n for op, n in calls.items() if "conv" in op.rpartition("::")[2])}
 
 
 # A few readers of flatbuffer tables by field number (the schema's order), shared with exporters/executorch.py,
