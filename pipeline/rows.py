@@ -59,7 +59,7 @@ class BenchRow(ArtifactRow):
     throughput_per_s: float | None = None
     size_bytes: int | None = None
     peak_rss_bytes: int | None = None
-    load_rss_bytes: int | None = None
+    load_rss_bytes: int | None = None  # resident growth over the load; 0 where it reused freed pages
     device_file_bytes: int | None = None  # the size of the file the device ran
     runtime: str | None = None
     runtime_version: str | None = None
