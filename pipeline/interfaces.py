@@ -67,7 +67,7 @@ class Device(Protocol):
 
     def check(self, entry: dict) -> None: ...
 
-    def run(self, entries: list[dict], options) -> tuple[list[dict], Any]: ...
+    def run(self, entries: list[dict], options, step=None) -> tuple[list[dict], Any]: ...  # step(label, done, total): a wait
 
 
 class Executor(Protocol):

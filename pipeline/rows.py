@@ -64,6 +64,12 @@ class BenchRow(ArtifactRow):
     runtime: str | None = None
     runtime_version: str | None = None
     xnnpack: dict | None = None  # runtimes that hand the graph to XNNPACK: whether it took it
+    cpus: list[int] | None = None  # the cores it was pinned to (--cpus); None: not pinned
+    profile: str | None = None  # --profile (mlperf: p90 is the headline statistic)
+    state_before: dict | None = None  # the device's state before and after the timed runs (runner/device_state.py)
+    state_after: dict | None = None
+    cooldown: dict | None = None  # the wait before it (--cooldown / --max-temp)
+    sustained: dict | None = None  # --sustained: the first and the last window, the slope
     warnings: list[str] = field(default_factory=list)
 
 

@@ -15,7 +15,10 @@ from bbdeploy.schema import option
 from bbdeploy.stages.manifest import files_intact, read_manifest
 
 from .runner import EXEC_PRECISIONS
+from .runner.device_state import cpu_list, state_notes
+from .runner.timing import COOLDOWN_LIMIT_S
 
+SUSTAINED_WINDOW_S = 60.0  # --sustained: the first and the last minute
 NOISY_SPREAD = 1.5  # p99 / p50 above this: the device is noisy (other load, thermal throttling)
 EXEC_PRECISION_CHOICES = ("default", *EXEC_PRECISIONS)  # default: what an application gets
 
@@ -45,6 +48,18 @@ class BenchOptions:
                            key="devices.*.delegate")
     exec_precision: str = option("default", EXEC_PRECISION_HELP)
     timeout: float = option(3600.0, "Seconds the whole run on the device may take.")
+    cpus: str | None = option(None, "Pin the runtime to these cores of the device (2,3 or 0-3; taskset's list), "
+                              "recorded in the row.", key="devices.*.cpus")
+    cooldown: float | None = option(None, "Before each artifact, wait up to this many seconds until the device is "
+                                    "back at the temperature it started at (or --max-temp); artifacts then run one "
+                                    "after another.")
+    max_temp: float | None = option(None, f"Before each artifact, wait until the hottest thermal zone is at or under "
+                                    f"this many °C (at most --cooldown, else {COOLDOWN_LIMIT_S:g} s).")
+    sustained: float | None = option(None, "Keep each artifact running this many seconds, one after another: p50/p90 "
+                                     "of the first and the last window (a minute, a third of shorter runs) and the "
+                                     "slope.")
+    profile: str | None = option(None, "mlperf: at least 1024 runs and 60 s per artifact, p90 first (MLPerf "
+                                 "Mobile's rule).")
 
     def validate(self) -> "BenchOptions":
         if not self.artifacts:
@@ -57,7 +72,31 @@ class BenchOptions:
         if not self.timeout > 0:
             raise BBDeployError(f"--timeout {self.timeout} must be a number of seconds > 0")
         check_exec_precision(self.exec_precision)
+        for flag, value in (("--cooldown", self.cooldown), ("--max-temp", self.max_temp), ("--sustained", self.sustained)):
+            if value is not None and not value > 0:
+                raise BBDeployError(f"{flag} {value} must be a number > 0")
+        if self.cpus is not None:
+            check_cpus(self.cpus)
+        if self.profile is not None:
+            if self.profile not in PROFILES:
+                raise BBDeployError(f"unknown --profile {self.profile!r}; pass one of {', '.join(PROFILES)}")
+            runs, seconds = PROFILES[self.profile]
+            self.runs, self.min_time = max(self.runs, runs), max(self.min_time, seconds)
         return self
+
+
+PROFILES = {"mlperf": (1024, 60.0)}  # name -> (at least this many runs, at least this many seconds)
+
+
+def check_cpus(text: str) -> list[int]:
+    """`--cpus` as the kernel lists cores (2,3 or 0-3): one line when it is not that."""
+    try:
+        cpus = cpu_list(text)
+    except ValueError:
+        cpus = None
+    if not cpus or any(cpu < 0 for cpu in cpus):
+        raise BBDeployError(f"--cpus {text!r} is not a list of cores; pass e.g. 2,3 or 0-3")
+    return cpus
 
 
 def check_exec_precision(value: str) -> str:
@@ -94,7 +133,7 @@ def artifact_entry(path: Path) -> dict:
                                                                                 manifest["files"]]}
 
 
-def result_row(entry: dict, measured: dict) -> dict:
+def result_row(entry: dict, measured: dict, cpus: list[int] | None = None, profile: str | None = None) -> dict:
     # the runner returns every time; benchmark_model (adb) only its own summary, without percentiles
     latency = measured["summary_ms"] if "summary_ms" in measured else latency_summary(measured["times_ns"])
     return BenchRow(status="measured", error=None, **_identity(entry), exec_precision=measured["exec_precision"],
@@ -102,7 +141,32 @@ def result_row(entry: dict, measured: dict) -> dict:
                     batch=entry["batch"], latency_ms=latency, throughput_per_s=1000 * entry["batch"] / latency["mean"],
                     peak_rss_bytes=measured["peak_rss_bytes"], load_rss_bytes=measured["load_rss_bytes"],
                     device_file_bytes=measured.get("file_bytes"), runtime=measured["runtime"],
-                    runtime_version=measured["runtime_version"], xnnpack=measured.get("xnnpack")).to_json()
+                    runtime_version=measured["runtime_version"], xnnpack=measured.get("xnnpack"), cpus=cpus,
+                    profile=profile, state_before=measured.get("state_before"), state_after=measured.get("state_after"),
+                    cooldown=measured.get("cooldown"),
+                    sustained=sustained_summary(measured["times_ns"], measured["starts_ns"])
+                    if "starts_ns" in measured else None).to_json()
+
+
+def sustained_summary(times_ns: list[int], starts_ns: list[int]) -> dict:
+    """p50/p90 of the first and of the last window (a minute; a third of a shorter run) and the
+    least-squares slope of latency over time (ms per minute): how far a sustained load drifts."""
+    span_s = (starts_ns[-1] + times_ns[-1]) / 1e9
+    window = min(SUSTAINED_WINDOW_S, span_s / 3)
+    minutes = [start / 60e9 for start in starts_ns]
+    ms = [t / 1e6 for t in times_ns]
+
+    def summary(selected: list[float]) -> dict:
+        values = sorted(selected)
+        return {"runs": len(values), "p50": percentile(values, 50), "p90": percentile(values, 90)}
+
+    first = summary([v for v, s in zip(ms, starts_ns) if s / 1e9 < window])
+    last = summary([v for v, s in zip(ms, starts_ns) if s / 1e9 >= span_s - window])
+    mean_t, mean_v = sum(minutes) / len(minutes), sum(ms) / len(ms)
+    spread = sum((t - mean_t) ** 2 for t in minutes)
+    slope = sum((t - mean_t) * (v - mean_v) for t, v in zip(minutes, ms)) / spread if spread else 0.0
+    return {"seconds": span_s, "window_s": window, "first": first, "last": last, "slope_ms_per_min": slope,
+            "last_over_first_p50": last["p50"] / first["p50"]}
 
 
 def failed_row(entry: dict, error: str) -> dict:
@@ -147,9 +211,22 @@ def add_warnings(rows: list[dict], entries: list[dict]) -> None:
         if row["xnnpack"] is not None and row["xnnpack"].get("undelegated_convolutions"):
             row["warnings"].append(f"{row['xnnpack']['undelegated_convolutions']} convolutions run outside XNNPACK, on "
                                    "the runtime's reference kernels: slow")
+        if row.get("state_before") is not None and row.get("state_after") is not None:
+            row["warnings"].extend(state_notes(row["state_before"], row["state_after"]))
+        row["warnings"].extend(affinity_notes(row))
+        if row.get("cooldown") is not None and row["cooldown"]["reason"]:
+            row["warnings"].append(f"cooldown: {row['cooldown']['reason']}")
         if latency["p50"] is not None and latency["p99"] > NOISY_SPREAD * latency["p50"]:
             row["warnings"].append(f"noisy device: p99/p50 = {latency['p99'] / latency['p50']:.2f} "
                                    f"(> {NOISY_SPREAD}); close other load, check cooling, add --min-time")
+
+
+def affinity_notes(row: dict) -> list[str]:
+    """--cpus: where the runtime's threads may run after it loaded, if that strays from the request."""
+    allowed = (row.get("state_after") or {}).get("affinity")
+    if row.get("cpus") is None or allowed is None or set(allowed) <= set(row["cpus"]):
+        return []
+    return [f"pinned to cpus {row['cpus']} but the runtime's threads may run on {allowed}"]
 
 
 def bench(options: BenchOptions, progress=None) -> dict:
@@ -174,11 +251,12 @@ def bench(options: BenchOptions, progress=None) -> dict:
             rows[index] = failed_row(entry, "the file differs from what its manifest recorded (sha256); export it again")
     runnable = [index for index, row in enumerate(rows) if row is None]
     facts = None
+    cpus = check_cpus(options.cpus) if options.cpus is not None else None
     if runnable:
-        outcomes, facts = device.run([entries[i] for i in runnable], options)
+        outcomes, facts = device.run([entries[i] for i in runnable], options, step=progress)
         for index, outcome in zip(runnable, outcomes):
             entry = entries[index]
-            rows[index] = result_row(entry, outcome["result"]) if "result" in outcome else failed_row(
+            rows[index] = result_row(entry, outcome["result"], cpus, options.profile) if "result" in outcome else failed_row(
                 entry, outcome["error"])
     for row in rows:
         row["device"] = where_measured(options.device, facts)

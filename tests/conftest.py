@@ -25,6 +25,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FAKES = Path(__file__).parent / "fakes"  # stand-ins for adb and LiteRT's benchmark_model
+RECORDED_DEVICES = Path(__file__).parent / "fixtures" / "device_state"  # each folder's SOURCE.md says where from
+RECORDED_PHONE = RECORDED_DEVICES / "android_pixel_9_pro"
 TINY = 64  # pixels: plumbing tests run the whole zoo at this resolution
 # int8 floor for plumbing tests on random networks: at 64 px with 4-16 calibration crops their int8
 # logit cosine measured 0.74-0.91 (trained networks: >= 0.985, see bbdeploy.stages.parity.DEFAULT_MIN_COSINE),
@@ -222,7 +224,8 @@ def phone(tmp_path):
     """The stand-in adb and benchmark_model of tests/fakes, with a phone folder and a call log."""
     (tmp_path / "phone" / "data" / "local" / "tmp").mkdir(parents=True)
     env = {"PATH": f"{FAKES}{os.pathsep}{os.environ['PATH']}", "FAKE_PHONE": str(tmp_path / "phone"),
-           "FAKE_PHONE_BIN": str(FAKES / "phone-bin"), "FAKE_ADB_LOG": str(tmp_path / "adb.log")}
+           "FAKE_PHONE_BIN": str(FAKES / "phone-bin"), "FAKE_ADB_LOG": str(tmp_path / "adb.log"),
+           "BBDEPLOY_STATE_ROOT": str(RECORDED_PHONE)}  # its sysfs and dumpsys: a recorded phone's
     return {"env": env, "root": tmp_path / "phone" / "data" / "local" / "tmp", "log": tmp_path / "adb.log"}
 
 

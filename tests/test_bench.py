@@ -4,12 +4,14 @@ the warnings. Timing targets live in benchmarks/, not here."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from bbdeploy.exporters.registry import TARGETS
 from bbdeploy.targets.bench import add_warnings, latency_summary
+from bbdeploy.targets.runner.device_state import SHELL_DUMP
 from tests.conftest import FAKES, PLUMBING_TARGET, run_cli
 from tests.target_checks import target_checks
 
@@ -261,9 +263,11 @@ def test_adb_bench_sends_exactly_these_commands_and_cleans_up(phone, small_artif
                      "--min-time", "0.5", "--json", env=phone["env"])
     assert result.returncode == 0, result.stderr
     calls = _adb_calls(phone["log"])
-    folder = calls[0][-1].split()[-1]
+    folder = calls[1][-1].split()[-1]
     assert folder.startswith("/data/local/tmp/bbdeploy-")
+    state = ["-s", "emulator-5554", "shell", SHELL_DUMP]  # the phone's state, before and after the runs
     assert calls == [
+        state,
         ["-s", "emulator-5554", "shell", f"mkdir -p {folder}"],
         ["-s", "emulator-5554", "push", str(artifact), f"{folder}/model{ADB.suffix}"],
         ["-s", "emulator-5554", "push", str(FAKES / "benchmark_model"), f"{folder}/benchmark_model"],
@@ -273,6 +277,7 @@ def test_adb_bench_sends_exactly_these_commands_and_cleans_up(phone, small_artif
         ["-s", "emulator-5554", "shell", "getprop ro.product.model; getprop ro.build.version.release; "
                                          "getprop ro.product.cpu.abi; nproc"],
         ["-s", "emulator-5554", "shell", f"rm -rf {folder}"],
+        state,
     ]
     assert list(phone["root"].iterdir()) == []
     report = json.loads(result.stdout)
@@ -282,6 +287,27 @@ def test_adb_bench_sends_exactly_these_commands_and_cleans_up(phone, small_artif
     assert row["runs"] == 30 and row["threads"] == 2 and row["runtime"] == "benchmark_model"
     assert row["latency_ms"] == {"mean": 2.02282, "std": 0.03, "min": 1.976, "p50": None, "p90": None, "p99": None}
     assert row["peak_rss_bytes"] == int(8.46484 * 2**20) and row["xnnpack"]["applied"] is True
+    # the recorded phone's state (tests/fixtures/device_state/android_pixel_9_pro/SOURCE.md)
+    assert row["state_before"]["android_thermal_status"] == 0 and len(row["state_after"]["cpus"]) == 8
+
+
+def test_adb_pins_with_taskset_and_refuses_a_sustained_run(phone, small_artifacts):
+    artifact = small_artifacts[(ADB.name, "int8")]
+    common = ["bench", str(artifact), "--device", "adb://emulator-5554", "--benchmark-binary",
+              str(FAKES / "benchmark_model"), "--runs", "5", "--min-time", "0"]
+    last = os.cpu_count() - 1  # the stand-in phone's shell is this machine's: a core it has
+    pinned = run_cli(*common, "--cpus", f"0,{last}", "--json", env=phone["env"])
+    assert pinned.returncode == 0, pinned.stderr
+    (run,) = [call[-1] for call in _adb_calls(phone["log"]) if "benchmark_model --graph" in call[-1]]
+    assert run.startswith(f"taskset {(1 | 1 << last):x} /data/local/tmp/bbdeploy-")  # toybox's hex mask
+    (row,) = json.loads(pinned.stdout)["results"]
+    assert row["cpus"] == [0, last] and [c["cpu"] for c in row["state_before"]["cpus"]] == [0, last]
+    absent = run_cli(*common, "--cpus", "64", env=phone["env"])  # taskset's own refusal: the row fails
+    assert absent.returncode == 1 and "taskset: failed to set pid" in absent.stderr
+    refused = run_cli(*common, "--sustained", "30", env=phone["env"])
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        "error: --sustained needs the time of every run, which benchmark_model does not print; time a sustained "
+        "run over ssh:// or locally")
 
 
 def test_adb_refuses_other_targets_before_touching_the_phone(phone, small_artifacts):

@@ -284,12 +284,19 @@ def bench(
     min_time: Annotated[float, typer.Option(help=help_of(BenchOptions, "min_time"))] = 1.0,
     exec_precision: Annotated[str, typer.Option(help=help_of(BenchOptions, "exec_precision"))] = "default",
     timeout: Annotated[float, typer.Option(help=help_of(BenchOptions, "timeout"))] = 3600,
+    cpus: Annotated[Optional[str], typer.Option(help=help_of(BenchOptions, "cpus"))] = None,
+    cooldown: Annotated[Optional[float], typer.Option(help=help_of(BenchOptions, "cooldown"))] = None,
+    max_temp: Annotated[Optional[float], typer.Option(help=help_of(BenchOptions, "max_temp"))] = None,
+    sustained: Annotated[Optional[float], typer.Option(help=help_of(BenchOptions, "sustained"))] = None,
+    profile: Annotated[Optional[str], typer.Option(help=help_of(BenchOptions, "profile"))] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
 ) -> None:
-    """Latency of each artifact on a device: mean, std, min, p50, p90, p99, throughput, size, memory.
+    """Latency of each artifact on a device: mean, std, min, p50, p90, p99, throughput, size, memory,
+    and the device's state (governor, frequencies, temperatures, throttling, load) around the runs.
 
-    Artifacts are timed interleaved (rounds of A, B, C, ...) in one process per device; one that
-    cannot run is a failed row and the others are still measured (exit 1)."""
+    Artifacts are timed interleaved (rounds of A, B, C, ...) in one process per device (one after
+    another with --cooldown, --max-temp or --sustained); one that cannot run is a failed row and the
+    others are still measured (exit 1)."""
     from bbdeploy.targets.bench import bench as run_bench
 
     from bbdeploy.quiet import stderr_console
@@ -298,7 +305,8 @@ def bench(
     options = BenchOptions(artifacts=list(artifacts), device=device, threads=threads, warmup=warmup, runs=runs,
                            min_time=min_time, ssh_options=list(ssh_option or []), remote_python=remote_python,
                            benchmark_binary=benchmark_binary, delegate=delegate, exec_precision=exec_precision,
-                           timeout=timeout)
+                           timeout=timeout, cpus=cpus, cooldown=cooldown, max_temp=max_temp, sustained=sustained,
+                           profile=profile)
     with console.status(f"benchmarking on {device}") as status:
         result = run_bench(options, progress=lambda step, done, total: status.update(f"{step} ({done}/{total})"))
     print_bench_table(console, result)

@@ -55,6 +55,7 @@ class DeviceSpec:
     python: str = "python3"
     benchmark_binary: str | None = None
     delegate: str = "xnnpack"
+    cpus: str | None = None  # pin the runtime to these cores (2,3)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,10 @@ class BenchSpec:
     min_time: float = 1.0
     exec_precision: str = "default"
     timeout: float = 3600.0
+    cooldown: float | None = None
+    max_temp: float | None = None
+    sustained: float | None = None
+    profile: str | None = None
 
 
 @dataclass(frozen=True)

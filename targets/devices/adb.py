@@ -6,7 +6,10 @@ and delegate options, and the folder is removed afterwards, also when the run fa
 with argument lists; the command lines `adb shell` hands to the phone's shell are quoted piece by piece.
 
 benchmark_model prints its timed runs as `count=N first=.. curr=.. min=.. max=.. avg=.. std=..`
-(microseconds) and no percentiles, so p50/p90/p99 are null for this device.
+(microseconds) and no percentiles, so p50/p90/p99 are null for this device, and `--sustained` (which
+needs every run's time) is refused. The phone's state before and after each artifact is read by the
+runner's own reader (`runner/device_state.py`) over one `adb shell` dump; `--cpus` runs the binary
+under toybox's `taskset`, and `--cooldown`/`--max-temp` wait here, reading the phone's temperatures.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from pathlib import Path
 
 from bbdeploy.errors import EXIT_FAILED, BBDeployError
 from bbdeploy.exporters.registry import TARGETS
+
+from ..runner.device_state import SHELL_DUMP, DumpSource, cpu_list, hottest_c, read_state
+from ..runner.timing import COOLDOWN_LIMIT_S, cool_down
 
 REMOTE_ROOT = "/data/local/tmp"
 TOOL = "benchmark_model"  # targets whose record names this `adb_tool` run here
@@ -93,6 +99,10 @@ class ADBDevice:
             raise BBDeployError(f"adb on {self.spec} failed: {last[:300]}", EXIT_FAILED)
         return done.stdout
 
+    def state(self, cpus: list[int] | None) -> dict:
+        """The phone's state now, read by the runner's reader over one shell dump."""
+        return read_state(DumpSource(self._adb("shell", SHELL_DUMP)), cpus, own_process=False)
+
     def facts(self) -> dict:
         model, release, abi, cores = self._adb(
             "shell", "getprop ro.product.model; getprop ro.build.version.release; getprop ro.product.cpu.abi; "
@@ -100,19 +110,32 @@ class ADBDevice:
         return {"cpu": abi, "machine": model, "cores": int(cores), "os": f"Android {release}", "python": None,
                 "cpu_temperature_c": None, "throttled": None}
 
-    def run(self, entries: list[dict], options) -> tuple[list[dict], dict | None]:
+    def run(self, entries: list[dict], options, step=None) -> tuple[list[dict], dict | None]:
         """benchmark_model times one model per invocation: artifacts run one after another here, and
         one that fails is its own row."""
+        if options.sustained is not None:
+            raise BBDeployError(f"--sustained needs the time of every run, which {TOOL} does not print; time a "
+                                "sustained run over ssh:// or locally")
         outcomes, facts = [], None
+        cpus = cpu_list(options.cpus) if options.cpus else None
+        waits_for_start = options.cooldown is not None and options.max_temp is None  # back to where it started
+        started_at = hottest_c(self.state(cpus)) if waits_for_start else None
         for entry in entries:
             try:
-                measured, facts = self._run_one(entry, options)
+                waited = None
+                if options.cooldown is not None or options.max_temp is not None:
+                    target = options.max_temp if options.max_temp is not None else started_at
+                    waited = cool_down(lambda: hottest_c(self.state(cpus)), target,
+                                       options.cooldown if options.cooldown is not None else COOLDOWN_LIMIT_S, step)
+                before = self.state(cpus)
+                measured, facts = self._run_one(entry, options, cpus)
+                measured.update(state_before=before, state_after=self.state(cpus), cooldown=waited)
                 outcomes.append({"result": measured})
             except _ArtifactFailed as exc:
                 outcomes.append({"error": str(exc)})
         return outcomes, facts
 
-    def _run_one(self, entry: dict, options) -> tuple[dict, dict]:
+    def _run_one(self, entry: dict, options, cpus: list[int] | None) -> tuple[dict, dict]:
         folder = f"{REMOTE_ROOT}/bbdeploy-{secrets.token_hex(4)}"
         graph, tool = f"{folder}/model{Path(entry['artifact']).suffix}", f"{folder}/{TOOL}"
         try:
@@ -121,8 +144,9 @@ class ADBDevice:
             self._adb("push", str(self.binary), tool, timeout=600)
             self._adb("shell", shlex.join(["chmod", "755", tool]))
             try:  # the phone answered so far: what fails from here on is this artifact's run
+                pinned = ["taskset", format(sum(1 << cpu for cpu in cpus), "x")] if cpus else []
                 output = self._adb("shell", shlex.join([
-                    tool, f"--graph={graph}", f"--num_threads={options.threads}", f"--warmup_runs={options.warmup}",
+                    *pinned, tool, f"--graph={graph}", f"--num_threads={options.threads}", f"--warmup_runs={options.warmup}",
                     f"--num_runs={options.runs}", f"--min_secs={options.min_time:g}",
                     *DELEGATE_FLAGS[self.delegate]]), timeout=options.timeout)
                 parsed = parse_benchmark_output(output)

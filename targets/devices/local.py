@@ -15,7 +15,7 @@ from pathlib import Path
 from bbdeploy.errors import EXIT_FAILED, BBDeployError
 from bbdeploy.exporters.registry import TARGETS
 
-from .process import run_streaming, runner_failure
+from .process import check_refusal, run_streaming, runner_failure
 from .runner_archive import write_runner_archive
 
 
@@ -25,6 +25,10 @@ def runner_arguments(artifacts: list[str], options) -> list[str]:
                  "--runs", str(options.runs), "--min-time", str(options.min_time)]
     if options.exec_precision != "default":
         arguments += ["--exec-precision", options.exec_precision]
+    for flag, value in (("--cpus", options.cpus), ("--cooldown", options.cooldown), ("--max-temp", options.max_temp),
+                        ("--sustained", options.sustained)):
+        if value is not None:
+            arguments += [flag, str(value)]
     return arguments
 
 
@@ -94,19 +98,20 @@ class ProcessDevice:
     def check(self, entry: dict) -> None:
         """Every target runs here."""
 
-    def _run(self, arguments: list[str], progress=None, too_long: str = BENCH_TOO_LONG) -> str:
+    def _run(self, arguments: list[str], progress=None, too_long: str = BENCH_TOO_LONG, step=None) -> str:
         command, env = self.interpreter()
-        done = run_streaming([*command, *arguments], timeout=self.timeout, env=env, progress=progress)
+        done = run_streaming([*command, *arguments], timeout=self.timeout, env=env, progress=progress, step=step)
         if done.timed_out:
             raise BBDeployError(too_long.format(timeout=self.timeout), EXIT_FAILED)
         if done.returncode != 0:
+            check_refusal(self.where, done.returncode, done.stderr)
             raise BBDeployError(runner_failure(self.where, done.returncode, done.stderr), EXIT_FAILED)
         return done.stdout
 
-    def run(self, entries: list[dict], options) -> tuple[list[dict], dict]:
+    def run(self, entries: list[dict], options, step=None) -> tuple[list[dict], dict]:
         with tempfile.TemporaryDirectory(prefix="bbdeploy-bench-") as folder:
             archive = write_runner_archive(Path(folder))
-            stdout = self._run([str(archive), *runner_arguments([e["artifact"] for e in entries], options)])
+            stdout = self._run([str(archive), *runner_arguments([e["artifact"] for e in entries], options)], step=step)
         return parse_runner_output(stdout, self.where, entries)
 
     def evaluate(self, entries: list[dict], jobs: list[dict], settings: dict, progress=None) -> tuple[list[dict], dict]:

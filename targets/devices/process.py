@@ -11,7 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bbdeploy.errors import BBDeployError
+
 from ..runner.evaluate import PROGRESS  # the device's progress lines: `bbdeploy-progress DONE TOTAL` on stderr
+from ..runner.errors import REFUSAL  # its one-line refusal (exit status 2)
+from ..runner.pinning import STEP  # and its waits: `bbdeploy-step DONE TOTAL LABEL`
 
 EXIT_MARK = "bbdeploy-runner-exit"  # `bbdeploy-runner-exit STATUS`: printed by the ssh wrapper (see ssh.py)
 STDERR_KEPT = 40  # last stderr lines kept for the error message
@@ -26,9 +30,11 @@ class Finished:
 
 
 def run_streaming(command: list[str], *, timeout: float, stdin: Path | None = None, env: dict | None = None,
-                  cwd: Path | None = None, progress: Callable[[int, int], None] | None = None) -> Finished:
+                  cwd: Path | None = None, progress: Callable[[int, int], None] | None = None,
+                  step: Callable[[str, int, int], None] | None = None) -> Finished:
     """Run `command` (an argument list), calling `progress(done, total)` for each progress line on its
-    stderr; stdout goes to a temp file (it may be large: the outputs of every image)."""
+    stderr and `step(label, done, total)` for each wait it reports; stdout goes to a temp file (it may
+    be large: the outputs of every image)."""
     with tempfile.TemporaryFile() as out, open(stdin or "/dev/null", "rb") as source:
         child = subprocess.Popen(command, stdin=source, stdout=out, stderr=subprocess.PIPE, env=env, cwd=cwd)
         expired = threading.Event()
@@ -48,6 +54,11 @@ def run_streaming(command: list[str], *, timeout: float, stdin: Path | None = No
                         done, total = line.split()[1:3]
                         progress(int(done), int(total))
                     continue
+                if line.startswith(STEP + " "):
+                    if step is not None:
+                        done, total, label = line.split(" ", 3)[1:4]
+                        step(label, int(done), int(total))
+                    continue
                 kept = (kept + [line])[-STDERR_KEPT:]
             child.wait()
         finally:
@@ -62,6 +73,13 @@ def run_streaming(command: list[str], *, timeout: float, stdin: Path | None = No
 def last_lines(lines: list[str], count: int = 3) -> str:
     kept = [line.strip() for line in lines if line.strip()][-count:]
     return " | ".join(kept)[-400:] if kept else "no output"
+
+
+def check_refusal(where: str, status: int, stderr: list[str]) -> None:
+    """The runner's own refusal of what was asked (cores the device does not have): bad input, one line."""
+    refusal = [line for line in stderr if line.startswith(REFUSAL)]
+    if status == 2 and refusal:
+        raise BBDeployError(f"{where}: {refusal[-1].removeprefix(REFUSAL)}")
 
 
 def runner_failure(where: str, status: int, stderr: list[str]) -> str:

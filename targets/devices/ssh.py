@@ -24,7 +24,7 @@ from typing import BinaryIO
 from bbdeploy.errors import EXIT_FAILED, BBDeployError
 
 from .local import BENCH_TOO_LONG, DRIFT_TOO_LONG, evaluation_request, parse_runner_output, runner_arguments
-from .process import EXIT_MARK, run_streaming, runner_failure
+from .process import EXIT_MARK, check_refusal, run_streaming, runner_failure
 from .runner_archive import NAME as RUNNER, write_runner_archive
 
 DEVICE = re.compile(r"^ssh://(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s]+)(?::(?P<port>\d{1,5}))?/?$")
@@ -106,7 +106,8 @@ class SSHDevice:
                 if "Permission denied" in last else "check the host, the port and that sshd runs there")
         return BBDeployError(f"cannot connect to {self.spec}: {last}; {hint}", EXIT_FAILED)
 
-    def _run_script(self, folder: str, arguments: list[str], progress=None, too_long: str = BENCH_TOO_LONG) -> str:
+    def _run_script(self, folder: str, arguments: list[str], progress=None, too_long: str = BENCH_TOO_LONG,
+                    step=None) -> str:
         """Run `python SCRIPT ARGS` in `folder` on the device; its stdout.
 
         ssh exits 255 both when it cannot connect and when the remote command dies of a signal, so the
@@ -115,7 +116,7 @@ class SSHDevice:
         line = (f"cd {shlex.quote(folder)} || exit 1; {shlex.join([self.python, *arguments])}; "
                 f"echo \"{EXIT_MARK} $?\" >&2")
         try:
-            done = run_streaming([*self.base, line], timeout=self.timeout, progress=progress)
+            done = run_streaming([*self.base, line], timeout=self.timeout, progress=progress, step=step)
         except FileNotFoundError:
             raise BBDeployError("no `ssh` command here; install the OpenSSH client (apt-get install openssh-client)")
         if done.timed_out:
@@ -132,13 +133,14 @@ class SSHDevice:
             raise BBDeployError(f"a command is missing on {self.spec}: {last} (if it is Python, pass "
                                 "--remote-python PATH to the board's Python with the runtimes)", EXIT_FAILED)
         if status != 0:
+            check_refusal(self.spec, status, before)
             raise BBDeployError(runner_failure(self.spec, status, before), EXIT_FAILED)
         return done.stdout
 
-    def run(self, entries: list[dict], options) -> tuple[list[dict], dict]:
+    def run(self, entries: list[dict], options, step=None) -> tuple[list[dict], dict]:
         arguments = runner_arguments([f"{i}/{Path(e['artifact']).name}" for i, e in enumerate(entries)], options)
         with self._session([e["files"] for e in entries], {}) as folder:
-            stdout = self._run_script(folder, [RUNNER, *arguments])
+            stdout = self._run_script(folder, [RUNNER, *arguments], step=step)
         return parse_runner_output(stdout, self.spec, entries)
 
     def evaluate(self, entries: list[dict], jobs: list[dict], settings: dict, progress=None) -> tuple[list[dict], dict]:

@@ -1,6 +1,7 @@
 """The runner's command line, what a device runs (one JSON object on stdout):
 
     bench ARTIFACT... [--threads N] [--warmup W] [--runs R] [--min-time S] [--exec-precision P]
+                      [--cpus 2,3] [--cooldown S] [--max-temp C] [--sustained S]
     evaluate REQUEST.json      (progress lines on stderr; see evaluate.py)
 """
 
@@ -13,13 +14,24 @@ from pathlib import Path
 
 from . import evaluate as evaluation
 from .artifact import EXEC_PRECISIONS, keep_runtimes_offline
+from .device_state import cpu_list
+from .errors import REFUSAL
 from .facts import device_facts
+from .pinning import STEP, PinningRefused, pin
 from .timing import measure, peak_rss_bytes
 
 
+def _step(label: str, done: int, total: int) -> None:
+    print(f"{STEP} {done} {total} {label}", file=sys.stderr, flush=True)
+
+
 def _bench(args: argparse.Namespace) -> dict:
+    cpus = cpu_list(args.cpus) if args.cpus else None
+    if cpus is not None:
+        pin(cpus)  # before any runtime starts its threads: they inherit the mask
     outcomes = measure(args.artifacts, threads=args.threads, warmup=args.warmup, runs=args.runs,
-                       min_time=args.min_time, exec_precision=args.exec_precision)
+                       min_time=args.min_time, exec_precision=args.exec_precision, sustained=args.sustained,
+                       cooldown=args.cooldown, max_temp=args.max_temp, cpus=cpus, step=_step)
     return {"device": device_facts(), "peak_rss_bytes": peak_rss_bytes(), "outcomes": outcomes}
 
 
@@ -43,13 +55,22 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--runs", type=int, default=50)
     bench.add_argument("--min-time", type=float, default=1.0)
     bench.add_argument("--exec-precision", choices=EXEC_PRECISIONS, default=None)
+    bench.add_argument("--cpus", default=None, help="cores to pin to, the kernel's list format: 2,3 or 0-3")
+    bench.add_argument("--cooldown", type=float, default=None)
+    bench.add_argument("--max-temp", type=float, default=None)
+    bench.add_argument("--sustained", type=float, default=None)
     bench.set_defaults(run=_bench)
     evaluate = commands.add_parser("evaluate", help="outputs of artifacts over images sent along")
     evaluate.add_argument("request")
     evaluate.set_defaults(run=_evaluate)
     args = parser.parse_args(argv)
     keep_runtimes_offline()
-    print(json.dumps(args.run(args)))
+    try:
+        answer = args.run(args)
+    except PinningRefused as exc:  # the device's own refusal, one line
+        print(f"{REFUSAL}{exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(answer))
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+REFUSAL = "bbdeploy-runner: "  # the runner's own one-line refusal on stderr (exit status 2): what the device cannot do
+
 
 def one_line(exc: BaseException) -> str:
     """The exception's type and the first line of its message; OpenVINO's messages open with the source
