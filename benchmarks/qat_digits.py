@@ -45,13 +45,13 @@ def main() -> None:
         artifacts += [Path(row["artifact"]) for row in rows if row["artifact"]]
         for row in rows:
             if row["status"] == "failed":
-                print(f"{row['target']} {precision}{' qat' if qat else ''}: ❌ {row['error']}")
+                print(f"{row['target']} {precision}{' qat' if qat else ''}: ✗ {row['error']}")
     report = drift(DriftOptions(artifacts=artifacts, data=out / "digits" / "test", exec_precision="f32"))
     reference = report["reference"]["accuracy_top1"]
     print(f"float PyTorch: {100 * reference:.2f}% on {report['data']['images']} held-out digits")
     for row in report["results"]:
         accuracy = row.get("accuracy_top1")
-        shown = "❌ " + str(row.get("error")) if accuracy is None else f"{100 * accuracy:.2f}% ({100 * (accuracy - reference):+.2f} pt)"
+        shown = "✗ " + str(row.get("error")) if accuracy is None else f"{100 * accuracy:.2f}% ({100 * (accuracy - reference):+.2f} pt)"
         print(f"{Path(row['artifact']).name:45s} {shown}")
 
 

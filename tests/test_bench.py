@@ -71,7 +71,7 @@ def test_one_artifact_that_cannot_run_is_a_failed_row_and_the_others_are_measure
     target_checks(PLUMBING_TARGET).check_unloadable_file_error(rows[1]["error"])  # the runtime's own words
     assert rows[3]["error"].startswith("the file differs from what its manifest recorded"), rows[3]["error"]
     assert all(r["runs"] == 3 and r["latency_ms"]["p50"] > 0 for r in (rows[0], rows[2]))
-    assert f"❌ {broken.name}: " in result.stderr and "✅" in result.stderr
+    assert f"✗ {broken.name}: " in result.stderr and "✓" in result.stderr
 
 
 def test_artifacts_are_timed_interleaved_in_rounds(monkeypatch, tmp_path):

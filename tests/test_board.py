@@ -154,7 +154,7 @@ def test_a_failing_artifact_on_the_board_is_a_failed_row_and_the_others_are_meas
     error = target_checks(failing).FAILS_ON_PI4
     assert (failed["status"], failed["error"], failed["agreement_top1"]) == ("failed", error, None), failed
     assert measured["status"] == "ok" and measured["device"]["cpu"] == "Cortex-A72" and measured["agreement_top1"] is not None
-    assert f"❌ {Path(artifacts[0]).name}: {error}" in done.stderr
+    assert f"✗ {Path(artifacts[0]).name}: {error}" in done.stderr
 
 
 def test_a_crash_on_the_board_is_a_crash_and_a_missing_runtime_names_its_package(sshd, small_artifacts,

@@ -131,7 +131,7 @@ def test_drift_report_renders_in_headless_chromium(digits, digits_artifacts, tmp
     assert all(row["device"] == report["device"] for row in report["results"])
     markdown = (tmp_path / "report" / "drift.md").read_text()
     int8 = report["results"][1]
-    assert (f"| ✅ | {Path(artifacts[1]).name} | {PLUMBING_TARGET} | int8 | - | local ({platform.machine()} "
+    assert (f"| ✓ | {Path(artifacts[1]).name} | {PLUMBING_TARGET} | int8 | - | local ({platform.machine()} "
             f"{report['device']['cpu']}) | {int8['runtime']} {version(TARGETS[PLUMBING_TARGET].device_distributions[0])} | 120 |") in markdown
     assert f"Measured on: {device_text(report['device'])}; " in markdown
 
@@ -150,6 +150,19 @@ def test_drift_report_renders_in_headless_chromium(digits, digits_artifacts, tmp
         assert len(images) == 3  # per-target bars, SQNR against depth, the int8 artifact's simulated ranking
         for image in images:  # decoded by the browser, at a real size
             assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) > 200
+        # the device card: what the device said of itself, the runtime and the precision that ran
+        (card,) = browser.find_elements(By.CSS_SELECTOR, "section.device-card")
+        fields = dict(zip((dt.text for dt in card.find_elements(By.TAG_NAME, "dt")),
+                          (dd.text for dd in card.find_elements(By.TAG_NAME, "dd"))))
+        assert fields["cores"] == str(report["device"]["cores"]) and fields["emulated"] == "no"
+        assert fields["runtimes"] == f"{int8['runtime']} {int8['runtime_version']}"
+        assert fields["execution precision"] == ", ".join(f"{r['target']} {r['precision']}: {r['exec_precision']}"
+                                                          for r in report["results"] if r["exec_precision"]) or "-"
+        header = [cell.text for cell in rows[0].find_elements(By.TAG_NAME, "th")]
+        assert header[-1] == "note"
+        for row, result in zip(rows[1:], report["results"]):
+            note = row.find_elements(By.TAG_NAME, "td")[-1].text
+            assert ("ran in " in note) == (result["exec_precision"] in ("bf16", "f16")), (note, result["exec_precision"])
     finally:
         browser.quit()
 
@@ -250,8 +263,8 @@ def test_nan_output_is_a_failed_row_and_identical_logits_are_exact():
                                                 ("b.x", "ok", None, exact.result()))]
     report = {"results": rows}
     table = result_rows(report)
-    assert table[0][0] == "❌" and table[0][-2:] == ["n/a", "-"]
-    assert table[1][0] == "✅" and table[1][-2:] == ["exact", "0"]
+    assert table[0][0] == "✗" and table[0][-2:] == ["n/a", "-"]
+    assert table[1][0] == "✓" and table[1][-2:] == ["exact", "0"]
     assert len(plots(report)) == 1
     # a failed row fails the run even without gates; the exact one passes any agreement gate
     assert gate_failures(report, None, None) == [f"a.x: {nan_error}"]

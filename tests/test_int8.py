@@ -134,7 +134,7 @@ def test_an_int8_artifact_below_the_floor_fails_and_says_so(tmp_path):
     assert failed.returncode == 1, failed.stderr
     (row,) = json.loads(failed.stdout)
     assert row["status"] == "failed" and row["error"].startswith("int8 logit cosine 0."), row["error"]
-    assert "is below --min-cosine 0.9999" in row["error"] and "❌" in failed.stderr
+    assert "is below --min-cosine 0.9999" in row["error"] and "✗" in failed.stderr
     manifest = read_manifest(Path(row["manifest"]))
     assert manifest["parity"]["passed"] is False and manifest["parity"]["failure"] in row["error"]
     assert Path(row["artifact"]).is_file()

@@ -265,7 +265,7 @@ def drift(
         print(json.dumps(result, indent=2))
     failures = gate_failures(result, max_drop, min_agreement)
     for line in failures:
-        console.print(f"❌ {line}", soft_wrap=True)
+        console.print(f"✗ {line}", soft_wrap=True)
     if failures:
         raise typer.Exit(EXIT_FAILED)
 
@@ -342,7 +342,8 @@ def run(
     with console.status("running the pipeline") as status:
         outcomes = execute(RunOptions(pipeline, jobs=jobs, executor=executor, address=address),
                            say=lambda message: status.update(message),
-                           warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}", soft_wrap=True))
+                           warn=lambda message: console.print(f"[bold yellow]warning:[/] {message}", soft_wrap=True),
+                           finished=lambda line: console.print(line, soft_wrap=True, highlight=False, markup=False))
     report = build_report(pipeline, outcomes, old)
     page = write_run_report(report, Path(pipeline.output))
     print_run_table(console, pipeline.source, report)

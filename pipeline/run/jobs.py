@@ -189,7 +189,9 @@ def run_bench(job: BenchJob) -> dict:
 
     device, settings = job.device, job.bench
     config = {"device": device_identity(device), "threads": settings.threads, "runs": settings.runs,
-              "warmup": settings.warmup, "min_time": settings.min_time, "exec_precision": settings.exec_precision}
+              "warmup": settings.warmup, "min_time": settings.min_time, "exec_precision": settings.exec_precision,
+              **{key: getattr(settings, key) for key in ("cooldown", "max_temp", "sustained", "profile")
+                 if getattr(settings, key) is not None}, **({"cpus": device.cpus} if device.cpus else {})}
     outcomes, pending = _split_cached(job.artifacts, "bench", config, Path(job.results))
     started = finished = None
     facts = None

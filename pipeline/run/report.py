@@ -17,10 +17,12 @@ from bbdeploy.rows import Outcome, failed
 from bbdeploy.stages.manifest import now, write_json_atomic
 from bbdeploy.run.pipeline_file import Pipeline
 from bbdeploy.stages import layer_report
-from bbdeploy.stages.drift_report import device_line, html_document, html_table, png_data
+from bbdeploy.stages.device_card import card_html, card_markdown, precision_note
+from bbdeploy.stages.drift_report import html_document, html_table, png_data
 from bbdeploy.run.matrix import Outcomes, model_key
+from bbdeploy.run.scatter_svg import scatter_svg
 
-COLUMNS = ("model", "target", "precision", "device", "status", "size MB", "accuracy", "agreement", "cosine",
+COLUMNS = ("model", "target", "precision", "device", "status", "size MB", "accuracy", "agreement [95% CI]", "cosine",
            "p50 ms", "p90 ms", "vs fp32", "note")
 
 
@@ -38,6 +40,7 @@ def build_report(pipeline: Pipeline, outcomes: Outcomes, baseline: dict | None =
     report = {"created": now(), "pipeline": pipeline.source, "output": str(pipeline.output), "gates": gates,
               "wall_s": round(outcomes.wall_s, 1), "rows": rows, "jobs": outcomes.jobs,
               "devices": {device: _device_facts(rows, device) for device in devices if device is not None},
+              "device_cards": {device: device_card(rows, device) for device in devices if device is not None},
               "recommended": {device: _recommended(rows, device) for device in devices if device is not None}}
     if baseline is not None:
         mark_regressions(rows, baseline)
@@ -66,7 +69,7 @@ def _row(model, precision: str, device: str | None, export_row: dict, outcomes: 
     result = drift["result"]
     row["drift"] = {key: result.get(key) for key in ("samples", "accuracy_top1", "accuracy_drop", "accuracy_drop_ci95",
                                                     "agreement_top1", "agreement_top1_ci95", "cosine", "sqnr_db",
-                                                    "exec_precision", "runtime_version")}
+                                                    "exec_precision", "runtime", "runtime_version")}
     if result.get("layers_check"):  # validation: layers: true (stages/layer_diff.py)
         row["drift"].update({key: result.get(key) for key in LAYER_KEYS})
     row["drift_device"] = result.get("device")
@@ -83,7 +86,10 @@ def _row(model, precision: str, device: str | None, export_row: dict, outcomes: 
         measured = bench["row"]
         latency = {k: measured["latency_ms"][k] for k in ("p50", "p90", "mean")}
         row.update(bench_started=bench["started"], bench_finished=bench["finished"], bench_device=measured.get("device"),
-                   runtime=measured.get("runtime"), warnings=measured.get("warnings", []))
+                   runtime=measured.get("runtime"), warnings=measured.get("warnings", []),
+                   bench_threads=measured.get("threads"), bench_runtime_version=measured.get("runtime_version"),
+                   bench_exec_precision=measured.get("exec_precision"),
+                   state_before=measured.get("state_before"), state_after=measured.get("state_after"))
         if (measured.get("device") or {}).get("emulated"):  # qemu's speed, not the board's: never compared
             row.update(emulated=True, emulated_latency_ms=latency)
         else:
@@ -100,6 +106,27 @@ def _device_facts(rows: list[dict], device: str) -> dict | None:
             if row["device"] == device and (row.get(key) or {}).get("name") == row["device_url"]:
                 return row[key]
     return None
+
+
+def device_card(rows: list[dict], device: str) -> dict:
+    """What the report's card says of a device: its facts, its state at the start of its first
+    benchmark and at the end of its last, the runtimes, threads and execution precisions that ran."""
+    mine = [r for r in rows if r["device"] == device]
+    timed = sorted((r for r in mine if r.get("state_before")), key=lambda r: r["state_before"]["time"])
+    runtimes, precisions = {}, {}
+    for r in mine:
+        drift = r["drift"] or {}
+        name, version = r.get("runtime") or drift.get("runtime"), r.get("bench_runtime_version") or drift.get("runtime_version")
+        if name:
+            runtimes[name] = version or "-"
+        ran = drift.get("exec_precision") or r.get("bench_exec_precision")
+        if ran:
+            precisions[f"{r['target']} {r['precision']}"] = ran
+    return {"url": next((r["device_url"] for r in mine), None), "facts": _device_facts(rows, device),
+            "state_before": timed[0]["state_before"] if timed else None,
+            "state_after": timed[-1]["state_after"] if timed else None,
+            "threads": sorted({r["bench_threads"] for r in mine if r.get("bench_threads")}),
+            "runtimes": runtimes, "exec_precisions": precisions}
 
 
 LAYER_KEYS = ("layers", "worst", "layers_check", "layer_samples")  # of a drift row with its per-layer view
@@ -188,17 +215,41 @@ def _figure(value, spec: str, scale: float = 1.0) -> str:
     return "-" if value is None else format(value * scale, spec)
 
 
+MARKS = {"ok": "✓", "failed": "✗", "gated": "⊘", "unsupported": "–"}  # text symbols: no emoji font needed
+
+
+def row_notes(r: dict) -> list[str]:
+    """What a reader needs to read the row: why it failed, where its figures come from, a precision
+    the runtime chose, what its benchmark saw (int8 not faster, the device's state, noise)."""
+    drift = r["drift"] or {}
+    notes = [r["reason"], where_drift_note(r), layers_note(drift),
+             precision_note(r["precision"], drift.get("exec_precision"), drift.get("runtime") or r.get("runtime"))]
+    if not r["emulated"]:  # an emulated row's latency is qemu's: its own note says so
+        notes += r.get("warnings") or []
+    speedup = r["speedup_vs_fp32"]  # its fp32 sibling is timed in another session: bench could not say it
+    if speedup is not None and r["precision"] != "fp32" and speedup < 1.0 and not any("not faster" in n for n in notes if n):
+        notes.append(f"{r['precision']} not faster than fp32 here ({speedup:.2f}x its p50)")
+    return [note for note in notes if note]
+
+
+def _with_interval(value, interval, spec: str) -> str:
+    """A figure and its 95% bootstrap interval: `0.911 [0.875, 0.943]`."""
+    if value is None:
+        return "-"
+    return format(value, spec) + (f" [{format(interval[0], spec)}, {format(interval[1], spec)}]" if interval else "")
+
+
 def table_rows(report: dict) -> list[list[str]]:
     cells = []
-    marks = {"ok": "✅", "failed": "❌", "gated": "⛔", "unsupported": "–"}
     for r in report["rows"]:
         drift, latency = r["drift"] or {}, r["latency_ms"] or {}
-        note = "; ".join(part for part in (r["reason"], where_drift_note(r), layers_note(drift)) if part)
+        note = "; ".join(row_notes(r))
         if r["regressions"]:
             note = "REGRESSION: " + "; ".join(r["regressions"]) + (f"; {note}" if note else "")
         cells.append([r["model"], r["target"], r["precision"], r["device"] or "-",
-                      f"{marks[r['status']]} {r['status']}", _figure(r["size_bytes"], ".2f", 1e-6),
-                      _figure(drift.get("accuracy_top1"), ".2f", 100), _figure(drift.get("agreement_top1"), ".3f"),
+                      f"{MARKS[r['status']]} {r['status']}", _figure(r["size_bytes"], ".2f", 1e-6),
+                      _figure(drift.get("accuracy_top1"), ".2f", 100),
+                      _with_interval(drift.get("agreement_top1"), drift.get("agreement_top1_ci95"), ".3f"),
                       _figure(drift.get("cosine"), ".4f"), _figure(latency.get("p50"), ".2f"),
                       _figure(latency.get("p90"), ".2f"), _figure(r["speedup_vs_fp32"], ".2f") +
                       ("x" if r["speedup_vs_fp32"] else ""), note])
@@ -229,7 +280,8 @@ def markdown(report: dict) -> str:
              f"{report['wall_s']} s.", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table_rows(report)]
     lines += ["", "## Devices", ""]
-    lines += [f"- **{name}**: {device_line(facts)}" for name, facts in report["devices"].items()]
+    for name, card in report["device_cards"].items():
+        lines += card_markdown(name, card)
     lines += ["", "## Recommended per device", ""]
     for device, choice in report["recommended"].items():
         lines.append(f"- **{device}**: " + (f"`{Path(choice['artifact']).name}` ({recommendation_text(choice)})"
@@ -258,36 +310,21 @@ def recommendation_text(choice: dict) -> str:
 
 
 def device_plots(report: dict) -> list[tuple[str, str]]:
-    """(device, base64 PNG): latency p50 against top-1 agreement, the Pareto front joined by a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """(device, inline SVG): latency p50 against top-1 agreement, the Pareto front joined by a line,
+    labels placed where they meet no other (run/scatter_svg.py)."""
+    several_models = len({r["model"] for r in report["rows"]}) > 1
     images = []
     for device in report["recommended"]:
         rows = [r for r in report["rows"] if r["device"] == device and r["status"] in ("ok", "gated")
                 and r["latency_ms"] and r["drift"]]
         if not rows:  # e.g. an emulated board: no latency to plot
             continue
-        figure, axis = plt.subplots(figsize=(6, 4))
-        for row in rows:
-            axis.scatter(row["latency_ms"]["p50"], 100 * row["drift"]["agreement_top1"],
-                         marker="o" if row["status"] == "ok" else "x", color="#4c72b0")
-            axis.annotate(f"{row['target']} {row['precision']}", (row["latency_ms"]["p50"],
-                                                                  100 * row["drift"]["agreement_top1"]),
-                          fontsize=7, xytext=(3, 3), textcoords="offset points")
-        front = pareto_front(rows)
-        if front:
-            axis.plot([r["latency_ms"]["p50"] for r in front], [100 * r["drift"]["agreement_top1"] for r in front],
-                      color="#dd8452", label="Pareto front")
-            axis.legend(loc="lower right", fontsize=8)
-        axis.set_xlabel("latency p50 (ms)")
-        axis.set_ylabel("top-1 agreement with float (%)")
-        axis.set_title(device)
-        figure.tight_layout()
-        images.append((device, png_data(figure)))
-        plt.close(figure)
+        front = {id(r) for r in pareto_front(rows)}
+        points = [{"x": r["latency_ms"]["p50"], "y": 100 * r["drift"]["agreement_top1"], "ok": r["status"] == "ok",
+                   "front": id(r) in front,
+                   "label": f"{r['model'] + ' ' if several_models else ''}{r['target']} {r['precision']}"} for r in rows]
+        images.append((device, scatter_svg(points, title=device, x_label="latency p50 (ms)",
+                                           y_label="top-1 agreement with float (%)")))
     return images
 
 
@@ -303,18 +340,16 @@ def layer_plots(report: dict) -> list[tuple[str, str]]:
 
 def html_page(report: dict) -> str:
     escape = html.escape
-    figures = "".join(f"<figure class='device-plot'><img alt='latency against drift on {escape(device)}' "
-                      f"src='data:image/png;base64,{data}'><figcaption>{escape(device)}</figcaption></figure>"
-                      for device, data in device_plots(report))
+    figures = "".join(f"<figure class='device-plot'>{svg}<figcaption>{escape(device)}</figcaption></figure>"
+                      for device, svg in device_plots(report))
     layers = "".join(f"<figure class='layer-plot'><img alt='{escape(caption)}' src='data:image/png;base64,{data}'>"
                      f"<figcaption>{escape(caption)}</figcaption></figure>" for caption, data in layer_plots(report))
-    devices = "".join(f"<li><b>{escape(name)}</b>: {escape(device_line(facts))}</li>"
-                      for name, facts in report["devices"].items())
+    devices = "".join(card_html(name, card) for name, card in report["device_cards"].items())
     recommended = "".join(f"<li><b>{escape(device)}</b>: " + (escape(Path(c["artifact"]).name) if c else "none")
                           + "</li>" for device, c in report["recommended"].items())
     return html_document("bbdeploy run", f"""<p>{escape(report['pipeline'])}: {len(report['rows'])} rows, {report['wall_s']} s</p>
 {html_table(COLUMNS, table_rows(report), "results")}
-<h2>Devices</h2><ul>{devices}</ul>
+<h2>Devices</h2>{devices}
 <h2>Recommended per device</h2><ul>{recommended}</ul>
 {figures}
 {layer_report.html_sections(layer_views(report), html_table)}

@@ -257,7 +257,8 @@ def drift(options: DriftOptions | DriftPlan, progress: Callable[[int, int], None
         seen_references.setdefault(artifact.reference_key, reference)
     report = {"data": {"folder": str(data.root), "images": len(data), "labels": data.label_source},
               "device": measured_on, "reference": next(iter(seen_references.values())),
-              "references": list(seen_references.values()), "results": results}
+              "references": list(seen_references.values()), "results": results,
+              "exec_precision": options.exec_precision}  # the setting asked for; each row: what ran
     if options.simulate_layers:
         from bbdeploy.quantization.sensitivity import layer_sensitivity
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bbdeploy.errors import BBDeployError
 from bbdeploy.stages import layer_report
+from bbdeploy.stages.device_card import card_html, card_markdown, precision_note
 
 def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
@@ -62,22 +63,40 @@ def runtime_text(result: dict) -> str:
 
 def result_rows(report: dict) -> list[list[str]]:
     """One table row per artifact (the columns of `COLUMNS`)."""
-    rows = []
+    rows, setting = [], report.get("exec_precision") or "default"
     for r in report["results"]:
         drop = "-" if r["accuracy_drop"] is None else f"{r['accuracy_drop']:+.2f}"
-        rows.append(["❌" if r["status"] == "failed" else "✅", Path(r["artifact"]).name, r["target"],
+        rows.append(["✗" if r["status"] == "failed" else "✓", Path(r["artifact"]).name, r["target"],
                      r["precision"], r["exec_precision"] or "-", device_text(r.get("device")), runtime_text(r),
                      str(r["samples"]),
                      _percent(r["accuracy_top1"]), _percent(r["accuracy_top5"]), drop,
                      _interval(r["accuracy_drop_ci95"]), _percent(r["agreement_top1"]),
                      _interval(r["agreement_top1_ci95"], 100, "%"), _percent(r["agreement_top5"]),
                      _number(r["cosine"], 4), sqnr_text(r),
-                     "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.3g}"])
+                     "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.3g}", "; ".join(row_notes(r, setting))])
     return rows
 
 
+def row_notes(r: dict, setting: str = "default") -> list[str]:
+    """What a reader needs to read the row: its error, a precision the runtime chose (`setting`:
+    drift's --exec-precision), emulation."""
+    notes = [r.get("error"), precision_note(r["precision"], r.get("exec_precision"), r.get("runtime"), setting)]
+    if (r.get("device") or {}).get("emulated"):
+        notes.append("emulated: ARM numerics (qemu-user)")
+    return [note for note in notes if note]
+
+
+def card(report: dict) -> dict:
+    """The device card of a drift report (device_card.py): no benchmark ran, so no state."""
+    results = report["results"]
+    return {"url": (report.get("device") or {}).get("name"), "facts": report.get("device"),
+            "runtimes": {r["runtime"]: r.get("runtime_version") or "-" for r in results if r.get("runtime")},
+            "exec_precisions": {f"{r['target']} {r['precision']}": r["exec_precision"] for r in results
+                                if r.get("exec_precision")}}
+
+
 COLUMNS = ["", "artifact", "target", "precision", "exec", "device", "runtime", "images", "top-1", "top-5", "drop (pts)", "drop 95% CI",
-           "agree top-1", "agree 95% CI", "agree top-5", "cosine", "SQNR dB", "max |diff|"]
+           "agree top-1", "agree 95% CI", "agree top-5", "cosine", "SQNR dB", "max |diff|", "note"]
 
 
 MAP_COLUMNS = ["artifact", "feature map", "SQNR dB", "cosine", "max |diff|"]
@@ -94,7 +113,7 @@ def markdown(report: dict) -> str:
     reference = report["references"]
     lines = ["# bbdeploy drift", "",
              f"{report['data']['images']} images from `{report['data']['folder']}` (labels: {report['data']['labels']}).",
-             "", device_line(report.get("device")), ""]
+             "", device_line(report.get("device")), "", *card_markdown("device", card(report))]
     for ref in reference:
         lines.append(f"Float reference {ref['backbone']} ({ref['weights']}): top-1 {_percent(ref['accuracy_top1'])}, "
                      f"top-5 {_percent(ref['accuracy_top5'])}.")
@@ -181,6 +200,7 @@ def html_page(report: dict) -> str:
     data = report["data"]
     return html_document("bbdeploy drift", f"""<p>{data['images']} images from <code>{escape(data['folder'])}</code> (labels: {escape(data['labels'])}).</p>
 <p class="device">{escape(device_line(report.get("device")))}</p>
+{card_html("device", card(report))}
 <ul>{references}</ul>
 {html_table(COLUMNS, result_rows(report), "results")}
 {html_table(MAP_COLUMNS, map_rows(report), "maps") if map_rows(report) else ""}
