@@ -263,8 +263,9 @@ def test_nan_output_is_a_failed_row_and_identical_logits_are_exact():
                                                 ("b.x", "ok", None, exact.result()))]
     report = {"results": rows}
     table = result_rows(report)
-    assert table[0][0] == "✗" and table[0][-2:] == ["n/a", "-"]
-    assert table[1][0] == "✓" and table[1][-2:] == ["exact", "0"]
+    # the last three columns: SQNR, max |diff|, note (the failed row's note is its error)
+    assert table[0][0] == "✗" and table[0][-3:] == ["n/a", "-", nan_error]
+    assert table[1][0] == "✓" and table[1][-3:] == ["exact", "0", ""]
     assert len(plots(report)) == 1
     # a failed row fails the run even without gates; the exact one passes any agreement gate
     assert gate_failures(report, None, None) == [f"a.x: {nan_error}"]

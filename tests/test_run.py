@@ -374,8 +374,12 @@ def test_drift_is_measured_on_each_device_and_emulated_latency_is_never_compared
     assert local["p50_ms"] == min(r["latency_ms"]["p50"] for r in rows.values() if r["device"] == "local")
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert markdown.count(EMULATED_NOTE) == 2
-    assert "- **pi5**: Measured on: qemu://pi5 (aarch64 Cortex-A76, emulated); Raspberry Pi 5 Model B" in markdown
-    assert f"- **local**: Measured on: local ({platform.machine()} " in markdown
+    # each device's card: what the board said of itself (qemu's Pi 5 record), this machine's own facts
+    pi5_card = markdown.split("### pi5\n", 1)[1].split("###", 1)[0]
+    assert "- URL: qemu://pi5\n" in pi5_card and "- CPU: aarch64 Cortex-A76\n" in pi5_card, pi5_card
+    assert "- board: Raspberry Pi 5 Model B" in pi5_card and "- emulated: yes, by qemu-user on " in pi5_card
+    local_card = markdown.split("### local\n", 1)[1].split("###", 1)[0]
+    assert f"- CPU: {platform.machine()} " in local_card and "- emulated: no\n" in local_card, local_card
     for precision in ("fp32", "int8"):  # the run's per-layer sections, one per artifact and device
         name = Path(rows[(target, precision, "local")]["artifact"]).name
         assert f"## Where the error enters {name} (on its runtime on qemu://pi5, 4 images)" in markdown
