@@ -8,6 +8,11 @@ and whether depthwise or grouped: what converters pattern-match on) and the kind
 it. Widths, split points, padding amounts and how often a block repeats do not enter, so a wider or
 deeper member shares its family's graph, and a backbone with an op or a wiring no other has gets a
 graph, and an int8 run, of its own.
+
+A graph whose every (op, input kinds) pair is also in another graph is contained in it: a converter
+meets nothing in it that the larger one does not show it in the same neighbourhood (MobileNetV1's
+depthwise-separable pair is inside every MobileNetV2 block; RegNetY is RegNetX with squeeze-excitation).
+`exported_graphs` keeps the graphs no other contains: those are what the zoo tests export.
 """
 
 from __future__ import annotations
@@ -82,12 +87,21 @@ def _argument(args, kwargs, position: int, key: str, default):
     return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
-def graph_signature(model: torch.nn.Module) -> str:
-    """sha256 (12 hex digits) of the sorted (kind, input kinds) pairs of `model`'s forward at SIZE px."""
+def graph_edges(model: torch.nn.Module) -> list[list]:
+    """The sorted (kind, input kinds) pairs of `model`'s forward at SIZE px (as JSON lists)."""
     recorder = _OpRecorder()
     with torch.no_grad(), recorder:
         model(torch.zeros(1, 3, SIZE, SIZE))
-    return hashlib.sha256(json.dumps(sorted(recorder.edges)).encode()).hexdigest()[:12]
+    return json.loads(json.dumps(sorted(recorder.edges)))
+
+
+def graph_signature(model: torch.nn.Module) -> str:
+    """sha256 (12 hex digits) of `model`'s graph_edges."""
+    return _signature(graph_edges(model))
+
+
+def _signature(edges: list[list]) -> str:
+    return hashlib.sha256(json.dumps(edges).encode()).hexdigest()[:12]
 
 
 def deploy_form(name: str) -> torch.nn.Module:
@@ -100,22 +114,59 @@ def deploy_form(name: str) -> torch.nn.Module:
 
 
 @lru_cache(maxsize=None)
-def distinct_graphs(names: tuple[str, ...]) -> dict[str, list[str]]:
-    """{first backbone of a graph (in `names`' order): every backbone with that graph}. Cached in the
-    temp folder under bbdeploy's code digest and this file's: each pytest worker collects the zoo
-    tests, and tracing 27 backbones takes a few seconds."""
+def _edges_of(names: tuple[str, ...]) -> dict[str, list[list]]:
+    """{backbone: graph_edges of its deploy form}. Cached in the temp folder under bbdeploy's code digest
+    and this file's: each pytest worker collects the zoo tests, and tracing 27 backbones takes a few
+    seconds."""
     key = hashlib.sha256((code_digest() + Path(__file__).read_text()).encode()).hexdigest()[:16]
     cache = Path(tempfile.gettempdir()) / f"bbdeploy-test-graphs-{key}.json"
     try:
-        signatures = json.loads(cache.read_text())
+        edges = json.loads(cache.read_text())
     except (OSError, ValueError):
-        signatures = {}
-    if not set(names) <= set(signatures):
-        signatures.update({name: graph_signature(deploy_form(name)) for name in names if name not in signatures})
-        partial = cache.with_suffix(f".{id(signatures)}.tmp")
-        partial.write_text(json.dumps(signatures))
+        edges = {}
+    if not set(names) <= set(edges):
+        edges.update({name: graph_edges(deploy_form(name)) for name in names if name not in edges})
+        partial = cache.with_suffix(f".{id(edges)}.tmp")
+        partial.write_text(json.dumps(edges))
         partial.replace(cache)
+    return {name: edges[name] for name in names}
+
+
+def distinct_graphs(names: tuple[str, ...]) -> dict[str, list[str]]:
+    """{first backbone of a graph (in `names`' order): every backbone with that graph}."""
     groups: dict[str, list[str]] = {}
-    for name in names:
-        groups.setdefault(signatures[name], []).append(name)
+    for name, edges in _edges_of(names).items():
+        groups.setdefault(_signature(edges), []).append(name)
     return {members[0]: members for members in groups.values()}
+
+
+def containing_graph(names: tuple[str, ...]) -> dict[str, str]:
+    """{first backbone of a graph: the first backbone of the graph the zoo tests export for it}: itself
+    where no other graph contains it, else the largest graph that does (a graph inside one that is
+    itself contained is exported with the outermost)."""
+    edges = _edges_of(names)
+    pairs = {first: {tuple(map(_hashable, edge)) for edge in edges[first]} for first in distinct_graphs(names)}
+    outermost = {}
+    for first, own in pairs.items():
+        around = [other for other, theirs in pairs.items() if other != first and own < theirs]
+        outermost[first] = max(around, key=lambda other: len(pairs[other]), default=first)
+    return {first: _outermost(first, outermost) for first in outermost}
+
+
+def _outermost(first: str, containing: dict[str, str]) -> str:
+    while containing[first] != first:
+        first = containing[first]
+    return first
+
+
+def _hashable(value):
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value
+
+
+def exported_graphs(names: tuple[str, ...]) -> dict[str, list[str]]:
+    """{first backbone of each graph no other contains: every backbone whose graph it stands for}."""
+    groups = distinct_graphs(names)
+    exported: dict[str, list[str]] = {}
+    for first, outer in containing_graph(names).items():
+        exported.setdefault(outer, []).extend(groups[first])
+    return exported
