@@ -156,3 +156,41 @@ def test_padded_average_pools_compute_the_same_and_run_in_xnnpack(tmp_path):
     found = exporter.delegation(path)
     assert found["delegates"] == 1 and found["portable_ops"] == {}, found
     assert found["xnnpack_nodes"]["AvgPooling2d"] == 2 and found["xnnpack_nodes"]["StaticConstantPad"] == 1, found
+
+
+class _SamePadded(nn.Module):
+    """EfficientNet-Lite's stride-2 convolution: TF "same" padding as a zero pad before an unpadded conv."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem, self.down = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, stride=2, groups=8)
+        self.act, self.pool, self.head = nn.ReLU6(), nn.AdaptiveAvgPool2d(1), nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.act(self.down(nn.functional.pad(self.act(self.stem(x)), (0, 1, 0, 1))))
+        return self.head(self.pool(x).flatten(1))
+
+
+def test_a_zero_pad_stays_int8_inside_xnnpack(tmp_path):
+    """The pad quantized on its input's grid and the requantization after it dropped: the same numbers
+    (a tensor already on its grid, framed by its zero point) and no float detour inside XNNPACK, so the
+    program's only Converts are the input's quantize and the output's dequantize (Lite0 had 10 with its
+    5 pads in float; 2 now)."""
+    import numpy as np
+
+    from bbdeploy.quantization import executorch as quantizer, pt2e
+
+    x = torch.rand(1, 3, 16, 16)
+    calibration = [np.random.default_rng(seed).random((1, 3, 16, 16), dtype=np.float32) for seed in range(4)]
+    converted = pt2e.calibrated(_SamePadded().eval(), quantizer.xnnpack_quantizer("minmax"), calibration,
+                                subset_size=4, sample=x)
+    before = converted(x)
+    assert quantizer.drop_requantize_after_zero_pads(converted) == 1
+    assert torch.equal(converted(x), before)
+    path = tmp_path / "padded.pte"
+    quantizer.quantize(_SamePadded(), calibration, subset_size=4, sample=x, out_path=path, layout="nchw",
+                       method="minmax", io="float", keep_float=[], bias_correction=False)
+    found = exporter.delegation(path)
+    assert found["delegates"] == 1 and found["portable_ops"] == {}, found
+    assert found["xnnpack_nodes"]["Convert"] == 2 and found["xnnpack_nodes"]["StaticConstantPad"] == 1, found
