@@ -7,7 +7,7 @@ convolution's pre-clamp output), closed by the same shared annotation (pt2e.py).
 Zero pads (EfficientNet-Lite's TF "same" padding) are quantized on their input's grid
 (`annotate_zero_pads`, `drop_requantize_after_zero_pads`): left to the XNNPACK quantizer they ran in
 float, a dequantize and a quantize around each (Lite0 int8: 10 Converts inside XNNPACK, 2 now; p50 6.80
--> 5.85 ms, the same parity figures).
+-> 5.85 ms in one interleaved bench on a loaded VNNI VM, the same parity figures).
 
 The fp32 rewrite of counted-padding average pools (exporters/executorch.py) is not applied here: in
 int8 XNNPACK 1.5 refuses the zero pad at load (ShuffleNet V1: "Failed to create StaticConstantPad node
@@ -59,8 +59,8 @@ def _is_zero_pad(node: torch.fx.Node) -> bool:
 def annotate_zero_pads(graph_module: torch.fx.GraphModule, config) -> None:
     """A zero pad (TF "same" padding before EfficientNet-Lite's stride-2 convolutions) quantized with its
     input's parameters: the pad of an int8 tensor is then the same int8 tensor framed by its zero point
-    (0 is exact on an asymmetric grid), and `drop_requantize_after_zero_pads` lets XNNPACK fold it into
-    the convolution. Unannotated, it ran in float between a dequantize and a quantize."""
+    (0 is exact on an asymmetric grid), and after `drop_requantize_after_zero_pads` XNNPACK runs it in
+    int8 with the convolution it feeds. Unannotated, it ran in float between a dequantize and a quantize."""
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
     for pad in graph_module.graph.nodes:

@@ -142,21 +142,13 @@ def distinct_graphs(names: tuple[str, ...]) -> dict[str, list[str]]:
 
 def containing_graph(names: tuple[str, ...]) -> dict[str, str]:
     """{first backbone of a graph: the first backbone of the graph the zoo tests export for it}: itself
-    where no other graph contains it, else the largest graph that does (a graph inside one that is
-    itself contained is exported with the outermost)."""
+    where no other graph contains it, else the largest graph that does (no graph contains that one: it
+    would contain the first too, and be larger)."""
     edges = _edges_of(names)
     pairs = {first: {tuple(map(_hashable, edge)) for edge in edges[first]} for first in distinct_graphs(names)}
-    outermost = {}
-    for first, own in pairs.items():
-        around = [other for other, theirs in pairs.items() if other != first and own < theirs]
-        outermost[first] = max(around, key=lambda other: len(pairs[other]), default=first)
-    return {first: _outermost(first, outermost) for first in outermost}
-
-
-def _outermost(first: str, containing: dict[str, str]) -> str:
-    while containing[first] != first:
-        first = containing[first]
-    return first
+    return {first: max((other for other, theirs in pairs.items() if own < theirs), key=lambda other: len(pairs[other]),
+                       default=first)
+            for first, own in pairs.items()}
 
 
 def _hashable(value):
