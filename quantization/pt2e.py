@@ -6,7 +6,7 @@ own module."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import islice
 
 import torch
@@ -19,13 +19,17 @@ CLAMPS = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)
 
 def calibrated(model: torch.nn.Module, quantizer, calibration, *, subset_size: int, sample: torch.Tensor,
                to_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
-               fold_quantize: bool = True) -> torch.fx.GraphModule:
+               fold_quantize: bool = True,
+               rewrites: Sequence[Callable[[torch.fx.GraphModule], None]] = ()) -> torch.fx.GraphModule:
     """`model` exported at `sample`, observed on `subset_size` batches of `calibration` (float32 NCHW
     arrays, fed through `to_input`), with its quantize/dequantize pairs in place (`fold_quantize`: the
-    weights stored quantized; litert-torch wants them float and folds them itself)."""
+    weights stored quantized; litert-torch wants them float and folds them itself). `rewrites` change the
+    exported graph in place before it is annotated (the forms a target's converter takes)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     graph = torch.export.export(model.eval(), (sample,)).module()
+    for rewrite in rewrites:
+        rewrite(graph)
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for array in islice(calibration, subset_size):

@@ -40,17 +40,12 @@ def check_fp32_graph(row: dict) -> None:
     assert row["ops"]["xnnpack:Conv2d"] > 0 and not any(op.startswith("portable:") for op in row["ops"]), row["ops"]
 
 
-# int8 ops left to the portable kernels: counted-padding average pools (ShuffleNet V1; quantization/executorch.py)
-INT8_PORTABLE_OPS = {"aten::avg_pool2d"}
-
-
 def check_int8_graph(row: dict, backbone: str) -> None:
-    # every convolution and fully connected layer in XNNPACK with int8 weights; one delegate unless an op
-    # XNNPACK refuses splits it
+    # every convolution and fully connected layer in XNNPACK with int8 weights, the whole graph in one
+    # delegate (ShuffleNet V1's counted-padding pools included: quantization/executorch.py)
     found = _delegation(row)
     assert found["undelegated_convolutions"] == 0 and found["float_layers"] == 0, (backbone, found)
-    assert set(found["portable_ops"]) <= INT8_PORTABLE_OPS, (backbone, found)
-    assert found["delegates"] == 1 or found["portable_ops"], (backbone, found)
+    assert found["delegates"] == 1 and found["portable_ops"] == {}, (backbone, found)
     assert found["xnnpack_nodes"]["Conv2d"] > 0 and found["xnnpack_nodes"].get("Convert", 0) >= 2, (backbone, found)
     assert read_manifest(Path(row["manifest"]))["quantization"]["delegation"] == found
     assert row["input"]["dtype"] == "float32" and row["output"]["dtype"] == "float32"
