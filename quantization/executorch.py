@@ -49,14 +49,15 @@ ZERO_PADS = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
 
 
 def _is_zero_pad(node: torch.fx.Node) -> bool:
+    """A constant pad with zeros that only grows its input (a negative amount crops)."""
     if node.op != "call_function" or node.target not in ZERO_PADS or not isinstance(node.args[0], torch.fx.Node):
         return False
     if node.target == torch.ops.aten.pad.default:
         mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
         value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", None)
-        return mode == "constant" and not value
-    value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
-    return not value and all(amount >= 0 for amount in node.args[1])
+    else:
+        mode, value = "constant", node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
+    return mode == "constant" and not value and all(amount >= 0 for amount in node.args[1])
 
 
 def annotate_zero_pads(graph_module: torch.fx.GraphModule, config) -> None:
